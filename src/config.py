@@ -1,0 +1,217 @@
+"""Typed experiment configuration: YAML files + `key=value` overrides, validated.
+
+A config file may name a parent with `base_config: other.yaml` (resolved relative to the file), so
+`configs/online_v1.yaml` holds only the distillation overrides on top of `configs/base.yaml`.
+Merge order: dataclass defaults < parent YAML < child YAML < command-line overrides.
+
+Unknown keys, wrong types and out-of-range values raise `ConfigError` with a message naming the key
+and, for misspellings, the closest valid name.
+
+    cfg = load_config("configs/online_v1.yaml", ["training.max_steps=4", "model.name=/tmp/tiny"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+PARENT_KEY = "base_config"
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message says which key and how to fix it."""
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass
+class ModelConfig:
+    # Hub id or local folder, loaded with `from_pretrained` for both teacher and student.
+    name: str = "Qwen/Qwen3-1.7B"
+    # sdpa works everywhere; "flash_attention_2" when flash-attn is installed; "eager" for debugging.
+    attn_implementation: str = "sdpa"
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "openai/gsm8k"
+    subset: str = "main"
+    train_split: str = "train"
+    test_split: str = "test"
+    # Local folder with {train_split}.jsonl / {test_split}.jsonl; when set, the hub is not contacted.
+    path: Optional[str] = None
+    num_fewshot_examples: int = 8
+    # The teacher sequence drops shots (never answer tokens) until it fits.
+    max_seq_len_teacher: int = 2560
+    # A student sequence longer than this is an error (the answer would be cut).
+    max_seq_len_student: int = 512
+    num_workers: int = 2
+    # What to do with rows lacking a question, an answer or a `####` line: "error" or "skip" (counted).
+    invalid_rows: str = "error"
+
+    def __post_init__(self) -> None:
+        _require(self.num_fewshot_examples >= 0, "data.num_fewshot_examples must be >= 0")
+        _require(self.max_seq_len_teacher > 0, "data.max_seq_len_teacher must be > 0")
+        _require(self.max_seq_len_student > 0, "data.max_seq_len_student must be > 0")
+        _require(self.num_workers >= 0, "data.num_workers must be >= 0")
+        _require(self.invalid_rows in ("error", "skip"),
+                 f"data.invalid_rows must be 'error' or 'skip', got {self.invalid_rows!r}")
+
+
+@dataclass
+class TrainingConfig:
+    seed: int = 42
+    # Every output of a run (checkpoints, logs, resolved config) lives under this folder.
+    output_dir: str = "experiments/run"
+    logging_steps: int = 10
+    # Kept for the paper's config schema; evaluation runs offline with scripts/eval_checkpoints.py.
+    eval_steps: int = 200
+    save_steps: int = 200
+    max_steps: int = 1000
+    warmup_steps: int = 50
+    lr: float = 2.0e-4
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 4
+    bf16: bool = True
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        _require(self.max_steps > 0, "training.max_steps must be > 0")
+        _require(self.per_device_train_batch_size > 0,
+                 "training.per_device_train_batch_size must be > 0 (effective batch of 0)")
+        _require(self.gradient_accumulation_steps > 0,
+                 "training.gradient_accumulation_steps must be > 0 (effective batch of 0)")
+        _require(self.lr > 0, "training.lr must be > 0")
+        # warmup_steps > max_steps is allowed (short debug runs): the lr then never reaches its peak.
+        _require(self.warmup_steps >= 0, "training.warmup_steps must be >= 0")
+        _require(self.weight_decay >= 0, "training.weight_decay must be >= 0")
+        _require(self.grad_clip > 0, "training.grad_clip must be > 0")
+        _require(self.logging_steps > 0, "training.logging_steps must be > 0")
+        _require(self.save_steps > 0, "training.save_steps must be > 0")
+        _require(self.eval_steps > 0, "training.eval_steps must be > 0")
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    bias: str = "none"
+
+    def __post_init__(self) -> None:
+        _require(self.r > 0, "lora.r must be > 0")
+        _require(self.alpha > 0, "lora.alpha must be > 0")
+        _require(0.0 <= self.dropout < 1.0, "lora.dropout must be in [0, 1)")
+        _require(len(self.target_modules) > 0, "lora.target_modules must name at least one module")
+        _require(self.bias in ("none", "all", "lora_only"),
+                 f"lora.bias must be 'none', 'all' or 'lora_only', got {self.bias!r}")
+
+
+@dataclass
+class DistillationConfig:
+    # Teacher top-K vocabulary entries matched by the MSE term (0 = no distillation, plain SFT).
+    n_top_logits: int = 0
+    # Weight of the MSE term: loss = CE + lambda_distill * MSE.
+    lambda_distill: float = 0.0
+    # "seed": logits at the positions holding the answer tokens (the paper's choice);
+    # "predict": logits that predict each answer token (the positions the CE loss uses).
+    alignment: str = "seed"
+    # Teacher top-K memoisation across epochs: "none" (online every step), "memory" or "disk".
+    teacher_cache: str = "none"
+
+    def __post_init__(self) -> None:
+        _require(self.n_top_logits >= 0, "distillation.n_top_logits must be >= 0")
+        _require(self.lambda_distill >= 0, "distillation.lambda_distill must be >= 0")
+        _require(self.alignment in ("seed", "predict"),
+                 f"distillation.alignment must be 'seed' or 'predict', got {self.alignment!r}")
+        _require(self.teacher_cache in ("none", "memory", "disk"),
+                 f"distillation.teacher_cache must be 'none', 'memory' or 'disk', got {self.teacher_cache!r}")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    distillation: DistillationConfig = field(default_factory=DistillationConfig)
+
+
+def _valid_keys(node: Any, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            keys.extend(_valid_keys(value, f"{prefix}{f.name}."))
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def _unknown_key_message(error: OmegaConfBaseException, source: str) -> str:
+    full_key = getattr(error, "full_key", None) or str(error)
+    valid = _valid_keys(Config())
+    close = difflib.get_close_matches(str(full_key), valid, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return f"Unknown config key '{full_key}' in {source}.{hint} Valid keys: {', '.join(valid)}"
+
+
+def _read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[DictConfig]:
+    """The YAML file and its `base_config` ancestors, root first."""
+    path = path.resolve()
+    if not path.is_file():
+        raise ConfigError(f"Config file not found: {path}")
+    if path in seen:
+        raise ConfigError(f"Config inheritance cycle through {path}")
+    node = OmegaConf.load(path)
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"{path} must hold a mapping of config sections")
+    parent = node.pop(PARENT_KEY, None)
+    chain = _read_yaml_chain(path.parent / str(parent), seen + (path,)) if parent else []
+    return chain + [node]
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load `path` (with its `base_config` parents) and apply `key=value` overrides."""
+    merged = OmegaConf.structured(Config)
+    sources = [(node, f"config file {path}") for node in (_read_yaml_chain(Path(path)) if path else [])]
+    for override in overrides:
+        if "=" not in override:
+            raise ConfigError(f"Override {override!r} is not of the form key=value (e.g. training.max_steps=4)")
+    if overrides:
+        sources.append((OmegaConf.from_dotlist(list(overrides)), "command-line overrides"))
+    for node, source in sources:
+        try:
+            merged = OmegaConf.merge(merged, node)
+        except (ConfigKeyError, ConfigAttributeError) as error:
+            raise ConfigError(_unknown_key_message(error, source)) from None
+        except OmegaConfBaseException as error:
+            key = getattr(error, "full_key", None) or "?"
+            reason = str(error.msg).splitlines()[0]
+            raise ConfigError(f"Invalid value for config key '{key}' in {source}: {reason}") from None
+    try:
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:
+        cause = error.__cause__ if isinstance(error.__cause__, ConfigError) else error
+        raise ConfigError(str(cause)) from None
+
+
+def config_to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def config_to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

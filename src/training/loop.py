@@ -1,0 +1,374 @@
+"""The training loop shared by both methods: setup, loop, save.
+
+Scripts (train_baseline.py, train_online_v1.py) parse the config, call `setup_run`, build their loss
+step and call `train`. Everything else (DDP, bf16 autocast, gradient accumulation, AdamW, cosine
+schedule with warmup, clipping, logging, checkpoints, resume, signals) lives here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader
+
+from src.config import Config, ConfigError, config_to_dict, config_to_yaml, load_config
+from src.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_adapter, save_checkpoint
+
+logger = logging.getLogger("fewshot_distill")
+
+LossStep = Callable[[torch.nn.Module, dict], dict]
+
+
+def parse_training_args(argv: list[str] | None, description: str) -> tuple[argparse.Namespace, Config]:
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/online_v1.yaml")
+    parser.add_argument("--output_dir", help="overrides training.output_dir")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the latest checkpoint in the output dir")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete a previous run's checkpoints and logs in the output dir first")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. training.max_steps=4 model.name=/tmp/tiny")
+    args = parser.parse_args(argv)
+    if args.resume and args.overwrite:
+        parser.error("--resume and --overwrite exclude each other")
+    overrides = list(args.overrides)
+    if args.output_dir:
+        overrides.append(f"training.output_dir={args.output_dir}")
+    try:
+        cfg = load_config(args.config, overrides)
+    except ConfigError as error:
+        parser.error(str(error))
+    return args, cfg
+
+
+@dataclass
+class Run:
+    cfg: Config
+    accelerator: object
+    tokenizer: object
+    model: torch.nn.Module            # prepared (DDP-wrapped) AnswerWindowLM
+    peft_model: object                # the unwrapped peft model (saving, teacher)
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    dataloader: DataLoader
+    output_dir: Path
+    resume_from: Path | None
+    method: str
+    data_stats: dict = field(default_factory=dict)
+
+    @property
+    def config_yaml(self) -> str:
+        return config_to_yaml(self.cfg)
+
+
+def _configure_logging(is_main: bool) -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
+                        level=logging.INFO if is_main else logging.WARNING, force=True)
+
+
+def check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> Path | None:
+    """The checkpoint to resume from, or None for a fresh run; refuses to mix two runs' outputs."""
+    checkpoints = list_checkpoints(output_dir)
+    if resume:
+        if not checkpoints:
+            raise SystemExit(f"--resume: no complete checkpoint-* folder in {output_dir}. Start a fresh "
+                             "run without --resume.")
+        return checkpoints[-1][1]
+    leftovers = [c.name for _, c in checkpoints] + [n for n in ("final", "metrics.jsonl")
+                                                     if (output_dir / n).exists()]
+    if leftovers and not overwrite:
+        raise SystemExit(f"{output_dir} already holds another run's outputs ({', '.join(leftovers[:4])}). "
+                         "Pass --resume to continue that run, --overwrite to replace it, or choose "
+                         "another --output_dir.")
+    return None
+
+
+def _clear_previous_run(output_dir: Path) -> None:
+    for child in output_dir.glob("checkpoint-*"):
+        shutil.rmtree(child, ignore_errors=True)
+    for name in ("final", "final.tmp", "tb"):
+        shutil.rmtree(output_dir / name, ignore_errors=True)
+    for name in ("metrics.jsonl", "run_config.yaml", "run_info.json"):
+        (output_dir / name).unlink(missing_ok=True)
+
+
+def _warn_on_config_change(cfg: Config, checkpoint: Path) -> None:
+    from omegaconf import OmegaConf
+
+    saved_file = checkpoint / "run_config.yaml"
+    if not saved_file.is_file():
+        return
+    saved = OmegaConf.to_container(OmegaConf.load(saved_file))
+    current = config_to_dict(cfg)
+    changed = [f"{section}.{key}" for section, values in current.items() for key, value in values.items()
+               if saved.get(section, {}).get(key, value) != value and key != "output_dir"]
+    if changed:
+        logger.warning("Resuming %s with a config that differs from the run's in: %s", checkpoint,
+                       ", ".join(changed))
+
+
+def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: bool) -> Run:
+    from accelerate import Accelerator, DataLoaderConfiguration
+    from accelerate.utils import set_seed
+    from transformers import get_cosine_schedule_with_warmup
+
+    from src.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
+    from src.models.student import AnswerWindowLM, add_lora, load_base_model, load_tokenizer, vocab_size
+    from src.utils.io import atomic_write_json, atomic_write_text
+    from src.utils.run_info import collect_run_info
+
+    train_cfg = cfg.training
+    accelerator = Accelerator(
+        gradient_accumulation_steps=train_cfg.gradient_accumulation_steps,
+        mixed_precision="bf16" if train_cfg.bf16 else "no",
+        # Seeded sampler: the same example order on every rank count and after a resume.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
+    _configure_logging(accelerator.is_main_process)
+    output_dir = Path(train_cfg.output_dir)
+    resume_from = check_output_dir(output_dir, args.resume, args.overwrite)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if args.overwrite:
+            _clear_previous_run(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(train_cfg.seed)
+    logger.info("%s run -> %s (%d processes, %s)", method, output_dir, accelerator.num_processes,
+                accelerator.mixed_precision)
+
+    tokenizer = load_tokenizer(cfg.model.name)
+    rows = load_gsm8k_rows(cfg.data, cfg.data.train_split)
+    examples, stats = build_examples(rows, tokenizer, cfg.data, seed=train_cfg.seed, with_teacher=with_teacher,
+                                     progress=accelerator.is_main_process)
+    data_stats = {"train_examples": stats.examples, "max_student_len": stats.max_student_len,
+                  "max_teacher_len": stats.max_teacher_len,
+                  "teacher_shots_dropped": stats.teacher_shots_dropped,
+                  "teacher_shot_counts": {str(k): v for k, v in sorted(stats.shot_counts.items())}}
+    logger.info("data: %s", data_stats)
+    if stats.teacher_shots_dropped:
+        logger.warning("%d of %d teacher sequences dropped shots to fit data.max_seq_len_teacher=%d",
+                       stats.teacher_shots_dropped, stats.examples, cfg.data.max_seq_len_teacher)
+
+    peft_model = add_lora(load_base_model(cfg.model.name, train_cfg.bf16, cfg.model.attn_implementation),
+                          cfg.lora, train_cfg.gradient_checkpointing)
+    model = AnswerWindowLM(peft_model)
+    if cfg.distillation.n_top_logits > vocab_size(model):
+        raise ConfigError(f"distillation.n_top_logits={cfg.distillation.n_top_logits} exceeds the model's "
+                          f"vocabulary ({vocab_size(model)})")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    logger.info("trainable parameters: %d (LoRA r=%d)", sum(p.numel() for p in trainable), cfg.lora.r)
+
+    optimizer = torch.optim.AdamW(trainable, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    # Stepped once per optimizer step by the loop (not prepared: accelerate would step it once per
+    # process and finish the cosine early on several GPUs).
+    scheduler = get_cosine_schedule_with_warmup(optimizer, train_cfg.warmup_steps, train_cfg.max_steps)
+    dataloader = DataLoader(examples, batch_size=train_cfg.per_device_train_batch_size, shuffle=True,
+                            drop_last=True, num_workers=cfg.data.num_workers,
+                            collate_fn=partial(collate_examples, pad_token_id=tokenizer.pad_token_id))
+    if len(dataloader) * accelerator.num_processes == 0:
+        raise ConfigError(f"{len(examples)} training examples cannot fill one batch of "
+                          f"{train_cfg.per_device_train_batch_size} x {accelerator.num_processes} processes")
+    model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
+
+    run = Run(cfg=cfg, accelerator=accelerator, tokenizer=tokenizer, model=model, peft_model=peft_model,
+              optimizer=optimizer, scheduler=scheduler, dataloader=dataloader, output_dir=output_dir,
+              resume_from=resume_from, method=method, data_stats=data_stats)
+    if accelerator.is_main_process:
+        atomic_write_text(output_dir / "run_config.yaml", run.config_yaml)
+        atomic_write_json(output_dir / "run_info.json", collect_run_info(
+            method=method, world_size=accelerator.num_processes, mixed_precision=accelerator.mixed_precision,
+            resumed_from=str(resume_from) if resume_from else None, data=data_stats))
+    return run
+
+
+class _StopRequest:
+    """SIGTERM/SIGINT set a flag; the loop checkpoints at the next optimizer step and exits."""
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.signal_name = signal.Signals(signum).name
+
+
+class _MetricsWindow:
+    """Sums of the loss terms and token counts over the micro-batches since the last log line."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.micro_batches = 0
+        self.tokens = 0
+        self.started = time.perf_counter()
+
+    def add(self, terms: dict[str, torch.Tensor], tokens: int) -> None:
+        for name, value in terms.items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(value)
+        self.micro_batches += 1
+        self.tokens += tokens
+
+
+class MetricsLogger:
+    """TensorBoard scalars + metrics.jsonl, main process only. Resume truncates later entries."""
+
+    def __init__(self, output_dir: Path, start_step: int, enabled: bool):
+        self.enabled = enabled
+        self.path = output_dir / "metrics.jsonl"
+        self.writer = None
+        if not enabled:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        if self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= start_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        self.writer = SummaryWriter(str(output_dir / "tb"), purge_step=start_step + 1 if start_step else None)
+
+    def log(self, step: int, scalars: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        for name, value in scalars.items():
+            if name.startswith("train/"):
+                self.writer.add_scalar(name, value, step)
+        with self.path.open("a") as handle:
+            handle.write(json.dumps({"step": step, **scalars}) + "\n")
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def train(run: Run, loss_step: LossStep) -> Path:
+    """Run the optimisation loop to `training.max_steps`; returns the `final/` adapter folder."""
+    from tqdm.auto import tqdm
+
+    cfg, accelerator, model = run.cfg, run.accelerator, run.model
+    train_cfg = cfg.training
+    step, epoch, batches_done_in_epoch = 0, 0, 0
+    if run.resume_from is not None:
+        _warn_on_config_change(cfg, run.resume_from)
+        state = load_checkpoint(run.resume_from, run.peft_model, run.optimizer, run.scheduler,
+                                accelerator.process_index)
+        step, epoch, batches_done_in_epoch = state["step"], state["epoch"], state["batches_done_in_epoch"]
+        logger.info("resumed from %s at step %d (epoch %d, batch %d)", run.resume_from, step, epoch,
+                    batches_done_in_epoch)
+
+    def checkpoint_state() -> dict:
+        return {"step": step, "epoch": epoch, "batches_done_in_epoch": batches_done_in_epoch,
+                "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict()}
+
+    def save(at_step: int) -> Path:
+        return save_checkpoint(accelerator, run.output_dir / f"checkpoint-{at_step}", run.peft_model,
+                               run.tokenizer, run.config_yaml, checkpoint_state())
+
+    metrics = MetricsLogger(run.output_dir, step, accelerator.is_main_process)
+    stop = _StopRequest()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    window = _MetricsWindow()
+    last_saved = run.resume_from
+    progress = tqdm(total=train_cfg.max_steps, initial=step, desc=run.method,
+                    disable=not accelerator.is_main_process, dynamic_ncols=True)
+    model.train()
+    run_start = time.perf_counter()
+    grad_norm = torch.zeros(())
+    while step < train_cfg.max_steps:
+        run.dataloader.set_epoch(epoch)
+        batches = (accelerator.skip_first_batches(run.dataloader, batches_done_in_epoch)
+                   if batches_done_in_epoch else run.dataloader)
+        for batch in batches:
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    terms = loss_step(model, batch)
+                _stop_on_non_finite(accelerator, terms["loss"], batch, step, last_saved)
+                accelerator.backward(terms["loss"])
+                if accelerator.sync_gradients:
+                    grad_norm = accelerator.clip_grad_norm_(trainable, train_cfg.grad_clip)
+                run.optimizer.step()
+                run.optimizer.zero_grad(set_to_none=True)
+            batches_done_in_epoch += 1
+            logged_terms = {name: value for name, value in terms.items() if name != "loss"}
+            window.add(logged_terms | {"total_loss": terms["loss"].detach()},
+                       tokens=int(batch["student_attention_mask"].sum()))
+            if not accelerator.sync_gradients:
+                continue
+
+            run.scheduler.step()
+            step += 1
+            progress.update(1)
+            if step % train_cfg.logging_steps == 0 or step == train_cfg.max_steps:
+                scalars = _reduce_window(accelerator, window, run.scheduler.get_last_lr()[0], float(grad_norm),
+                                         epoch + batches_done_in_epoch / len(run.dataloader),
+                                         time.perf_counter() - run_start)
+                metrics.log(step, scalars)
+                progress.set_postfix({k.split("/")[-1]: f"{v:.4f}" for k, v in scalars.items()
+                                      if k.endswith("_loss")})
+                window = _MetricsWindow()
+            if step % train_cfg.save_steps == 0:
+                last_saved = save(step)
+            if _stop_requested(accelerator, stop):
+                if last_saved is None or last_saved.name != f"checkpoint-{step}":
+                    last_saved = save(step)
+                progress.close()
+                metrics.close()
+                raise SystemExit(
+                    f"Stopped by {stop.signal_name or 'a signal on another rank'} at step {step}; state saved "
+                    f"in {last_saved}. Resume with the same command plus --resume.")
+            if step >= train_cfg.max_steps:
+                break
+        else:
+            epoch, batches_done_in_epoch = epoch + 1, 0
+    progress.close()
+    metrics.close()
+
+    final_dir = run.output_dir / "final"
+    if accelerator.is_main_process:
+        save_adapter(final_dir, run.peft_model, run.tokenizer, run.config_yaml)
+        logger.info("done: %d steps in %.1f s; adapter in %s", step, time.perf_counter() - run_start, final_dir)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return final_dir
+
+
+def _reduce_window(accelerator, window: _MetricsWindow, lr: float, grad_norm: float, epoch: float,
+                   elapsed: float) -> dict[str, float]:
+    """Mean of each loss term over every micro-batch of every rank since the last log."""
+    names = sorted(window.sums)
+    local = torch.tensor([window.sums[n] for n in names] + [window.micro_batches, window.tokens],
+                         dtype=torch.float64, device=accelerator.device)
+    total = accelerator.reduce(local, reduction="sum")
+    micro_batches, tokens = float(total[-2]), float(total[-1])
+    seconds = max(time.perf_counter() - window.started, 1e-9)
+    scalars = {f"train/{name}": float(total[i]) / micro_batches for i, name in enumerate(names)}
+    scalars.update({"train/lr": lr, "train/grad_norm": grad_norm, "train/tokens_per_s": tokens / seconds,
+                    "epoch": epoch, "elapsed_s": elapsed})
+    return scalars
+
+
+def _stop_requested(accelerator, stop: _StopRequest) -> bool:
+    flag = torch.tensor([1.0 if stop.signal_name else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+
+
+def _stop_on_non_finite(accelerator, loss: torch.Tensor, batch: dict, step: int, last_saved: Path | None):
+    finite = torch.isfinite(loss.detach()).float().reshape(1)
+    if float(accelerator.reduce(finite, reduction="sum")) == accelerator.num_processes:
+        return
+    examples = batch["example_index"].tolist()
+    raise FloatingPointError(
+        f"Non-finite loss at step {step + 1} (rank {accelerator.process_index}, loss {float(loss):.4g}, "
+        f"example ids on this rank {examples}). Last good checkpoint: {last_saved or 'none'}. "
+        "Lower training.lr or check these examples, then resume with --resume.")

@@ -1,0 +1,58 @@
+"""One loss step per method. Each returns the total loss (with a graph) and its terms, detached.
+
+`student` is the (possibly DDP-wrapped) `AnswerWindowLM`; `teacher_top_k` gives the teacher's
+top-K logits for a batch (online: the same weights with the adapter disabled, under no_grad; or a
+cache of those, see src/training/teacher_cache.py).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from src import distillation as D
+from src.models.student import AnswerWindowLM, teacher_logits
+
+TeacherTopK = Callable[[dict, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def sft_loss_step(student, batch: dict) -> dict[str, torch.Tensor]:
+    """Plain LoRA SFT: token-mean CE over the answer tokens."""
+    window_positions, answer_mask, answer_ids = D.student_answer_window(batch["student_labels"])
+    window_logits = student(batch["student_input_ids"], batch["student_attention_mask"], window_positions)
+    ce_loss = D.masked_cross_entropy(window_logits[:, :-1], answer_ids, answer_mask)
+    return {"loss": ce_loss, "ce_loss": ce_loss.detach()}
+
+
+def online_teacher_top_k(teacher: AnswerWindowLM, k: int, alignment: str) -> TeacherTopK:
+    """Teacher top-K at the answer positions, computed online from the adapter-disabled model."""
+
+    def top_k(batch: dict, answer_ids: torch.Tensor, answer_mask: torch.Tensor):
+        teacher_lengths = batch["teacher_attention_mask"].sum(dim=1)
+        D.check_aligned_token_ids(batch["teacher_input_ids"], teacher_lengths, answer_ids, answer_mask,
+                                  batch.get("example_index"))
+        positions = D.teacher_answer_positions(teacher_lengths, answer_mask.sum(dim=1),
+                                               answer_ids.size(1), alignment)
+        logits = teacher_logits(teacher, batch["teacher_input_ids"], batch["teacher_attention_mask"],
+                                positions)  # no_grad, adapter disabled
+        return D.top_k_logits(logits, k)
+
+    return top_k
+
+
+def distillation_loss_step(student, batch: dict, teacher_top_k: TeacherTopK, lambda_distill: float,
+                           alignment: str) -> dict[str, torch.Tensor]:
+    """CE + lambda * MSE(teacher top-K logits, student logits at the same vocabulary ids)."""
+    window_positions, answer_mask, answer_ids = D.student_answer_window(batch["student_labels"])
+    window_logits = student(batch["student_input_ids"], batch["student_attention_mask"], window_positions)
+    ce_loss = D.masked_cross_entropy(window_logits[:, :-1], answer_ids, answer_mask)
+
+    teacher_values, teacher_ids = teacher_top_k(batch, answer_ids, answer_mask)
+    # seed: the logits at the positions holding the answer tokens; predict: the CE positions.
+    student_logits = window_logits[:, 1:] if alignment == "seed" else window_logits[:, :-1]
+    student_values = D.gather_vocab(student_logits, teacher_ids)
+    dist_loss = D.masked_mse(teacher_values, student_values, answer_mask)
+
+    loss = D.distillation_loss(ce_loss, dist_loss, lambda_distill)
+    return {"loss": loss, "ce_loss": ce_loss.detach(), "dist_loss": dist_loss.detach()}

@@ -1,0 +1,21 @@
+"""LoRA SFT baseline: cross-entropy on the gold answer, no teacher.
+
+    accelerate launch --num_processes 2 --mixed_precision bf16 \
+        src/training/train_baseline.py --config configs/base.yaml --output_dir experiments/poc/baseline \
+        [--resume | --overwrite] [key=value ...]
+"""
+
+from __future__ import annotations
+
+from src.training.loop import parse_training_args, setup_run, train
+from src.training.steps import sft_loss_step
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, cfg = parse_training_args(argv, __doc__)
+    run = setup_run(cfg, args, method="baseline", with_teacher=False)
+    train(run, loss_step=sft_loss_step)
+
+
+if __name__ == "__main__":
+    main()

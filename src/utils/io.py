@@ -1,0 +1,42 @@
+"""Atomic file and folder writes: a reader never sees a half-written result."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def publish_folder(tmp_dir: str | Path, final_dir: str | Path) -> None:
+    """Move a fully written folder into place (replacing an older one of the same name)."""
+    tmp_dir, final_dir = Path(tmp_dir), Path(final_dir)
+    if final_dir.exists():
+        # rename() cannot replace a non-empty folder: move the old one aside first.
+        stale = final_dir.with_name(final_dir.name + ".old.tmp")
+        shutil.rmtree(stale, ignore_errors=True)
+        os.replace(final_dir, stale)
+        os.replace(tmp_dir, final_dir)
+        shutil.rmtree(stale, ignore_errors=True)
+    else:
+        os.replace(tmp_dir, final_dir)
