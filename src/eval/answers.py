@@ -1,0 +1,180 @@
+"""Answer extraction and scoring for GSM8K-style outputs.
+
+GSM8K answers end with a line ``#### N``. Model outputs follow the same format when the
+model has learned it, but they come with all kinds of decoration around the number
+(``$1,234.50.``, ``**42**``, ``-3 dollars``, ``25%``) and are sometimes cut off by the
+token limit before the ``####`` line. The functions here turn both the model output and
+the gold answer into one canonical numeric string so that scoring is an exact numeric
+comparison (``Decimal``), never a float or raw-string comparison.
+
+Canonical numeric string: plain decimal notation, no thousands separators, no exponent,
+no trailing fractional zeros, no leading zeros, ``"0"`` rather than ``"-0"``;
+e.g. ``"1234"``, ``"-3"``, ``"0.5"``, ``"3.5"``.
+
+Example::
+
+    >>> extract_answer("She pays 3 * $4 = $<<3*4=12>>12.\\n#### $1,234.50.")
+    '1234.5'
+    >>> answers_match(extract_answer("... #### 72.0"), parse_gold_answer("... #### 72"))
+    True
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Iterable
+
+ANSWER_MARKER = "####"
+
+# One number as it appears in free text. ASCII digits only ([0-9], not \d) so that other
+# scripts' digits never leak into an answer.
+#   - sign: "-" or the Unicode minus, only when it does not follow a letter, digit or
+#     closing bracket, so the "-" in "20-5" or "x-5" is read as subtraction, not a sign;
+#     it may precede a currency symbol ("-$5"); "$-5" works because "$" is not part of
+#     the match.
+#   - integer part: either correctly grouped thousands ("1,234,567") or plain digits;
+#     the lookahead stops "1,2345" from being read as "1,234" + "5".
+#   - fraction: only when digits follow the point, so a sentence period ("2.") is not
+#     part of the number; a bare ".5" is accepted.
+NUMBER_PATTERN = re.compile(
+    r"""
+    (?:(?<![\w)\]}])(?P<sign>[-\u2212]))?
+    (?:[$\u20ac\u00a3\u00a5\u20b9\u00a2\u20a9]\s*)?
+    (?P<digits>
+        (?:[0-9]{1,3}(?:,[0-9]{3})+(?![0-9]) | [0-9]+)(?:\.[0-9]+)?
+      | \.[0-9]+
+    )
+    """,
+    re.VERBOSE,
+)
+
+
+def _canonical(number: Decimal) -> str:
+    """Format a Decimal as a canonical numeric string (see module docstring)."""
+    if number == 0:
+        return "0"  # also turns Decimal("-0.00") into "0"
+    # normalize() drops trailing zeros; format "f" avoids the exponent normalize() can add
+    # ("1200" normalizes to 1.2E+3).
+    return format(number.normalize(), "f")
+
+
+def _match_to_canonical(match: re.Match) -> str:
+    """Turn one NUMBER_PATTERN match into its canonical numeric string."""
+    value = Decimal(match.group("digits").replace(",", ""))
+    if match.group("sign"):
+        value = -value
+    return _canonical(value)
+
+
+def _first_number(text: str) -> str | None:
+    match = NUMBER_PATTERN.search(text)
+    return None if match is None else _match_to_canonical(match)
+
+
+def _last_number(text: str) -> str | None:
+    last_match = None
+    for last_match in NUMBER_PATTERN.finditer(text):
+        pass
+    return None if last_match is None else _match_to_canonical(last_match)
+
+
+def extract_answer(text: str) -> str | None:
+    """Extract the final numeric answer from a model output, as a canonical numeric string.
+
+    The answer is the first number after the LAST ``####`` marker. Decoration around it is
+    ignored: currency and unit prefixes/suffixes (``$``, ``€``, ``%``, ``dollars``),
+    whitespace, markdown bold, and trailing punctuation (a sentence period in ``"5."`` is
+    not a decimal point). Thousands separators must be commas in groups of three.
+
+    Fallback: when the text has no ``####`` (e.g. generation was cut off before it), or
+    nothing numeric follows the last ``####``, the LAST number anywhere in the text is
+    used; for GSM8K-style reasoning with calculator annotations (``<<48/2=24>>24``) that
+    is the most recent intermediate result.
+
+    Returns None when the text contains no number at all.
+
+    Limitations (by design, GSM8K gold answers are integers): fractions ("3/4") and
+    scientific notation ("1e3") are not evaluated, only their first number is taken
+    after ``####``.
+    """
+    marker_position = text.rfind(ANSWER_MARKER)
+    if marker_position != -1:
+        after_marker = _first_number(text[marker_position + len(ANSWER_MARKER):])
+        if after_marker is not None:
+            return after_marker
+    return _last_number(text)
+
+
+def parse_gold_answer(answer: str) -> str:
+    """Parse the gold answer of a GSM8K row (its ``answer`` field) into a canonical numeric string.
+
+    Takes the number after the last ``####`` the same way :func:`extract_answer` does, but
+    without any fallback: a gold answer must be explicit.
+
+    Raises:
+        ValueError: if the row has no ``####`` line, or no number follows it.
+    """
+    marker_position = answer.rfind(ANSWER_MARKER)
+    if marker_position == -1:
+        raise ValueError(
+            f"GSM8K gold answer has no '{ANSWER_MARKER}' line; expected the answer text to end "
+            f"with '{ANSWER_MARKER} <number>' (is this the 'answer' field of a GSM8K row?): "
+            f"{answer[-200:]!r}"
+        )
+    number = _first_number(answer[marker_position + len(ANSWER_MARKER):])
+    if number is None:
+        raise ValueError(
+            f"GSM8K gold answer has no number after its '{ANSWER_MARKER}' marker: {answer[-200:]!r}"
+        )
+    return number
+
+
+def _to_decimal(number: str, role: str) -> Decimal:
+    """Parse a numeric string (canonical, or with thousands commas) into a Decimal."""
+    try:
+        value = Decimal(number.strip().replace(",", ""))
+    except InvalidOperation:
+        value = None
+    if value is None or not value.is_finite():
+        raise ValueError(
+            f"{role} answer {number!r} is not a number; pass the output of "
+            "extract_answer / parse_gold_answer"
+        )
+    return value
+
+
+def answers_match(predicted: str | None, gold: str) -> bool:
+    """Whether a predicted answer equals the gold answer numerically.
+
+    Compares exact Decimals, so ``"72"`` matches ``"72.0"`` and ``"3.50"`` matches ``"3.5"``
+    without float rounding. ``predicted=None`` (no number in the output) never matches.
+
+    Raises:
+        ValueError: if ``gold`` (or a non-None ``predicted``) is not a numeric string.
+    """
+    gold_value = _to_decimal(gold, "gold")
+    if predicted is None:
+        return False
+    return _to_decimal(predicted, "predicted") == gold_value
+
+
+def accuracy(correct_flags: Iterable[bool]) -> dict:
+    """Summarise per-example correctness as ``{"accuracy", "correct", "total"}``.
+
+    ``accuracy`` is the fraction ``correct / total`` in [0, 1] (not a percentage).
+
+    Raises:
+        ValueError: if there are no flags (an empty evaluation is a bug upstream, e.g. an
+            empty subset, and must not be reported as 0% accuracy), or a flag is not a bool.
+    """
+    flags = list(correct_flags)
+    for index, flag in enumerate(flags):
+        if flag not in (True, False):  # also admits numpy.bool_ and 0/1
+            raise ValueError(f"correct_flags[{index}] is {flag!r}; expected True or False")
+    if not flags:
+        raise ValueError(
+            "accuracy() got no examples; check that the evaluation subset is not empty"
+        )
+    correct = sum(1 for flag in flags if flag)
+    return {"accuracy": correct / len(flags), "correct": correct, "total": len(flags)}
