@@ -1,0 +1,136 @@
+"""Markdown result tables rendered from (merged) results conditions.
+
+Every number is formatted from the results JSON: accuracy (a fraction) is shown as a percent with 2 decimals,
+deltas as percentage points (pp) computed from the stored accuracies.
+"""
+
+from __future__ import annotations
+
+from src.results.labels import DISTILLATION_CONDITION, SFT_CONDITION, label_for, ordered_conditions
+from src.results.load import best_checkpoint, checkpoint_series, last_checkpoint, parse_step
+
+MISSING = "—"
+
+
+def format_percent(accuracy: float) -> str:
+    """0.64291 -> '64.29' (percent, 2 decimals)."""
+    return f"{accuracy * 100:.2f}"
+
+
+def format_delta_pp(accuracy_from: float, accuracy_to: float) -> str:
+    """Signed difference in percentage points: (0.6429, 0.7271) -> '+8.42'."""
+    return f"{(accuracy_to - accuracy_from) * 100:+.2f}"
+
+
+def format_checkpoint(name: str) -> str:
+    """'step_1000' -> 'step 1000'; non-step keys such as 'base' -> 'base model'."""
+    step = parse_step(name)
+    if step is not None:
+        return f"step {step}"
+    return "base model" if name == "base" else name
+
+
+def markdown_table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> str:
+    """A GitHub-flavoured Markdown table; align holds 'l' or 'r' per column."""
+    align = align or ["l"] * len(header)
+    rule = ["---:" if a == "r" else "---" for a in align]
+    lines = [header, rule, *rows]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+def main_table(conditions: dict[str, dict[str, dict]]) -> str:
+    """One row per condition with its final checkpoint's accuracy.
+
+    A "Best accuracy" column (with its checkpoint) is added when some condition has several checkpoints.
+    """
+    show_best = any(len(checkpoints) > 1 for checkpoints in conditions.values())
+    header = ["Method", "Checkpoint", "Accuracy (%)", "Correct / Total"] + (["Best accuracy (%)"] if show_best else [])
+    rows = []
+    for condition in ordered_conditions(conditions):
+        checkpoints = conditions[condition]
+        last_name, last = last_checkpoint(checkpoints)
+        row = [
+            label_for(condition),
+            format_checkpoint(last_name),
+            format_percent(last["accuracy"]),
+            f"{last['correct']} / {last['total']}",
+        ]
+        if show_best:
+            best_name, best = best_checkpoint(checkpoints)
+            cell = format_percent(best["accuracy"])
+            row.append(f"{cell} ({format_checkpoint(best_name)})" if len(checkpoints) > 1 else cell)
+        rows.append(row)
+    return markdown_table(header, rows, ["l", "l", "r", "r", "r"][: len(header)])
+
+
+def per_checkpoint_rows(
+    conditions: dict[str, dict[str, dict]],
+    sft: str = SFT_CONDITION,
+    distillation: str = DISTILLATION_CONDITION,
+) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) with steps as rows: SFT accuracy, distillation accuracy and distillation - SFT in pp.
+
+    Steps present in only one of the two conditions get a dash in the other column. Shared by the Markdown
+    table and the matplotlib table panel so both show the same cells.
+    """
+    sft_by_step = dict(checkpoint_series(conditions.get(sft, {})))
+    dist_by_step = dict(checkpoint_series(conditions.get(distillation, {})))
+    steps = sorted(set(sft_by_step) | set(dist_by_step))
+    if not steps:
+        raise ValueError(
+            f"no step_N checkpoints for '{sft}' or '{distillation}'; the per-checkpoint table needs trained runs"
+        )
+    header = ["Step", f"{label_for(sft)} (%)", f"{label_for(distillation)} (%)", "Δ (pp)"]
+    rows = []
+    for step in steps:
+        s, d = sft_by_step.get(step), dist_by_step.get(step)
+        rows.append([
+            str(step),
+            format_percent(s["accuracy"]) if s else MISSING,
+            format_percent(d["accuracy"]) if d else MISSING,
+            format_delta_pp(s["accuracy"], d["accuracy"]) if s and d else MISSING,
+        ])
+    return header, rows
+
+
+def per_checkpoint_table(
+    conditions: dict[str, dict[str, dict]],
+    sft: str = SFT_CONDITION,
+    distillation: str = DISTILLATION_CONDITION,
+) -> str:
+    """Markdown version of per_checkpoint_rows."""
+    header, rows = per_checkpoint_rows(conditions, sft, distillation)
+    return markdown_table(header, rows, ["r"] * len(header))
+
+
+def has_trained_checkpoints(
+    conditions: dict[str, dict[str, dict]],
+    sft: str = SFT_CONDITION,
+    distillation: str = DISTILLATION_CONDITION,
+) -> bool:
+    """Whether the SFT or distillation condition has any step_N checkpoint."""
+    return any(checkpoint_series(conditions.get(c, {})) for c in (sft, distillation))
+
+
+def results_markdown(results: dict, sources: list[str]) -> str:
+    """The README result section: a header naming the source file(s), the main and per-checkpoint tables."""
+    conditions = results["conditions"]
+    names = ", ".join(f"`{s}`" for s in sources)
+    lines = [f"<!-- generated by scripts/write_results.py from {names}; do not edit by hand -->", ""]
+    if results.get("published"):
+        lines.append(f"Published numbers from the paper (not produced by this repository's runs), from {names}.")
+        if results.get("source"):
+            lines.append(f"Source: {results['source']}")
+    else:
+        lines.append(f"Results from {names}.")
+    lines += ["", "### Main results", "", main_table(conditions), ""]
+    if has_trained_checkpoints(conditions):
+        lines += [
+            "### Accuracy per checkpoint",
+            "",
+            per_checkpoint_table(conditions),
+            "",
+            f"Δ = {label_for(DISTILLATION_CONDITION)} − {label_for(SFT_CONDITION)}, in percentage points.",
+            "",
+        ]
+    return "\n".join(lines).rstrip("\n") + "\n"

@@ -1,0 +1,371 @@
+"""Tests for src/results (labels, load, tables, metrics) and scripts/write_results.py, on hand-made inputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from src.results.labels import label_for, ordered_conditions
+from src.results.load import (
+    best_checkpoint,
+    checkpoint_series,
+    last_checkpoint,
+    load_many,
+    load_results,
+    parse_step,
+    validate_entry,
+)
+from src.results.metrics import (
+    condition_from_config,
+    ema_smooth,
+    load_run_scalars,
+    moving_average,
+    read_metrics_jsonl,
+    run_label,
+    series_from_records,
+)
+from src.results.tables import format_delta_pp, format_percent, main_table, per_checkpoint_rows, results_markdown
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PUBLISHED = REPO_ROOT / "assets" / "published_results.json"
+WRITE_RESULTS = REPO_ROOT / "scripts" / "write_results.py"
+
+
+def entry(correct: int, total: int = 200) -> dict:
+    return {"accuracy": correct / total, "correct": correct, "total": total}
+
+
+# Synthetic eval results: 5 checkpoints per trained condition, distillation ahead at each step.
+SFT_CORRECT = {200: 101, 400: 113, 600: 120, 800: 127, 1000: 125}
+DIST_CORRECT = {200: 117, 400: 131, 600: 137, 800: 142, 1000: 145}
+
+
+def synthetic_results() -> dict:
+    return {
+        "config": {"seed": 0},
+        "model": "Qwen/Qwen3-1.7B",
+        "subset_indices": list(range(200)),
+        "sampling": {"temperature": 0.0, "max_new_tokens": 512},
+        "conditions": {
+            "base_0shot": {"base": entry(53)},
+            "icl_8shot": {"base": entry(95)},
+            "baseline": {f"step_{s}": entry(c) for s, c in SFT_CORRECT.items()},
+            "online_v1": {f"step_{s}": entry(c) for s, c in DIST_CORRECT.items()},
+        },
+    }
+
+
+def write_json(path: Path, data) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+def write_metrics_run(run_dir: Path, steps: int = 20, distillation: bool = False, condition: str | None = None) -> Path:
+    """A run dir with a metrics.jsonl in the documented training format (and optionally a run_config.yaml)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for step in range(1, steps + 1):
+        ce = 2.0 / step**0.5
+        record = {"step": step, "epoch": step / steps, "train/ce_loss": ce, "train/total_loss": ce,
+                  "train/lr": 1e-4, "train/grad_norm": 1.0, "train/tokens_per_s": 500.0, "elapsed_s": 1.5 * step}
+        if distillation:
+            record["train/dist_loss"] = 0.5 / step
+            record["train/total_loss"] = ce + 0.5 * record["train/dist_loss"]
+        lines.append(json.dumps(record))
+    (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    if condition is not None:
+        (run_dir / "run_config.yaml").write_text(f"condition: {condition}\nmodel:\n  name: Qwen/Qwen3-1.7B\n")
+    return run_dir
+
+
+# --- labels -------------------------------------------------------------------------------------------------------
+
+def test_labels_known_and_unknown():
+    assert label_for("baseline") == "LoRA SFT"
+    assert label_for("online_v1") == "LoRA SFT + Few-Shot Distillation"
+    assert label_for("base_0shot") == "Base model (0-shot)"
+    assert label_for("icl_8shot") == "Base model (8-shot ICL)"
+    assert label_for("my_new_method") == "my_new_method"
+
+
+def test_ordered_conditions_puts_known_first():
+    names = ["zeta", "online_v1", "alpha", "base_0shot"]
+    assert ordered_conditions(names) == ["base_0shot", "online_v1", "alpha", "zeta"]
+
+
+# --- load ---------------------------------------------------------------------------------------------------------
+
+def test_load_valid_file(tmp_path):
+    data = load_results(write_json(tmp_path / "r.json", synthetic_results()))
+    assert data["conditions"]["online_v1"]["step_1000"]["correct"] == 145
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="results file not found"):
+        load_results(tmp_path / "nope.json")
+
+
+def test_load_invalid_json(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_results(path)
+
+
+def test_load_missing_conditions(tmp_path):
+    with pytest.raises(ValueError, match="no 'conditions' key"):
+        load_results(write_json(tmp_path / "r.json", {"model": "x"}))
+
+
+@pytest.mark.parametrize("conditions", [{}, {"baseline": {}}, {"baseline": []}])
+def test_load_empty_conditions(tmp_path, conditions):
+    with pytest.raises(ValueError, match="conditions|condition 'baseline'"):
+        load_results(write_json(tmp_path / "r.json", {"conditions": conditions}))
+
+
+def test_load_entry_without_fields(tmp_path):
+    data = {"conditions": {"baseline": {"step_200": {"accuracy": 0.5, "total": 10}}}}
+    with pytest.raises(ValueError, match=r"conditions\.baseline\.step_200: missing correct"):
+        load_results(write_json(tmp_path / "r.json", data))
+
+
+def test_load_inconsistent_accuracy(tmp_path):
+    data = {"conditions": {"baseline": {"step_200": {"accuracy": 0.9, "correct": 5, "total": 10}}}}
+    with pytest.raises(ValueError, match="inconsistent with correct/total"):
+        load_results(write_json(tmp_path / "r.json", data))
+
+
+def test_accuracy_as_percent_is_rejected():
+    with pytest.raises(ValueError, match="not a percent"):
+        validate_entry({"accuracy": 64.29, "correct": 848, "total": 1319}, "x")
+
+
+def test_rounded_accuracy_is_accepted():
+    validate_entry({"accuracy": 0.6429, "correct": 848, "total": 1319}, "x")
+
+
+@pytest.mark.parametrize("bad", [
+    {"accuracy": 0.5, "correct": 5.0, "total": 10},
+    {"accuracy": 0.5, "correct": 5, "total": 0},
+    {"accuracy": 1.1, "correct": 11, "total": 10},
+    {"accuracy": "0.5", "correct": 5, "total": 10},
+])
+def test_bad_entries_rejected(bad):
+    with pytest.raises(ValueError):
+        validate_entry(bad, "x")
+
+
+def test_load_many_merges_conditions(tmp_path):
+    full = synthetic_results()["conditions"]
+    a = write_json(tmp_path / "a.json", {"model": "m", "conditions": {"baseline": full["baseline"]}})
+    b = write_json(tmp_path / "b.json", {"model": "m", "conditions": {"online_v1": full["online_v1"],
+                                                                      "baseline": {"step_1200": entry(130)}}})
+    merged = load_many([a, b])
+    assert set(merged["conditions"]) == {"baseline", "online_v1"}
+    assert "step_1200" in merged["conditions"]["baseline"] and "step_200" in merged["conditions"]["baseline"]
+    assert merged["model"] == "m" and merged["sources"] == [str(a), str(b)]
+
+
+def test_load_many_conflict_is_an_error(tmp_path):
+    a = write_json(tmp_path / "a.json", {"conditions": {"baseline": {"step_200": entry(100)}}})
+    b = write_json(tmp_path / "b.json", {"conditions": {"baseline": {"step_200": entry(101)}}})
+    with pytest.raises(ValueError, match="differs between"):
+        load_many([a, b])
+
+
+def test_checkpoint_helpers():
+    checkpoints = {"step_1000": entry(120), "step_200": entry(130), "step_600": entry(130)}
+    assert parse_step("step_1000") == 1000 and parse_step("base") is None
+    assert [s for s, _ in checkpoint_series(checkpoints)] == [200, 600, 1000]
+    assert last_checkpoint(checkpoints)[0] == "step_1000"
+    assert best_checkpoint(checkpoints)[0] == "step_200"  # tie goes to the earliest step
+    assert last_checkpoint({"base": entry(5)})[0] == "base"
+
+
+def test_published_file_holds_exactly_the_published_numbers():
+    data = load_results(PUBLISHED)
+    assert data["published"] is True and "README" in data["source"]
+    expected = {("base_0shot", "base"): 344, ("icl_8shot", "base"): 621,
+                ("baseline", "step_1000"): 848, ("online_v1", "step_1000"): 959}
+    found = {(c, k): e["correct"] for c, cps in data["conditions"].items() for k, e in cps.items()}
+    assert found == expected  # no invented per-checkpoint numbers
+    assert all(e["total"] == 1319 for cps in data["conditions"].values() for e in cps.values())
+    assert [format_percent(data["conditions"][c][k]["accuracy"]) for c, k in expected] == \
+        ["26.08", "47.08", "64.29", "72.71"]
+
+
+# --- tables -------------------------------------------------------------------------------------------------------
+
+def test_format_helpers():
+    assert format_percent(0.6429) == "64.29"
+    assert format_percent(848 / 1319) == "64.29"
+    assert format_delta_pp(0.6429, 0.7271) == "+8.42"
+    assert format_delta_pp(0.7, 0.6) == "-10.00"
+
+
+def test_main_table_numbers_equal_json():
+    conditions = synthetic_results()["conditions"]
+    table = main_table(conditions)
+    lines = table.splitlines()
+    assert len(lines) == 2 + 4
+    assert "| LoRA SFT | step 1000 | 62.50 | 125 / 200 | 63.50 (step 800) |" in lines
+    assert "| LoRA SFT + Few-Shot Distillation | step 1000 | 72.50 | 145 / 200 | 72.50 (step 1000) |" in lines
+    assert "| Base model (0-shot) | base model | 26.50 | 53 / 200 | 26.50 |" in lines
+    assert lines[2].startswith("| Base model (0-shot)") and lines[5].startswith("| LoRA SFT + Few-Shot")
+
+
+def test_per_checkpoint_rows_numbers_equal_json():
+    header, rows = per_checkpoint_rows(synthetic_results()["conditions"])
+    assert header[0] == "Step" and header[3] == "Δ (pp)"
+    for row, step in zip(rows, sorted(SFT_CORRECT)):
+        sft, dist = SFT_CORRECT[step] / 200, DIST_CORRECT[step] / 200
+        assert row == [str(step), f"{sft * 100:.2f}", f"{dist * 100:.2f}", f"{(dist - sft) * 100:+.2f}"]
+
+
+def test_per_checkpoint_rows_missing_step_shows_dash():
+    conditions = {"baseline": {"step_200": entry(100), "step_400": entry(110)}, "online_v1": {"step_400": entry(120)}}
+    _, rows = per_checkpoint_rows(conditions)
+    assert rows == [["200", "50.00", "—", "—"], ["400", "55.00", "60.00", "+5.00"]]
+
+
+def test_per_checkpoint_rows_without_trained_runs():
+    with pytest.raises(ValueError, match="needs trained runs"):
+        per_checkpoint_rows({"base_0shot": {"base": entry(5)}})
+
+
+def test_results_markdown_names_sources_and_skips_missing_table():
+    md = results_markdown({"conditions": {"base_0shot": {"base": entry(5)}}}, ["x.json"])
+    assert "`x.json`" in md.splitlines()[0] and "per checkpoint" not in md
+
+
+# --- metrics ------------------------------------------------------------------------------------------------------
+
+def test_read_metrics_and_series(tmp_path):
+    run = write_metrics_run(tmp_path / "run", steps=5, distillation=True)
+    records = read_metrics_jsonl(run / "metrics.jsonl")
+    assert len(records) == 5
+    scalars = load_run_scalars(run)
+    steps, values = scalars["train/ce_loss"]
+    assert steps == [1, 2, 3, 4, 5] and values[0] == pytest.approx(2.0)
+    assert scalars["train/dist_loss"][1][-1] == pytest.approx(0.1)
+
+
+def test_series_from_records_keeps_last_duplicate_and_sparse_keys():
+    records = [{"step": 2, "a": 1.0}, {"step": 1, "a": 3.0, "b": 7.0}, {"step": 2, "a": 5.0}]
+    series = series_from_records(records)
+    assert series["a"] == ([1, 2], [3.0, 5.0]) and series["b"] == ([1], [7.0])
+
+
+def test_bad_metrics_line(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "train/ce_loss": 1.0}\n{oops\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2"):
+        load_run_scalars(tmp_path)
+
+
+def test_run_dir_without_metrics(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no training metrics"):
+        load_run_scalars(tmp_path)
+    with pytest.raises(FileNotFoundError, match="run directory not found"):
+        load_run_scalars(tmp_path / "missing")
+
+
+def test_tensorboard_fallback(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = tmp_path / "run"
+    writer = SummaryWriter(log_dir=str(run / "tb"))
+    for step in range(1, 6):
+        writer.add_scalar("train/ce_loss", 1.0 / step, step)
+        writer.add_scalar("train/dist_loss", 0.1 * step, step)
+    writer.close()
+    scalars = load_run_scalars(run)
+    assert scalars["train/ce_loss"][0] == [1, 2, 3, 4, 5]
+    assert scalars["train/dist_loss"][1] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+
+
+def test_ema_smooth():
+    values = [1.0, 3.0, 2.0, 5.0]
+    assert ema_smooth(values, 0.0) == values
+    assert ema_smooth([4.0] * 5, 0.9) == pytest.approx([4.0] * 5)  # debiased: no pull towards 0
+    smoothed = ema_smooth(values, 0.5)
+    assert smoothed[0] == pytest.approx(1.0) and smoothed[1] == pytest.approx((0.5 * 1 + 3) / 1.5)
+    with pytest.raises(ValueError):
+        ema_smooth(values, 1.0)
+
+
+def test_moving_average():
+    assert moving_average([1.0, 2.0, 3.0, 4.0], 2) == [1.0, 1.5, 2.5, 3.5]
+    with pytest.raises(ValueError):
+        moving_average([1.0], 0)
+
+
+def test_run_label_from_resolved_training_config(tmp_path):
+    config = ("model:\n  name: Qwen/Qwen3-1.7B\ntraining:\n  output_dir: x\n"
+              "distillation:\n  n_top_logits: {k}\n  lambda_distill: {w}\n")
+    sft = write_metrics_run(tmp_path / "run_a")
+    (sft / "run_config.yaml").write_text(config.format(k=0, w=0.0))
+    dist = write_metrics_run(tmp_path / "run_b")
+    (dist / "run_config.yaml").write_text(config.format(k=256, w=0.5))
+    assert run_label(sft) == "LoRA SFT"
+    assert run_label(dist) == "LoRA SFT + Few-Shot Distillation"
+    assert condition_from_config({"training": {"run_name": "ablation_k64"}}) == "ablation_k64"
+    assert condition_from_config({"model": {"name": "Qwen/Qwen3-1.7B"}}) is None  # model.name is not a run name
+
+
+def test_run_label(tmp_path):
+    assert run_label(write_metrics_run(tmp_path / "a", condition="online_v1")) == "LoRA SFT + Few-Shot Distillation"
+    assert run_label(write_metrics_run(tmp_path / "baseline")) == "LoRA SFT"
+    assert run_label(write_metrics_run(tmp_path / "my_run")) == "my_run"
+
+
+# --- scripts/write_results.py ------------------------------------------------------------------------------------
+
+def run_write_results(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(WRITE_RESULTS), *args], capture_output=True, text=True, cwd=REPO_ROOT)
+
+
+def test_write_results_main_to_file(tmp_path):
+    from scripts.write_results import main
+
+    results = write_json(tmp_path / "r.json", synthetic_results())
+    out = tmp_path / "sub" / "results.md"
+    assert main(["--results", str(results), "--out", str(out)]) == 0
+    md = out.read_text()
+    assert str(results) in md.splitlines()[0]
+    assert "| 800 | 63.50 | 71.00 | +7.50 |" in md
+    assert "| LoRA SFT + Few-Shot Distillation | step 1000 | 72.50 | 145 / 200 | 72.50 (step 1000) |" in md
+
+
+def test_write_results_cli_stdout_and_errors(tmp_path):
+    results = write_json(tmp_path / "r.json", synthetic_results())
+    ok = run_write_results("--results", str(results))
+    assert ok.returncode == 0 and "| 1000 | 62.50 | 72.50 | +10.00 |" in ok.stdout
+    missing = run_write_results("--results", str(tmp_path / "nope.json"))
+    assert missing.returncode != 0 and "results file not found" in missing.stderr
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{bad", "not valid JSON"),
+    ('{"model": "x"}', "no 'conditions' key"),
+    ('{"conditions": {"baseline": {"step_1": {"accuracy": 0.5}}}}', "missing correct, total"),
+])
+def test_write_results_bad_inputs_exit_nonzero(tmp_path, capsys, content, message):
+    from scripts.write_results import main
+
+    path = tmp_path / "r.json"
+    path.write_text(content)
+    with pytest.raises(SystemExit) as exc:
+        main(["--results", str(path)])
+    assert exc.value.code != 0 and message in str(exc.value.code)
+
+
+def test_committed_published_markdown_is_up_to_date(monkeypatch, capsys):
+    from scripts.write_results import main
+
+    monkeypatch.chdir(REPO_ROOT)
+    assert main(["--results", "assets/published_results.json"]) == 0
+    assert capsys.readouterr().out == (REPO_ROOT / "assets" / "published_results.md").read_text()
