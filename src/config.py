@@ -51,9 +51,9 @@ class DataConfig:
     path: Optional[str] = None
     num_fewshot_examples: int = 8
     # The teacher sequence drops shots (never answer tokens) until it fits.
-    max_seq_len_teacher: int = 2560
+    max_seq_len_teacher: int = 3072
     # A student sequence longer than this is an error (the answer would be cut).
-    max_seq_len_student: int = 512
+    max_seq_len_student: int = 768
     num_workers: int = 2
     # What to do with rows lacking a question, an answer or a `####` line: "error" or "skip" (counted).
     invalid_rows: str = "error"

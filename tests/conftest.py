@@ -1,0 +1,62 @@
+"""Shared fixtures: the real Qwen3 tokenizer and GSM8K from ../shared (skipped when absent) and tiny
+random-initialised Qwen3 models saved to disk and loaded through `from_pretrained`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+QWEN3_TOKENIZER = SHARED / "tokenizers" / "qwen3"
+GSM8K_DIR = SHARED / "data" / "gsm8k"
+SMOKE_DATA = REPO_ROOT / "data" / "smoke"
+
+
+@pytest.fixture(scope="session")
+def qwen3_tokenizer():
+    if not QWEN3_TOKENIZER.is_dir():
+        pytest.skip("../shared/tokenizers/qwen3 is absent")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(QWEN3_TOKENIZER)
+
+
+@pytest.fixture(scope="session")
+def gsm8k_train_rows():
+    if not GSM8K_DIR.is_dir():
+        pytest.skip("../shared/data/gsm8k is absent")
+    with open(GSM8K_DIR / "train.jsonl") as handle:
+        return [json.loads(line) for line in handle]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """Tiny Qwen3 (head_dim 64) with the project's offline BPE tokenizer: fast enough for training tests."""
+    from src.utils.tiny_model import build_tiny_qwen3
+
+    out = tmp_path_factory.mktemp("tiny_qwen3")
+    build_tiny_qwen3(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_real_tokenizer_dir(tmp_path_factory):
+    """Tiny Qwen3 with the real Qwen3 tokenizer (vocab 151,669)."""
+    if not QWEN3_TOKENIZER.is_dir():
+        pytest.skip("../shared/tokenizers/qwen3 is absent")
+    from src.utils.tiny_model import build_tiny_qwen3
+
+    out = tmp_path_factory.mktemp("tiny_qwen3_real_tok")
+    build_tiny_qwen3(out, tokenizer=str(QWEN3_TOKENIZER))
+    return out
+
+
+@pytest.fixture
+def small_data_cfg():
+    from src.config import DataConfig
+
+    return DataConfig(path=str(SMOKE_DATA), num_fewshot_examples=2, max_seq_len_teacher=1024,
+                      max_seq_len_student=512, num_workers=0)
