@@ -173,8 +173,11 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
     # Stepped once per optimizer step by the loop (not prepared: accelerate would step it once per
     # process and finish the cosine early on several GPUs).
     scheduler = get_cosine_schedule_with_warmup(optimizer, train_cfg.warmup_steps, train_cfg.max_steps)
+    # A dedicated generator: creating a batch iterator must not consume the global RNG, or a resumed
+    # run would draw different LoRA dropout masks than an uninterrupted one.
     dataloader = DataLoader(examples, batch_size=train_cfg.per_device_train_batch_size, shuffle=True,
                             drop_last=True, num_workers=cfg.data.num_workers,
+                            generator=torch.Generator().manual_seed(train_cfg.seed),
                             collate_fn=partial(collate_examples, pad_token_id=tokenizer.pad_token_id))
     if len(dataloader) * accelerator.num_processes == 0:
         raise ConfigError(f"{len(examples)} training examples cannot fill one batch of "

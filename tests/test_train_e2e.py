@@ -1,0 +1,183 @@
+"""End to end: both training scripts under real 2-process DDP (gloo on CPU) on a tiny Qwen3.
+
+`accelerate launch --multi_gpu --num_processes 2` with ACCELERATE_USE_CPU=true forms a 2-process gloo
+group (`--cpu --num_processes 2` would silently run one process), so these runs exercise gradient
+all-reduce, sharded data and rank-0-only writing exactly as on GPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO_ROOT, SMOKE_DATA
+
+pytestmark = pytest.mark.slow
+
+SCRIPTS = {"baseline": "src/training/train_baseline.py", "online_v1": "src/training/train_online_v1.py"}
+CONFIGS = {"baseline": "configs/base.yaml", "online_v1": "configs/online_v1.yaml"}
+MAX_STEPS = 6
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch_command(method: str, output_dir: Path, model_dir: Path, *extra: str, processes: int = 2) -> list[str]:
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                str(processes), "--main_process_port", str(free_port())]
+    if processes == 1:
+        launcher = [sys.executable]
+    return launcher + [
+        SCRIPTS[method], "--config", CONFIGS[method], "--output_dir", str(output_dir),
+        f"model.name={model_dir}", f"data.path={SMOKE_DATA}", f"training.max_steps={MAX_STEPS}",
+        "training.save_steps=2", "training.logging_steps=1", "training.per_device_train_batch_size=2",
+        "training.gradient_accumulation_steps=2", "training.bf16=false", "data.num_workers=0", *extra]
+
+
+def run_env() -> dict:
+    return {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def train(method: str, output_dir: Path, model_dir: Path, *extra: str, processes: int = 2,
+          expect_ok: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(launch_command(method, output_dir, model_dir, *extra, processes=processes),
+                            cwd=REPO_ROOT, env=run_env(), capture_output=True, text=True, timeout=600)
+    if expect_ok:
+        assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def adapter_weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "adapter_model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def online_run(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("online") / "run"
+    train("online_v1", out, tiny_model_dir)
+    return out
+
+
+@pytest.fixture(scope="module")
+def baseline_run(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("baseline") / "run"
+    train("baseline", out, tiny_model_dir)
+    return out
+
+
+def event_scalars(run_dir: Path) -> dict[str, list[float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir / "tb"))
+    accumulator.Reload()
+    return {tag: [e.value for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+
+
+@pytest.mark.parametrize("method", ["online_v1", "baseline"])
+def test_ddp_run_writes_checkpoints_logs_and_metadata(method, request, tiny_model_dir):
+    run_dir = request.getfixturevalue(f"{'online' if method == 'online_v1' else 'baseline'}_run")
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert info["world_size"] == 2 and info["method"] == method
+    assert info["git"]["commit"] and "torch" in info["packages"] and "peft" in info["packages"]
+    assert "distillation:" in (run_dir / "run_config.yaml").read_text()
+    for name in ("checkpoint-2", "checkpoint-4", "checkpoint-6", "final"):
+        assert (run_dir / name / "adapter_config.json").is_file(), name
+        assert (run_dir / name / "tokenizer_config.json").is_file(), name
+        assert (run_dir / name / "run_config.yaml").is_file(), name
+    assert not list(run_dir.glob("*.tmp")), "no temporary checkpoint folder may remain"
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), run_dir / "final")
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().max() > 0 for p in lora_b), "training must have moved lora_B from zero"
+
+    metrics = read_metrics(run_dir)
+    assert [m["step"] for m in metrics] == list(range(1, MAX_STEPS + 1))
+    expected = {"train/ce_loss", "train/total_loss", "train/lr", "train/grad_norm", "train/tokens_per_s"}
+    if method == "online_v1":
+        expected.add("train/dist_loss")
+    assert expected <= set(metrics[0])
+    scalars = event_scalars(run_dir)
+    assert expected <= set(scalars)
+    assert scalars["train/ce_loss"] == pytest.approx([m["train/ce_loss"] for m in metrics])
+    if method == "online_v1":
+        for m in metrics:
+            assert m["train/total_loss"] == pytest.approx(m["train/ce_loss"] + 0.5 * m["train/dist_loss"], rel=1e-5)
+    else:
+        assert all(m["train/total_loss"] == pytest.approx(m["train/ce_loss"]) for m in metrics)
+    # warmup: lr rises linearly by 2e-4 / 50 per step
+    assert metrics[0]["train/lr"] == pytest.approx(2e-4 / 50)
+
+
+def test_same_seed_gives_the_same_loss_curve(online_run, tiny_model_dir, tmp_path):
+    again = tmp_path / "again"
+    train("online_v1", again, tiny_model_dir)
+    first, second = read_metrics(online_run), read_metrics(again)
+    for key in ("train/ce_loss", "train/dist_loss", "train/total_loss"):
+        assert [m[key] for m in first] == pytest.approx([m[key] for m in second], rel=1e-6, abs=1e-7)
+
+
+def test_sigterm_checkpoints_and_resume_matches_uninterrupted_run(online_run, tiny_model_dir, tmp_path):
+    """Kill a DDP run with SIGTERM after its first checkpoint, resume, compare with the full run."""
+    out = tmp_path / "interrupted"
+    process = subprocess.Popen(launch_command("online_v1", out, tiny_model_dir), cwd=REPO_ROOT, env=run_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoint-2").is_dir():
+        assert process.poll() is None and time.monotonic() < deadline, "run ended before its first checkpoint"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode != 0
+    assert "Resume with the same command plus --resume" in output
+    saved = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    assert saved and saved[-1] < MAX_STEPS, f"the run should have stopped early, saved {saved}"
+    assert not (out / "final").exists()
+
+    refused = train("online_v1", out, tiny_model_dir, processes=1, expect_ok=False)
+    assert refused.returncode != 0 and "Pass --resume" in refused.stderr
+
+    resumed = train("online_v1", out, tiny_model_dir, "--resume")
+    assert f"resumed from {out / f'checkpoint-{saved[-1]}'}" in resumed.stderr
+    # Bit-identical on CPU (same data order, RNG, optimizer and scheduler state); 1e-6 leaves room for
+    # reduction-order differences on other backends.
+    full, interrupted = adapter_weights(online_run / "final"), adapter_weights(out / "final")
+    assert full.keys() == interrupted.keys()
+    for name in full:
+        torch.testing.assert_close(interrupted[name], full[name], rtol=0, atol=1e-6)
+    assert [m["step"] for m in read_metrics(out)] == list(range(1, MAX_STEPS + 1))
+
+
+def test_non_finite_loss_stops_with_step_examples_and_checkpoint(tiny_model_dir, tmp_path):
+    result = train("baseline", tmp_path / "nan", tiny_model_dir, "training.lr=1e30", "training.warmup_steps=0",
+                   processes=1, expect_ok=False)
+    assert result.returncode != 0
+    assert "Non-finite loss at step" in result.stderr and "example ids on this rank" in result.stderr
+    assert "Last good checkpoint" in result.stderr
+
+
+def test_online_script_rejects_a_config_without_distillation(tiny_model_dir, tmp_path):
+    result = subprocess.run(
+        [sys.executable, SCRIPTS["online_v1"], "--config", CONFIGS["baseline"], f"model.name={tiny_model_dir}"],
+        cwd=REPO_ROOT, env=run_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "configs/online_v1.yaml" in result.stderr
