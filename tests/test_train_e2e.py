@@ -181,3 +181,13 @@ def test_online_script_rejects_a_config_without_distillation(tiny_model_dir, tmp
         [sys.executable, SCRIPTS["online_v1"], "--config", CONFIGS["baseline"], f"model.name={tiny_model_dir}"],
         cwd=REPO_ROOT, env=run_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "configs/online_v1.yaml" in result.stderr
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["distillation.n_top_logits=100000"], "exceeds the model's vocabulary"),
+    (["data.path=/nonexistent/gsm8k"], "has no train.jsonl"),
+])
+def test_bad_setup_is_a_one_line_error(tiny_model_dir, tmp_path, overrides, message):
+    result = train("online_v1", tmp_path / "bad", tiny_model_dir, *overrides, processes=1, expect_ok=False)
+    assert result.returncode != 0 and message in result.stderr
+    assert "Traceback" not in result.stderr

@@ -66,7 +66,11 @@ def render_prompt(tokenizer, question: str, shots: Sequence[Shot] = ()) -> str:
 
 
 def render_answer(tokenizer, question: str, answer: str) -> str:
-    """The supervised continuation of `render_prompt`: the answer plus the end-of-turn marker."""
+    """The supervised continuation of `render_prompt`: the answer plus the end-of-turn marker.
+
+    Surrounding whitespace is stripped (chat templates strip leading newlines of the final turn).
+    """
+    answer = answer.strip()
     if not has_chat_template(tokenizer):
         if tokenizer.eos_token is None:
             raise ValueError("Tokenizer has neither a chat template nor an eos_token; set one so the "

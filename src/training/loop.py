@@ -53,6 +53,16 @@ def parse_training_args(argv: list[str] | None, description: str) -> tuple[argpa
     return args, cfg
 
 
+def exit_on_user_error(main: Callable[[], None]) -> None:
+    """Run a script's main; bad config, data or alignment end with a one-line message, not a traceback."""
+    from src.data.prompts import AlignmentError
+
+    try:
+        main()
+    except (ConfigError, AlignmentError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {error}") from None
+
+
 @dataclass
 class Run:
     cfg: Config

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from src.training.loop import parse_training_args, setup_run, train
+from src.training.loop import exit_on_user_error, parse_training_args, setup_run, train
 from src.training.steps import sft_loss_step
 
 
@@ -18,4 +18,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)

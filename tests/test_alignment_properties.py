@@ -1,0 +1,63 @@
+"""Property tests: for generated question/answer strings (unicode, long numbers, odd whitespace) the
+teacher's answer tokens equal the student's, or building the example fails loudly. Never silently."""
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from src.config import DataConfig
+from src.data.gsm8k_loader import build_example, collate_examples
+from src import distillation as D
+from src.data.prompts import AlignmentError
+
+text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=60)
+numbers = st.integers(min_value=-10**30, max_value=10**30).map(lambda n: f"{n:,}" if n % 2 else str(n))
+whitespace = st.sampled_from(["", " ", "  ", "\n", "\n\n", "\t", " \n "])
+
+
+@st.composite
+def rows(draw):
+    n = draw(st.integers(min_value=3, max_value=5))
+    out = []
+    for _ in range(n):
+        question = draw(whitespace) + draw(text) + draw(whitespace) + draw(numbers) + "?" + draw(whitespace)
+        answer = draw(whitespace) + draw(text) + draw(whitespace) + f"\n#### {draw(numbers)}" + draw(whitespace)
+        out.append({"question": question, "answer": answer})
+    return out
+
+
+def check_rows(tokenizer, generated_rows):
+    cfg = DataConfig(num_fewshot_examples=2)
+    examples = []
+    for index in range(len(generated_rows)):
+        try:
+            example = build_example(tokenizer, generated_rows, index, cfg, seed=index, with_teacher=True)
+        except AlignmentError:
+            continue  # refused loudly: acceptable
+        n = len(example.answer_ids)
+        assert example.teacher_input_ids[-n:] == example.answer_ids == example.student_input_ids[-n:]
+        examples.append(example)
+    if examples:
+        batch = collate_examples(examples, tokenizer.pad_token_id)
+        _, mask, answer_ids = D.student_answer_window(batch["student_labels"])
+        D.check_aligned_token_ids(batch["teacher_input_ids"], batch["teacher_attention_mask"].sum(1),
+                                  answer_ids, mask)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(generated_rows=rows())
+def test_alignment_holds_for_generated_rows_real_qwen3(qwen3_tokenizer, generated_rows):
+    check_rows(qwen3_tokenizer, generated_rows)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(generated_rows=rows())
+def test_alignment_holds_for_generated_rows_offline_tokenizer(offline_tokenizer, generated_rows):
+    check_rows(offline_tokenizer, generated_rows)
+
+
+@pytest.fixture(scope="module")
+def offline_tokenizer(tiny_model_dir):
+    from src.models.student import load_tokenizer
+
+    return load_tokenizer(str(tiny_model_dir))
