@@ -25,8 +25,8 @@ $PYTHON scripts/make_tiny_model.py --out "$OUT/tiny_model"
 
 TRAIN_OVERRIDES=(
   "model.name=$OUT/tiny_model" "data.path=data/smoke" "data.num_workers=0"
-  "training.max_steps=20" "training.save_steps=10" "training.logging_steps=2" "training.warmup_steps=2"
-  "training.per_device_train_batch_size=4" "training.gradient_accumulation_steps=2" "training.lr=1e-3"
+  "training.max_steps=40" "training.save_steps=20" "training.logging_steps=2" "training.warmup_steps=4"
+  "training.per_device_train_batch_size=4" "training.gradient_accumulation_steps=2" "training.lr=2e-3"
   "training.bf16=false"
 )
 for method in baseline online_v1; do
@@ -40,7 +40,7 @@ done
 echo "== evaluate (vLLM when installed, else transformers)"
 $PYTHON scripts/eval_checkpoints.py --config configs/base.yaml --n_samples 32 \
   --conditions base_0shot icl_8shot baseline online_v1 --base_dir "$OUT/experiments" \
-  --checkpoint_steps 10 20 --output "$OUT/eval.json" --max_new_tokens 32 \
+  --checkpoint_steps 20 40 --output "$OUT/eval.json" --max_new_tokens 32 \
   "model.name=$OUT/tiny_model" "data.path=data/smoke"
 
 echo "== figures and tables"

@@ -1,0 +1,150 @@
+"""Wiring for scripts/eval_checkpoints.py: arguments -> data, prompts, targets -> resumable run.
+
+    exit_code = main(["--config", "configs/base.yaml", "--conditions", "base_0shot", "baseline",
+                      "--output", "experiments/eval.json", "model.name=/tmp/tiny"])
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import replace
+from typing import Sequence
+
+from src.config import ConfigError, config_to_dict, load_config
+from src.data.prompts import has_chat_template
+from src.eval.answers import parse_gold_answer
+from src.eval.backends import (DTYPES, EngineSettings, cuda_available, default_backend, make_backend,
+                               resolve_dtype)
+from src.eval.conditions import adapter_rank, discover_targets, parse_checkpoint_selector
+from src.eval.prompts import build_prompts, max_model_len, rows_fingerprint, select_subset, tokenize_prompts
+from src.eval.runner import IncompatibleResultsError, ResultsStore, predictions_path, run_targets, summary_table
+from src.utils.run_info import collect_run_info
+
+logger = logging.getLogger("fewshot_distill.eval")
+
+
+def build_parser(description: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML config (model, data, seed), e.g. configs/base.yaml")
+    parser.add_argument("--conditions", nargs="+", required=True,
+                        help="base_0shot, icl_8shot, and/or run folders (NAME under --base_dir or "
+                             "--base_dir/poc, or a path)")
+    parser.add_argument("--base_dir", default="experiments", help="folder holding the run folders")
+    parser.add_argument("--checkpoint_steps", nargs="+", default=None, metavar="STEP",
+                        help="steps to evaluate (checkpoint-STEP), and/or 'final'; default: every checkpoint-*")
+    parser.add_argument("--n_samples", type=int, default=None,
+                        help="seeded random test subset (same for every condition); default: the whole split")
+    parser.add_argument("--output", required=True, help="results JSON; predictions go to {stem}.predictions.jsonl")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="discard an existing results file instead of resuming it")
+    parser.add_argument("--backend", choices=("vllm", "hf"), default=None,
+                        help="default: vllm when installed, else hf (batched transformers generate)")
+    parser.add_argument("--max_new_tokens", type=int, default=512)
+    parser.add_argument("--tensor_parallel_size", type=int, default=1, help="vLLM: GPUs per engine")
+    parser.add_argument("--batch_size", type=int, default=16, help="hf backend: prompts per generate call")
+    parser.add_argument("--dtype", choices=DTYPES, default="auto",
+                        help="auto = bfloat16 on GPU, float32 on CPU")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. model.name=/tmp/tiny data.path=data/smoke")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None, description: str | None = None):
+    parser = build_parser(description)
+    args = parser.parse_args(argv)
+    if args.max_new_tokens <= 0:
+        parser.error("--max_new_tokens must be positive")
+    if args.n_samples is not None and args.n_samples <= 0:
+        parser.error("--n_samples must be positive")
+    try:
+        args.checkpoint_labels = (None if args.checkpoint_steps is None
+                                  else [parse_checkpoint_selector(s) for s in args.checkpoint_steps])
+        cfg = load_config(args.config, args.overrides)
+    except (ValueError, ConfigError) as error:
+        parser.error(str(error))
+    args.backend = args.backend or default_backend()
+    return args, cfg
+
+
+def main(argv: Sequence[str] | None = None, description: str | None = None) -> int:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
+                        level=logging.INFO, force=True)
+    args, cfg = parse_args(argv, description)
+    started = time.time()
+
+    from src.data.gsm8k_loader import load_gsm8k_rows
+    from src.models.student import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.model.name)
+    test_rows = load_gsm8k_rows(cfg.data, cfg.data.test_split)
+    train_rows = load_gsm8k_rows(cfg.data, cfg.data.train_split)
+    seed = cfg.training.seed
+    indices = select_subset(len(test_rows), args.n_samples, seed)
+    golds = [parse_gold_answer(test_rows[i]["answer"]) for i in indices]
+    icl_shots = cfg.data.num_fewshot_examples
+
+    targets, problems = discover_targets(args.conditions, args.base_dir, args.checkpoint_labels,
+                                         base_model=cfg.model.name, icl_shots=icl_shots)
+    for problem in problems:
+        where = f"{problem.condition}/{problem.label}" if problem.label else problem.condition
+        (logger.error if problem.fatal else logger.warning)("%s: %s", where, problem.message)
+    if not targets:
+        logger.error("Nothing to evaluate.")
+        return 1
+
+    prompt_cache: dict[int, list[list[int]]] = {}
+
+    def prompts_for(n_shots: int) -> list[list[int]]:
+        if n_shots not in prompt_cache:
+            texts = build_prompts(tokenizer, test_rows, indices, train_rows, n_shots, seed)
+            prompt_cache[n_shots] = tokenize_prompts(tokenizer, texts)
+        return prompt_cache[n_shots]
+
+    needed = sorted({t.n_shots for t in targets})
+    context = max_model_len([ids for n in needed for ids in prompts_for(n)], args.max_new_tokens)
+    lengths = {n: max(len(ids) for ids in prompts_for(n)) for n in needed}
+    logger.info("%d test examples; longest prompt (tokens) by shot count: %s; max_model_len %d",
+                len(indices), lengths, context)
+
+    dtype = resolve_dtype(args.dtype, cuda_available())
+    ranks = [adapter_rank(t.adapter_path) for t in targets if t.adapter_path]
+    settings = EngineSettings(max_new_tokens=args.max_new_tokens, dtype=dtype, max_model_len=context,
+                              tensor_parallel_size=args.tensor_parallel_size, batch_size=args.batch_size,
+                              seed=seed)
+    header = {
+        "config": config_to_dict(cfg),
+        "model": cfg.model.name,
+        "subset_indices": indices,
+        "sampling": {"temperature": 0.0, "max_new_tokens": args.max_new_tokens},
+        "prompting": {"icl_shots": icl_shots, "shot_seed": seed, "shot_split": cfg.data.train_split,
+                      "chat_template": has_chat_template(tokenizer), "enable_thinking": False},
+        "data_fingerprint": rows_fingerprint([test_rows[i] for i in indices]) + ":" + rows_fingerprint(train_rows),
+        "engine": {"backend": args.backend, "dtype": dtype},
+        "run_info": collect_run_info(),
+    }
+    try:
+        store = ResultsStore(args.output, header, overwrite=args.overwrite)
+    except IncompatibleResultsError as error:
+        logger.error("%s", error)
+        return 2
+
+    def open_backend(model_path: str):
+        # The base model's engine serves every adapter; a full-weight checkpoint gets its own, LoRA-free.
+        rank = max(ranks, default=0) if model_path == cfg.model.name else 0
+        return make_backend(args.backend, model_path, tokenizer, replace(settings, max_lora_rank=rank))
+
+    failures = run_targets(targets, store, open_backend, prompts_for, golds, indices)
+
+    print(summary_table(store.data["conditions"]))
+    print(f"results: {store.output}\npredictions: {predictions_path(store.output)}")
+    for problem in problems:
+        print(f"{'ERROR' if problem.fatal else 'skipped'}: {problem.condition}"
+              f"{'/' + problem.label if problem.label else ''}: {problem.message}", file=sys.stderr)
+    for target, message in failures:
+        print(f"FAILED: {target.condition}/{target.label}: {message}", file=sys.stderr)
+    logger.info("done in %.1f s", time.time() - started)
+    return 1 if failures or any(p.fatal for p in problems) else 0

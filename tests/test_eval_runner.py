@@ -1,0 +1,202 @@
+"""Resumable bookkeeping of the evaluation loop.
+
+The backend here is a stand-in that returns fixed texts: these tests are about which entries run,
+what is written and what survives a crash. Real generation is tested in test_eval_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from src.eval.backends import Generation
+from src.eval.conditions import EvalTarget
+from src.eval.runner import (IncompatibleResultsError, ResultsStore, predictions_path, run_targets, score,
+                             summary_table)
+
+INDICES = [3, 7, 11]
+GOLDS = ["4", "8", "12"]
+TARGETS = [
+    EvalTarget("base_0shot", "base", "base-model"),
+    EvalTarget("icl_8shot", "base", "base-model", n_shots=8),
+    EvalTarget("baseline", "step_200", "base-model", adapter_path="runs/baseline/checkpoint-200"),
+    EvalTarget("baseline", "step_400", "base-model", adapter_path="runs/baseline/checkpoint-400"),
+]
+
+
+def header(**changes):
+    base = {"config": {}, "model": "base-model", "subset_indices": INDICES,
+            "sampling": {"temperature": 0.0, "max_new_tokens": 16}, "prompting": {"icl_shots": 8},
+            "data_fingerprint": "abc", "engine": {"backend": "fake", "dtype": "float32"}}
+    return {**base, **changes}
+
+
+class Crash(BaseException):
+    """Stands for the process dying (not an error the loop should catch)."""
+
+
+class ScriptedBackend:
+    """Answers the first `n_correct(adapter)` examples right; can crash or fail on one adapter."""
+
+    def __init__(self, crash_on=None, fail_on=None):
+        self.calls, self.closed = [], 0
+        self.crash_on, self.fail_on = crash_on, fail_on
+
+    def generate(self, prompt_ids, adapter_path=None):
+        self.calls.append((len(prompt_ids[0]), adapter_path))
+        if adapter_path is not None and adapter_path == self.crash_on:
+            raise Crash()
+        if adapter_path is not None and adapter_path == self.fail_on:
+            raise RuntimeError("adapter has unsupported target modules")
+        n_correct = 1 if adapter_path is None else int(adapter_path[-3]) - 1  # step_200 -> 1, step_400 -> 3
+        return [Generation((1,), f"so #### {gold if i < n_correct else -1}") for i, gold in enumerate(GOLDS)]
+
+    def close(self):
+        self.closed += 1
+
+
+def prompts_for(n_shots):
+    return [[0] * (10 + n_shots)] * len(INDICES)
+
+
+def run(tmp_path, backend, targets=TARGETS, overwrite=False, **header_changes):
+    store = ResultsStore(tmp_path / "eval.json", header(**header_changes), overwrite=overwrite)
+    opened = []
+
+    def open_backend(model_path):
+        opened.append(model_path)
+        return backend
+
+    failures = run_targets(targets, store, open_backend, prompts_for, GOLDS, INDICES)
+    return store, failures, opened
+
+
+def read_predictions(tmp_path):
+    return [json.loads(line) for line in predictions_path(tmp_path / "eval.json").read_text().splitlines()]
+
+
+def test_score_rows_and_metrics():
+    target = TARGETS[2]
+    metrics, rows = score(target, [Generation((1,), "x = 4\n#### 4"), Generation((1,), "no number")], ["4", "5"],
+                          [10, 20])
+    assert metrics == {"accuracy": 0.5, "correct": 1, "total": 2}
+    assert rows[0] == {"condition": "baseline", "label": "step_200", "index": 10, "generated": "x = 4\n#### 4",
+                       "extracted": "4", "gold": "4", "correct": True}
+    assert rows[1]["extracted"] is None and rows[1]["correct"] is False
+
+
+def test_full_run_writes_schema_and_one_prediction_per_example_and_entry(tmp_path):
+    backend = ScriptedBackend()
+    store, failures, opened = run(tmp_path, backend)
+    assert failures == [] and opened == ["base-model"] and backend.closed == 1
+    data = json.loads((tmp_path / "eval.json").read_text())
+    assert data["subset_indices"] == INDICES and data["model"] == "base-model"
+    assert data["conditions"] == {
+        "base_0shot": {"base": {"accuracy": 1 / 3, "correct": 1, "total": 3}},
+        "icl_8shot": {"base": {"accuracy": 1 / 3, "correct": 1, "total": 3}},
+        "baseline": {"step_200": {"accuracy": 1 / 3, "correct": 1, "total": 3},
+                     "step_400": {"accuracy": 1.0, "correct": 3, "total": 3}}}
+    assert data["sources"]["baseline"]["step_400"] == "runs/baseline/checkpoint-400"
+    predictions = read_predictions(tmp_path)
+    assert len(predictions) == 4 * 3
+    assert {(p["condition"], p["label"]) for p in predictions} == {t.key for t in TARGETS}
+    assert [p["index"] for p in predictions[:3]] == INDICES
+    # icl_8shot got the 8-shot prompts, the others the 0-shot ones
+    assert [c[0] for c in backend.calls] == [10, 18, 10, 10]
+    table = summary_table(data["conditions"])
+    assert "100.00%" in table and "33.33%" in table
+
+
+def test_rerun_skips_finished_entries_without_starting_an_engine(tmp_path):
+    run(tmp_path, ScriptedBackend())
+    before = predictions_path(tmp_path / "eval.json").read_text()
+    backend = ScriptedBackend()
+    _, failures, opened = run(tmp_path, backend)
+    assert failures == [] and opened == [] and backend.calls == []
+    assert predictions_path(tmp_path / "eval.json").read_text() == before
+
+
+def test_new_condition_added_to_an_existing_file(tmp_path):
+    run(tmp_path, ScriptedBackend(), targets=TARGETS[:2])
+    backend = ScriptedBackend()
+    _, _, opened = run(tmp_path, backend)
+    assert [c[1] for c in backend.calls] == ["runs/baseline/checkpoint-200", "runs/baseline/checkpoint-400"]
+    data = json.loads((tmp_path / "eval.json").read_text())
+    assert set(data["conditions"]) == {"base_0shot", "icl_8shot", "baseline"}
+    assert len(read_predictions(tmp_path)) == 12
+
+
+def test_crash_loses_only_the_entry_in_flight(tmp_path):
+    with pytest.raises(Crash):
+        run(tmp_path, ScriptedBackend(crash_on="runs/baseline/checkpoint-400"))
+    data = json.loads((tmp_path / "eval.json").read_text())
+    assert set(data["conditions"]) == {"base_0shot", "icl_8shot", "baseline"}
+    assert list(data["conditions"]["baseline"]) == ["step_200"]
+    # a crash between appending predictions and rewriting the JSON leaves stray lines: simulate them
+    with open(predictions_path(tmp_path / "eval.json"), "a") as handle:
+        handle.write(json.dumps({"condition": "baseline", "label": "step_400", "index": 3}) + "\n")
+        handle.write('{"condition": "baseline", "lab')  # cut mid-line
+    backend = ScriptedBackend()
+    run(tmp_path, backend)
+    assert backend.calls == [(10, "runs/baseline/checkpoint-400")]
+    predictions = read_predictions(tmp_path)
+    assert len(predictions) == 12
+    assert sum(p["label"] == "step_400" for p in predictions) == 3
+
+
+def test_overwrite_starts_from_scratch(tmp_path):
+    run(tmp_path, ScriptedBackend())
+    backend = ScriptedBackend()
+    run(tmp_path, backend, targets=TARGETS[:1], overwrite=True)
+    assert len(backend.calls) == 1
+    data = json.loads((tmp_path / "eval.json").read_text())
+    assert list(data["conditions"]) == ["base_0shot"]
+    assert len(read_predictions(tmp_path)) == 3
+
+
+@pytest.mark.parametrize("change", [
+    {"subset_indices": [3, 7, 12]},
+    {"model": "other-model"},
+    {"sampling": {"temperature": 0.0, "max_new_tokens": 512}},
+    {"data_fingerprint": "def"},
+])
+def test_existing_file_from_another_setup_is_refused(tmp_path, change):
+    run(tmp_path, ScriptedBackend())
+    before = (tmp_path / "eval.json").read_text()
+    with pytest.raises(IncompatibleResultsError, match="--overwrite") as error:
+        run(tmp_path, ScriptedBackend(), **change)
+    assert next(iter(change)) in str(error.value)
+    assert (tmp_path / "eval.json").read_text() == before
+
+
+def test_a_failing_checkpoint_is_reported_and_the_rest_still_run(tmp_path):
+    backend = ScriptedBackend(fail_on="runs/baseline/checkpoint-200")
+    _, failures, _ = run(tmp_path, backend)
+    assert [(t.label, "unsupported target modules" in message) for t, message in failures] == [("step_200", True)]
+    data = json.loads((tmp_path / "eval.json").read_text())
+    assert list(data["conditions"]["baseline"]) == ["step_400"]
+    # the failed entry is retried by the next run
+    backend = ScriptedBackend()
+    run(tmp_path, backend)
+    assert backend.calls == [(10, "runs/baseline/checkpoint-200")]
+
+
+def test_engine_that_cannot_load_fails_its_entries_only(tmp_path):
+    targets = TARGETS[:1] + [EvalTarget("full_ft", "step_200", "runs/full_ft/checkpoint-200")]
+    store = ResultsStore(tmp_path / "eval.json", header())
+
+    def open_backend(model_path):
+        if model_path.startswith("runs/"):
+            raise OSError("no weights")
+        return ScriptedBackend()
+
+    failures = run_targets(targets, store, open_backend, prompts_for, GOLDS, INDICES)
+    assert [t.condition for t, _ in failures] == ["full_ft"]
+    assert store.is_done("base_0shot", "base")
+
+
+def test_corrupt_results_file_is_refused_with_a_fix(tmp_path):
+    (tmp_path / "eval.json").write_text("{not json")
+    with pytest.raises(IncompatibleResultsError, match="--overwrite"):
+        ResultsStore(tmp_path / "eval.json", header())
