@@ -57,6 +57,9 @@ class DataConfig:
     num_workers: int = 2
     # What to do with rows lacking a question, an answer or a `####` line: "error" or "skip" (counted).
     invalid_rows: str = "error"
+    # Sort the examples of each optimizer step by teacher length (less padding; same examples per step,
+    # but micro-batch composition, hence per-token loss weights, change). See docs/performance.md.
+    group_by_length: bool = False
 
     def __post_init__(self) -> None:
         _require(self.num_fewshot_examples >= 0, "data.num_fewshot_examples must be >= 0")

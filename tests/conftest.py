@@ -54,9 +54,14 @@ def tiny_qwen3_real_tokenizer_dir(tmp_path_factory):
     return out
 
 
-@pytest.fixture
-def small_data_cfg():
+def smoke_data_cfg():
+    """Data config over the project's own smoke problems with 2 shots: short sequences, fast tests."""
     from src.config import DataConfig
 
     return DataConfig(path=str(SMOKE_DATA), num_fewshot_examples=2, max_seq_len_teacher=1024,
                       max_seq_len_student=512, num_workers=0)
+
+
+@pytest.fixture
+def small_data_cfg():
+    return smoke_data_cfg()

@@ -191,3 +191,9 @@ def test_bad_setup_is_a_one_line_error(tiny_model_dir, tmp_path, overrides, mess
     result = train("online_v1", tmp_path / "bad", tiny_model_dir, *overrides, processes=1, expect_ok=False)
     assert result.returncode != 0 and message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_length_grouped_run_trains_and_logs(tiny_model_dir, tmp_path):
+    out = tmp_path / "grouped"
+    train("online_v1", out, tiny_model_dir, "data.group_by_length=true", "training.max_steps=2", processes=1)
+    assert [m["step"] for m in read_metrics(out)] == [1, 2] and (out / "final" / "adapter_config.json").is_file()

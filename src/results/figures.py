@@ -134,6 +134,16 @@ def _reference_note(conditions: dict[str, dict[str, dict]]) -> str:
     return "   ".join(parts)
 
 
+def _loss_panel(ax, runs, key: str, title: str, ylabel: str, colors: dict, smooth: float) -> None:
+    for label, scalars in runs:
+        _plot_series(ax, *scalars[key], label=label, color=colors[label], smooth=smooth)
+    ax.set_title(title)
+    ax.set_xlabel("Training step")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right")
+
+
 def curves_figure(
     runs: list[tuple[str, dict[str, Series]]],
     smooth: float = 0.0,
@@ -163,24 +173,12 @@ def curves_figure(
         colors = {label: color_for(label, taken) for label, _ in runs}
         suffix = f" (EMA {smooth:g})" if smooth > 0 else ""
 
-        ax = fig.add_subplot(grid[0, 0])
-        for label, scalars in runs:
-            _plot_series(ax, *scalars[ce_key], label=label, color=colors[label], smooth=smooth)
-        ax.set_title(f"Cross-entropy loss{suffix}")
-        ax.set_xlabel("Training step")
-        ax.set_ylabel("CE loss")
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="upper right")
-
+        _loss_panel(fig.add_subplot(grid[0, 0]), runs, ce_key, f"Cross-entropy loss{suffix}", "CE loss",
+                    colors, smooth)
         if dist_runs:
-            ax = fig.add_subplot(grid[0, 1])
-            for label, scalars in dist_runs:
-                _plot_series(ax, *scalars[dist_key], label=label, color=colors[label], smooth=smooth)
-            ax.set_title(f"Distillation loss (MSE on teacher top-K logits){suffix}")
-            ax.set_xlabel("Training step")
-            ax.set_ylabel("Distillation loss")
-            ax.grid(True, alpha=0.3)
-            ax.legend(loc="upper right")
+            _loss_panel(fig.add_subplot(grid[0, 1]), dist_runs, dist_key,
+                        f"Distillation loss (MSE on teacher top-K logits){suffix}", "Distillation loss",
+                        colors, smooth)
 
         if with_table:
             ax = fig.add_subplot(grid[1, :])

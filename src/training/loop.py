@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from src.config import Config, ConfigError, config_to_dict, config_to_yaml, load_config
-from src.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_adapter, save_checkpoint
+from src.training.checkpoint import list_checkpoints, load_checkpoint, save_adapter, save_checkpoint
 
 logger = logging.getLogger("fewshot_distill")
 
@@ -135,6 +135,7 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
     from transformers import get_cosine_schedule_with_warmup
 
     from src.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
+    from src.data.sampling import LengthGroupedSampler
     from src.models.student import AnswerWindowLM, add_lora, load_base_model, load_tokenizer, vocab_size
     from src.utils.io import atomic_write_json, atomic_write_text
     from src.utils.run_info import collect_run_info
@@ -183,9 +184,16 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
     # Stepped once per optimizer step by the loop (not prepared: accelerate would step it once per
     # process and finish the cosine early on several GPUs).
     scheduler = get_cosine_schedule_with_warmup(optimizer, train_cfg.warmup_steps, train_cfg.max_steps)
+    sampler = None
+    if cfg.data.group_by_length:
+        step_examples = (train_cfg.per_device_train_batch_size * train_cfg.gradient_accumulation_steps
+                         * accelerator.num_processes)
+        sampler = LengthGroupedSampler([len(e.teacher_input_ids or e.student_input_ids) for e in examples],
+                                       step_examples, seed=train_cfg.seed)
     # A dedicated generator: creating a batch iterator must not consume the global RNG, or a resumed
     # run would draw different LoRA dropout masks than an uninterrupted one.
-    dataloader = DataLoader(examples, batch_size=train_cfg.per_device_train_batch_size, shuffle=True,
+    dataloader = DataLoader(examples, batch_size=train_cfg.per_device_train_batch_size,
+                            shuffle=sampler is None, sampler=sampler,
                             drop_last=True, num_workers=cfg.data.num_workers,
                             generator=torch.Generator().manual_seed(train_cfg.seed),
                             collate_fn=partial(collate_examples, pad_token_id=tokenizer.pad_token_id))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from src import distillation as D
 from src.models.student import AnswerWindowLM, teacher_logits
@@ -21,8 +22,19 @@ def sft_loss_step(student, batch: dict) -> dict[str, torch.Tensor]:
     """Plain LoRA SFT: token-mean CE over the answer tokens."""
     window_positions, answer_mask, answer_ids = D.student_answer_window(batch["student_labels"])
     window_logits = student(batch["student_input_ids"], batch["student_attention_mask"], window_positions)
-    ce_loss = D.masked_cross_entropy(window_logits[:, :-1], answer_ids, answer_mask)
+    ce_loss = answer_window_cross_entropy(window_logits, answer_ids, answer_mask)
     return {"loss": ce_loss, "ce_loss": ce_loss.detach()}
+
+
+def answer_window_cross_entropy(window_logits: torch.Tensor, answer_ids: torch.Tensor,
+                                answer_mask: torch.Tensor) -> torch.Tensor:
+    """CE of window[:, :A] (the positions predicting the answer tokens).  [B, A + 1, V], [B, A] x2.
+
+    Indexes the whole window with padded targets instead of slicing it: a slice's backward allocates
+    one more window-sized gradient buffer (the same values, more memory and traffic).
+    """
+    return D.masked_cross_entropy(window_logits, F.pad(answer_ids, (0, 1), value=D.IGNORE_INDEX),
+                                  F.pad(answer_mask, (0, 1), value=False))
 
 
 def online_teacher_top_k(teacher: AnswerWindowLM, k: int, alignment: str) -> TeacherTopK:
@@ -45,13 +57,18 @@ def distillation_loss_step(student, batch: dict, teacher_top_k: TeacherTopK, lam
                            alignment: str) -> dict[str, torch.Tensor]:
     """CE + lambda * MSE(teacher top-K logits, student logits at the same vocabulary ids)."""
     window_positions, answer_mask, answer_ids = D.student_answer_window(batch["student_labels"])
-    window_logits = student(batch["student_input_ids"], batch["student_attention_mask"], window_positions)
-    ce_loss = D.masked_cross_entropy(window_logits[:, :-1], answer_ids, answer_mask)
-
+    # Teacher first: its transient activations and logits are freed before the student's graph
+    # exists, so they do not add to the step's peak memory.
     teacher_values, teacher_ids = teacher_top_k(batch, answer_ids, answer_mask)
-    # seed: the logits at the positions holding the answer tokens; predict: the CE positions.
-    student_logits = window_logits[:, 1:] if alignment == "seed" else window_logits[:, :-1]
-    student_values = D.gather_vocab(student_logits, teacher_ids)
+    window_logits = student(batch["student_input_ids"], batch["student_attention_mask"], window_positions)
+    ce_loss = answer_window_cross_entropy(window_logits, answer_ids, answer_mask)
+
+    # seed: the logits at the positions holding the answer tokens (window[1:]); predict: the CE
+    # positions (window[:-1]). Gather on the whole window (not a slice), as for the CE above.
+    width = answer_ids.size(1)
+    shift = 1 if alignment == "seed" else 0
+    ids_on_window = F.pad(teacher_ids, (0, 0, shift, 1 - shift))
+    student_values = D.gather_vocab(window_logits, ids_on_window)[:, shift: shift + width]
     dist_loss = D.masked_mse(teacher_values, student_values, answer_mask)
 
     loss = D.distillation_loss(ce_loss, dist_loss, lambda_distill)

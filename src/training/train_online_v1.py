@@ -12,11 +12,13 @@ at every answer token.
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 from src.config import Config
-from src.training.loop import parse_training_args, setup_run, train
+from src.training.loop import exit_on_user_error, parse_training_args, setup_run, train
 from src.training.steps import distillation_loss_step, online_teacher_top_k
+from src.training.teacher_cache import build_teacher_cache, cached_teacher_top_k
 
 
 def check_distillation_config(cfg: Config) -> None:
@@ -35,10 +37,18 @@ def main(argv: list[str] | None = None) -> None:
     # The teacher is the unwrapped student module: same weights, adapter disabled inside each call.
     teacher = run.accelerator.unwrap_model(run.model)
     teacher_top_k = online_teacher_top_k(teacher, dist_cfg.n_top_logits, dist_cfg.alignment)
+    # distillation.teacher_cache: reuse each example's teacher top-K after its first epoch.
+    cache = build_teacher_cache(dist_cfg.teacher_cache, teacher, cfg.model.name, dist_cfg.n_top_logits,
+                                dist_cfg.alignment, "bfloat16" if cfg.training.bf16 else "float32",
+                                folder=run.output_dir / "teacher_cache")
+    if cache is not None:
+        teacher_top_k = cached_teacher_top_k(teacher_top_k, cache)
     loss_step = partial(distillation_loss_step, teacher_top_k=teacher_top_k,
                         lambda_distill=dist_cfg.lambda_distill, alignment=dist_cfg.alignment)
     train(run, loss_step=loss_step)
+    if cache is not None:
+        logging.getLogger("fewshot_distill").info("teacher cache: %s", cache.stats())
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)

@@ -1,0 +1,462 @@
+"""Side-by-side step benchmark: SFT vs paper-style reference distillation vs ours.
+
+Needs only torch, transformers and peft (GSM8K rows and the tokenizer are local paths), so it runs on
+a bare GPU machine. The parent process tokenizes real GSM8K rows once into batches; every variant runs
+in its own child process on the same batches and the same random-initialised weights (so the CPU
+RSS peaks are separate), times warm-up + repeats, and reports its median step time and peak memory.
+
+Variants:
+  sft           student forward + backward (src/training/steps.sft_loss_step)
+  reference     separate frozen teacher copy, full logits over whole sequences, top-K, CE + MSE
+  ours          distillation_loss_step + online_teacher_top_k (adapter-disabled teacher, answer
+                positions only, answer-window student logits, chunked CE); also times the teacher alone
+  ours_cached   the same step with the teacher cache: a miss step (empty cache) and a hit step
+  ours_grouped  `ours` on the same examples regrouped by teacher length (src/data/sampling.py)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VARIANTS = ("sft", "reference", "ours", "ours_cached", "ours_grouped")
+
+# Vocabulary 151,936 as in Qwen3 (covers the real tokenizer's 151,669 ids).
+MODEL_SHAPES = {
+    "tiny": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                 num_key_value_heads=1, head_dim=64),
+    "small": dict(hidden_size=512, intermediate_size=1536, num_hidden_layers=4, num_attention_heads=8,
+                  num_key_value_heads=4, head_dim=64),
+    # Qwen/Qwen3-1.7B's published config.
+    "qwen3-1.7b": dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
+                       num_key_value_heads=8, head_dim=128),
+}
+VOCAB_SIZE = 151_936
+# The paper's schedule: 1000 optimizer steps x 32 examples over GSM8K train.
+PAPER_STEPS, PAPER_BATCH = 1000, 32
+
+
+def qwen3_config(shape: str, attn_implementation: str):
+    from transformers import Qwen3Config
+
+    if shape not in MODEL_SHAPES:
+        raise SystemExit(f"--model must be one of {sorted(MODEL_SHAPES)}, got {shape!r}")
+    config = Qwen3Config(vocab_size=VOCAB_SIZE, tie_word_embeddings=True, max_position_embeddings=40960,
+                         rope_theta=1_000_000, **MODEL_SHAPES[shape])
+    config._attn_implementation = attn_implementation
+    return config
+
+
+# ----------------------------------------------------------------------------- data (parent process)
+
+def read_rows(data_dir: Path) -> list[dict]:
+    file = data_dir / "train.jsonl"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} not found: pass --data a folder with GSM8K train.jsonl "
+                                "(rows {question, answer}), e.g. ../shared/data/gsm8k")
+    with open(file) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def build_batches(args) -> dict:
+    """Tokenized real GSM8K examples -> random batches, length-grouped batches of the same examples,
+    and length statistics of a larger sample."""
+    from transformers import AutoTokenizer
+
+    from src.config import DataConfig
+    from src.data.gsm8k_loader import build_example, collate_examples
+    from src.data.sampling import length_grouped_order, padded_tokens
+
+    tokenizer_dir = Path(args.tokenizer)
+    if not (tokenizer_dir / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"--tokenizer {tokenizer_dir} has no tokenizer.json: point it at the Qwen3 "
+                                "tokenizer folder, e.g. ../shared/tokenizers/qwen3")
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    rows = read_rows(Path(args.data))
+    data_cfg = DataConfig(path=str(args.data), num_fewshot_examples=args.shots, max_seq_len_teacher=2560,
+                          max_seq_len_student=512, num_workers=0)
+    generator = torch.Generator().manual_seed(args.seed)
+    order = torch.randperm(len(rows), generator=generator).tolist()
+    n_sample = max(args.length_sample, args.batch_size * args.n_batches)
+    examples = [build_example(tokenizer, rows, i, data_cfg, seed=42, with_teacher=True) for i in order[:n_sample]]
+
+    bench_examples = examples[: args.batch_size * args.n_batches]
+    def batches_of(chunk):
+        return [collate_examples(chunk[b: b + args.batch_size], tokenizer.pad_token_id)
+                for b in range(0, len(chunk), args.batch_size)]
+    teacher_lengths = [len(e.teacher_input_ids) for e in bench_examples]
+    grouped = length_grouped_order(range(len(bench_examples)), teacher_lengths, len(bench_examples))
+
+    # Padding effect on a larger sample: micro-batches of batch_size inside optimizer steps of 32.
+    all_lengths = [len(e.teacher_input_ids) for e in examples]
+    real = sum(all_lengths[: len(all_lengths) // args.batch_size * args.batch_size])
+    plain = padded_tokens(range(len(examples)), all_lengths, args.batch_size)
+    grouped_all = padded_tokens(length_grouped_order(range(len(examples)), all_lengths, PAPER_BATCH),
+                                all_lengths, args.batch_size)
+    student_lengths = [len(e.student_input_ids) for e in examples]
+    answer_lengths = [len(e.answer_ids) for e in examples]
+    return {
+        "batches": batches_of(bench_examples),
+        "grouped_batches": batches_of([bench_examples[i] for i in grouped]),
+        "lengths": {
+            "sample_examples": len(examples),
+            "teacher_median": statistics.median(all_lengths), "teacher_max": max(all_lengths),
+            "student_median": statistics.median(student_lengths), "answer_median": statistics.median(answer_lengths),
+            "teacher_padding_fraction_random": 1 - real / plain,
+            "teacher_padding_fraction_grouped": 1 - real / grouped_all,
+        },
+        "n_unique": len(rows),
+    }
+
+
+# ----------------------------------------------------------------------------- FLOP model
+
+def forward_flops(cfg, batch_size: int, seq_len: int, head_positions: int) -> float:
+    """Matmul FLOPs of one forward: projections + MLP + causal attention, LM head at head_positions/row."""
+    hidden, head_dim = cfg.hidden_size, cfg.head_dim
+    projection_params = hidden * head_dim * (2 * cfg.num_attention_heads + 2 * cfg.num_key_value_heads)
+    mlp_params = 3 * hidden * cfg.intermediate_size
+    tokens = batch_size * seq_len
+    attention = 2 * batch_size * cfg.num_attention_heads * head_dim * seq_len * seq_len  # QK^T + AV, causal half
+    body = cfg.num_hidden_layers * (2 * tokens * (projection_params + mlp_params) + attention)
+    return body + 2 * batch_size * head_positions * hidden * cfg.vocab_size
+
+
+def ideal_flops(cfg, batch: dict, gradient_checkpointing: bool) -> dict[str, float]:
+    """Per variant. Backward of frozen weights = input gradients only ~= 1 forward (LoRA ignored)."""
+    B, Ts = batch["student_input_ids"].shape
+    Tt = batch["teacher_input_ids"].size(1)
+    A = int((batch["student_labels"] != -100).sum(dim=1).max())
+    recompute = 1 if gradient_checkpointing else 0
+    student_window = (2 + recompute) * forward_flops(cfg, B, Ts, 0) + 2 * forward_flops(cfg, B, 0, A + 1)
+    teacher_answer = forward_flops(cfg, B, Tt, A)
+    sft = student_window
+    return {
+        "sft": sft,
+        "reference": forward_flops(cfg, B, Tt, Tt) + (2 + recompute) * forward_flops(cfg, B, Ts, 0)
+        + 2 * forward_flops(cfg, B, 0, Ts),
+        "ours": teacher_answer + student_window,
+        "ours_hit": sft,
+        "teacher": teacher_answer,
+    }
+
+
+# ----------------------------------------------------------------------------- worker (child process)
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _build_models(args, device: torch.device, with_teacher_copy: bool):
+    import copy
+
+    from transformers import Qwen3ForCausalLM
+
+    from src.config import LoraConfig
+    from src.models.student import add_lora
+
+    dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
+    config = qwen3_config(args.model, args.attn)
+    torch.manual_seed(0)  # same random weights in every variant's process
+    with torch.device(device):
+        base = Qwen3ForCausalLM(config).to(dtype)
+    teacher_copy = None
+    if with_teacher_copy:
+        teacher_copy = copy.deepcopy(base).eval().requires_grad_(False)
+    peft_model = add_lora(base, LoraConfig(), gradient_checkpointing=args.gradient_checkpointing).to(device)
+    peft_model.train()
+    return peft_model, teacher_copy
+
+
+def _time_steps(step, batches, warmup: int, repeats: int, device) -> list[float]:
+    for _ in range(warmup):
+        for batch in batches:
+            step(batch)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(repeats):
+        for batch in batches:
+            _sync(device)
+            start = time.perf_counter()
+            step(batch)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def run_variant(args, variant: str, data: dict) -> dict:
+    from src.bench.reference import reference_distillation_losses
+    from src.models.student import AnswerWindowLM
+    from src.training.steps import distillation_loss_step, online_teacher_top_k, sft_loss_step
+    from src.training.teacher_cache import TeacherTopKCache, cached_teacher_top_k
+
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        # One thread: on a shared machine a descheduled OpenMP thread stalls every op of a
+        # multi-threaded step, which made 2-thread timings vary 4x between runs.
+        torch.set_num_threads(args.cpu_threads)
+    batches = data["grouped_batches"] if variant == "ours_grouped" else data["batches"]
+    batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
+    peft_model, teacher_copy = _build_models(args, device, with_teacher_copy=variant == "reference")
+    student = AnswerWindowLM(peft_model)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
+    online = online_teacher_top_k(student, args.k, args.alignment)
+    cache = TeacherTopKCache("memory", context=f"bench-{args.model}-{args.k}-{args.alignment}")
+    cached = cached_teacher_top_k(online, cache)
+
+    def backward(terms):
+        terms["loss"].backward()
+        for param in peft_model.parameters():
+            param.grad = None
+
+    def sft(batch):
+        with autocast:
+            terms = sft_loss_step(student, batch)
+        backward(terms)
+
+    def reference(batch):
+        with autocast:
+            terms = reference_distillation_losses(teacher_copy, peft_model, batch, args.k, args.lambda_distill,
+                                                  args.alignment)
+        backward(terms)
+
+    def ours_with(teacher_top_k):
+        def step(batch):
+            with autocast:
+                terms = distillation_loss_step(student, batch, teacher_top_k, args.lambda_distill, args.alignment)
+            backward(terms)
+        return step
+
+    def teacher_only(batch):
+        from src import distillation as D
+        _, answer_mask, answer_ids = D.student_answer_window(batch["student_labels"])
+        with autocast:
+            online(batch, answer_ids, answer_mask)
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result = {"variant": variant}
+    if variant in ("sft", "reference", "ours", "ours_grouped"):
+        step = {"sft": sft, "reference": reference}.get(variant) or ours_with(online)
+        times = _time_steps(step, batches, args.warmup, args.repeats, device)
+        if variant == "ours":
+            result["teacher_step_s"] = statistics.median(
+                _time_steps(teacher_only, batches, 1, args.repeats, device))
+    else:  # ours_cached: alternate an empty-cache (miss) step and a full-cache (hit) step per batch
+        step = ours_with(cached)
+        hit_times = []
+        miss_times = []
+        for batch in batches:
+            cache.entries.clear()
+            step(batch)  # warm-up
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        for _ in range(args.repeats):
+            for batch in batches:
+                cache.entries.clear()
+                miss_times.append(_timed(step, batch, device))
+                hit_times.append(_timed(step, batch, device))
+        times = hit_times
+        result["miss_step_s"] = statistics.median(miss_times)
+        result["cache_stats"] = cache.stats()
+    result["median_step_s"] = statistics.median(times)
+    result["min_step_s"] = min(times)
+    result["step_times_s"] = times
+    tokens = sum(int(b["student_attention_mask"].sum()) for b in batches) / len(batches)
+    result["tokens_per_s"] = tokens / result["median_step_s"]
+    if device.type == "cuda":
+        result["peak_mem_bytes"] = torch.cuda.max_memory_allocated()
+    else:
+        result["peak_mem_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        result["rss_before_steps_bytes"] = rss_before
+    return result
+
+
+def _timed(step, batch, device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    step(batch)
+    _sync(device)
+    return time.perf_counter() - start
+
+
+# ----------------------------------------------------------------------------- parent: report
+
+def machine_info(device: str) -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu_count": os.cpu_count(), "torch_threads_parent": torch.get_num_threads(), "device": device,
+            "load_average_1_5_15": os.getloadavg()}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        import peft
+        import transformers
+        info["transformers"], info["peft"] = transformers.__version__, peft.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def whole_run(results: dict, batch_size: int, n_unique: int) -> dict:
+    """Paper schedule from per-step costs: first sight of each example = miss step, the rest = hit."""
+    total = PAPER_STEPS * PAPER_BATCH
+    per_example = {name: r["median_step_s"] / batch_size for name, r in results.items()}
+    out = {"examples_seen": total, "unique_examples": n_unique,
+           "sft_s": total * per_example["sft"]}
+    if "reference" in results:
+        out["reference_s"] = total * per_example["reference"]
+    if "ours" in results:
+        teacher = results["ours"]["teacher_step_s"] / batch_size
+        out["floor_s"] = out["sft_s"] + n_unique * teacher
+        out["ours_uncached_s"] = total * per_example["ours"]
+    if "ours_cached" in results:
+        miss = results["ours_cached"]["miss_step_s"] / batch_size
+        out["ours_cached_s"] = n_unique * miss + (total - n_unique) * per_example["ours_cached"]
+    for name in ("reference_s", "floor_s", "ours_uncached_s", "ours_cached_s"):
+        if name in out:
+            out[name.replace("_s", "_over_sft")] = out[name] / out["sft_s"]
+    if "floor_s" in out and "ours_cached_s" in out:
+        out["ours_cached_over_floor"] = out["ours_cached_s"] / out["floor_s"]
+    if "reference_s" in out and "ours_cached_s" in out:
+        out["reference_over_ours_cached"] = out["reference_s"] / out["ours_cached_s"]
+    return out
+
+
+def format_table(results: dict, flops: dict, whole: dict) -> str:
+    sft = results["sft"]
+    lines = ["| variant | median step (s) | min step (s) | x SFT | ideal x SFT (FLOPs) | peak mem (MiB) | mem x SFT | "
+             "student tokens/s |", "|---|---|---|---|---|---|---|---|"]
+    rows = [(name, r["median_step_s"], r["peak_mem_bytes"], r["tokens_per_s"], flops.get(name), r["min_step_s"])
+            for name, r in results.items()]
+    if "ours_cached" in results:
+        rows = [row for row in rows if row[0] != "ours_cached"]
+        r = results["ours_cached"]
+        rows.append(("ours, cache miss", r["miss_step_s"], r["peak_mem_bytes"], None, flops.get("ours"), None))
+        rows.append(("ours, cache hit", r["median_step_s"], r["peak_mem_bytes"], r["tokens_per_s"],
+                     flops.get("ours_hit"), r["min_step_s"]))
+    if "ours" in results:
+        rows.append(("(teacher top-K alone)", results["ours"]["teacher_step_s"], None, None, flops.get("teacher"),
+                     None))
+    for name, seconds, peak, tps, flop, fastest in rows:
+        lines.append("| {} | {:.3f} | {} | {:.2f} | {} | {} | {} | {} |".format(
+            name, seconds, f"{fastest:.3f}" if fastest else "-", seconds / sft["median_step_s"],
+            f"{flop / flops['sft']:.2f}" if flop else "-",
+            f"{peak / 2**20:.0f}" if peak else "-",
+            f"{peak / sft['peak_mem_bytes']:.2f}" if peak else "-",
+            f"{tps:.0f}" if tps else "-"))
+    if "reference" in results and "ours" in results:
+        lines.append("")
+        lines.append(f"reference / ours (online step): {results['reference']['median_step_s'] / results['ours']['median_step_s']:.2f}x"
+                     f" (ideal {flops['reference'] / flops['ours']:.2f}x)")
+    if "reference" in results and "ours_cached" in results:
+        lines.append(f"reference / ours (cache-hit step): "
+                     f"{results['reference']['median_step_s'] / results['ours_cached']['median_step_s']:.2f}x "
+                     f"(ideal {flops['reference'] / flops['ours_hit']:.2f}x)")
+    if whole:
+        lines.append("")
+        lines.append(f"whole run ({PAPER_STEPS} x {PAPER_BATCH} over {whole['unique_examples']} unique examples), "
+                     "from the per-step medians:")
+        for key, value in whole.items():
+            if key.endswith("_s"):
+                lines.append(f"  {key[:-2]}: {value:.0f} s ({whole.get(key[:-2] + '_over_sft', 1.0):.2f}x SFT)")
+        for key in ("ours_cached_over_floor", "reference_over_ours_cached"):
+            if key in whole:
+                lines.append(f"  {key}: {whole[key]:.3f}")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    on_gpu = torch.cuda.is_available()
+    parser.add_argument("--model", default="tiny", choices=sorted(MODEL_SHAPES))
+    parser.add_argument("--data", default=str(REPO_ROOT.parent / "shared" / "data" / "gsm8k"))
+    parser.add_argument("--tokenizer", default=str(REPO_ROOT.parent / "shared" / "tokenizers" / "qwen3"))
+    parser.add_argument("--device", default="cuda" if on_gpu else "cpu")
+    parser.add_argument("--dtype", default="bfloat16" if on_gpu else "float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--batch-size", type=int, default=4 if on_gpu else 2)
+    parser.add_argument("--n-batches", type=int, default=2, help="distinct batches, cycled")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3 if not on_gpu else 5)
+    parser.add_argument("--shots", type=int, default=8)
+    parser.add_argument("--k", type=int, default=256)
+    parser.add_argument("--lambda-distill", type=float, default=0.5)
+    parser.add_argument("--alignment", default="seed", choices=["seed", "predict"])
+    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--variants", default="sft,reference,ours,ours_cached,ours_grouped")
+    parser.add_argument("--length-sample", type=int, default=256,
+                        help="examples tokenized for the padding statistics")
+    parser.add_argument("--cpu-threads", type=int, default=1, help="torch threads per CPU worker")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--batches-file", help=argparse.SUPPRESS)
+    parser.add_argument("--result-file", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for name in args.variants.split(","):
+        if name not in VARIANTS:
+            parser.error(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+    if "sft" not in args.variants.split(","):
+        parser.error("--variants must include sft (every ratio is to SFT)")
+    return args
+
+
+def main(argv=None) -> dict | None:
+    args = parse_args(argv)
+    if args.worker:
+        data = torch.load(args.batches_file, weights_only=False)
+        result = run_variant(args, args.worker, data)
+        Path(args.result_file).write_text(json.dumps(result))
+        return None
+
+    print(f"tokenizing GSM8K ({args.data}) with {args.tokenizer} ...", flush=True)
+    data = build_batches(args)
+    print("lengths:", json.dumps(data["lengths"]), flush=True)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        batches_file = Path(tmp) / "batches.pt"
+        torch.save(data, batches_file)
+        passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
+        for variant in args.variants.split(","):
+            result_file = Path(tmp) / f"{variant}.json"
+            command = [sys.executable, "-m", "src.bench.step_bench", *passthrough, "--worker", variant,
+                       "--batches-file", str(batches_file), "--result-file", str(result_file)]
+            started = time.perf_counter()
+            subprocess.run(command, check=True, cwd=REPO_ROOT)
+            results[variant] = json.loads(result_file.read_text())
+            # CPU timings on a shared machine depend on other load: keep it beside each result.
+            results[variant]["load_average_1min_after"] = os.getloadavg()[0]
+            print(f"{variant}: median {results[variant]['median_step_s']:.3f} s/step "
+                  f"({time.perf_counter() - started:.0f} s in process)", flush=True)
+
+    config = qwen3_config(args.model, args.attn)
+    per_batch = [ideal_flops(config, batch, args.gradient_checkpointing) for batch in data["batches"]]
+    flops = {name: statistics.mean(f[name] for f in per_batch) for name in per_batch[0]}
+    batch_size = data["batches"][0]["student_input_ids"].size(0)
+    whole = whole_run(results, batch_size, data["n_unique"])
+    print(format_table(results, flops, whole))
+    report = {**{name: {k: r[k] for k in ("median_step_s", "peak_mem_bytes", "tokens_per_s")}
+                 for name, r in results.items()},
+              "details": results, "ideal_flops": flops, "whole_run": whole, "lengths": data["lengths"],
+              "machine": machine_info(args.device), "args": {k: v for k, v in vars(args).items()
+                                                             if k not in ("worker", "batches_file", "result_file")}}
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""Memoised teacher top-K: compute each example's teacher logits once, reuse them every later epoch.
+
+Why it is exact: the teacher is the base model with the adapter disabled (frozen weights, no dropout)
+and example i's teacher input (its shots are drawn with `seed + i`) is the same in every epoch, so
+its top-K values and ids never change during a run. The paper's schedule (1000 steps x 32 examples
+over GSM8K's 7,473) sees each example ~4.3 times; with the cache the teacher runs once per example.
+
+Key of an entry = sha256 of (context, the example's unpadded teacher input ids, its answer length).
+The context (`teacher_cache_context`) holds everything else that determines the values: model name,
+model config, a fingerprint of the frozen weights, attention backend, compute dtype, K and the
+alignment. A changed setting therefore changes every key and never reads a stale entry.
+
+Stored values: the teacher's compute dtype when that round-trips exactly (bf16 under bf16 autocast:
+the logits were bf16 before `top_k_logits` upcast them), else float32; ids as int32. Reading an entry
+returns exactly the float32 values and int64 ids the online teacher returned.
+
+Modes: "memory" (a dict per process; under DDP each micro-batch's new entries are all-gathered, so an
+example first seen on rank 0 is a hit on rank 1 in a later epoch) or "disk" (one file per entry under
+a folder every rank reads and writes, default `{output_dir}/teacher_cache`; it survives restarts and
+resumes; several nodes need a shared filesystem).
+
+    cache = TeacherTopKCache("memory", teacher_cache_context(teacher, "Qwen/Qwen3-1.7B", 256, "seed"))
+    teacher_top_k = cached_teacher_top_k(online_teacher_top_k(teacher, 256, "seed"), cache)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from src import distillation as D
+
+CACHE_MODES = ("none", "memory", "disk")
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """Cheap identity of the frozen (non-LoRA) weights: float64 sum and abs-sum of every tensor."""
+    sums = []
+    with torch.no_grad():
+        for name, param in sorted(model.named_parameters(), key=lambda item: item[0]):
+            if "lora_" in name:
+                continue  # the adapter is disabled for the teacher
+            flat = param.detach().double()
+            sums.append(f"{name}:{tuple(param.shape)}:{float(flat.sum()):.12e}:{float(flat.abs().sum()):.12e}")
+    return hashlib.sha256("\n".join(sums).encode()).hexdigest()
+
+
+def teacher_cache_context(teacher: torch.nn.Module, model_name: str, k: int, alignment: str,
+                          compute_dtype: str = "float32") -> str:
+    """Everything besides the input ids that determines the teacher's top-K, as one string.
+
+    `teacher` is the AnswerWindowLM (or any module whose `named_parameters` are the model's).
+    """
+    if alignment not in D.ALIGNMENTS:
+        raise ValueError(f"alignment must be one of {D.ALIGNMENTS}, got {alignment!r}")
+    if k <= 0:
+        raise ValueError(f"k must be > 0 to cache a teacher top-K, got {k}")
+    base = teacher.peft_model.get_base_model() if hasattr(teacher, "peft_model") else teacher
+    model_config = base.config.to_dict() if hasattr(base, "config") else {}
+    attn = getattr(getattr(base, "config", None), "_attn_implementation", None)
+    return json.dumps({
+        "model_name": str(model_name), "model_config": model_config, "attn_implementation": attn,
+        "weights": weights_fingerprint(base), "compute_dtype": compute_dtype, "k": k, "alignment": alignment,
+    }, sort_keys=True, default=str)
+
+
+class TeacherTopKCache:
+    """Per-example teacher top-K (values [n_answer, K], ids [n_answer, K]) by content key."""
+
+    def __init__(self, mode: str, context: str, folder: str | Path | None = None):
+        if mode not in ("memory", "disk"):
+            raise ValueError(f"teacher cache mode must be 'memory' or 'disk', got {mode!r} "
+                             "('none' means: do not build a cache)")
+        self.mode = mode
+        self.context_hash = hashlib.sha256(context.encode()).hexdigest()
+        self.entries: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.folder = None
+        if mode == "disk":
+            if folder is None:
+                raise ValueError("disk teacher cache needs a folder, e.g. {output_dir}/teacher_cache")
+            # One subfolder per context: another model/K/alignment never shares entries.
+            self.folder = Path(folder) / self.context_hash[:16]
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / "context.json").write_text(context)
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, teacher_ids: torch.Tensor, n_answer: int) -> str:
+        digest = hashlib.sha256(self.context_hash.encode())
+        digest.update(teacher_ids.detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
+        digest.update(f"|{int(n_answer)}".encode())
+        return digest.hexdigest()
+
+    def _path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.pt"
+
+    def get(self, key: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(values float32, ids int64) on the CPU, or None."""
+        stored = self.entries.get(key)
+        if stored is None and self.mode == "disk":
+            path = self._path(key)
+            if path.is_file():
+                data = torch.load(path, map_location="cpu", weights_only=True)
+                stored = (data["values"], data["ids"])
+        if stored is None:
+            return None
+        return stored[0].float(), stored[1].long()
+
+    def put(self, key: str, values: torch.Tensor, ids: torch.Tensor) -> None:
+        values, ids = values.detach().to("cpu", torch.float32), ids.detach().to("cpu", torch.int64)
+        stored = (_compact_values(values), ids.to(torch.int32))
+        if self.mode == "memory":
+            self.entries[key] = stored
+            return
+        path = self._path(key)
+        if path.is_file():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename: another rank never reads a half-written entry.
+        handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(handle)
+        torch.save({"values": stored[0], "ids": stored[1]}, tmp)
+        os.replace(tmp, path)
+
+    def __len__(self) -> int:
+        if self.mode == "memory":
+            return len(self.entries)
+        return sum(1 for _ in self.folder.glob("*/*.pt"))
+
+    def stats(self) -> dict:
+        return {"mode": self.mode, "hits": self.hits, "misses": self.misses, "context": self.context_hash[:16]}
+
+
+def _compact_values(values: torch.Tensor) -> torch.Tensor:
+    """bf16 when that is lossless (the teacher computed in bf16), else the float32 values."""
+    as_bf16 = values.to(torch.bfloat16)
+    return as_bf16 if torch.equal(as_bf16.float(), values) else values
+
+
+def _world() -> tuple[bool, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return True, dist.get_world_size()
+    return False, 1
+
+
+def _share_new_entries(cache: TeacherTopKCache, new_entries: list, device: torch.device) -> None:
+    """Memory mode under DDP: every rank gets every rank's new entries of this micro-batch.
+
+    Called on every rank for every micro-batch (collectives must match); the all-gather itself runs
+    only when some rank had a miss, i.e. during the first epoch.
+    """
+    import torch.distributed as dist
+
+    distributed, world_size = _world()
+    if not distributed or cache.mode != "memory":
+        return
+    n_new = torch.tensor([len(new_entries)], device=device)
+    dist.all_reduce(n_new)
+    if int(n_new) == 0:
+        return
+    gathered: list = [None] * world_size
+    dist.all_gather_object(gathered, [(k, _compact_values(v), i.to(torch.int32)) for k, v, i in new_entries])
+    for rank_entries in gathered:
+        for key, values, ids in rank_entries:
+            cache.entries.setdefault(key, (values, ids))
+
+
+def cached_teacher_top_k(online_top_k, cache: TeacherTopKCache):
+    """Wrap a `TeacherTopK` callable (src/training/steps.py): hits come from the cache; the missing
+    rows of a batch go to `online_top_k` together (cropped to their longest teacher sequence)."""
+
+    def top_k(batch: dict, answer_ids: torch.Tensor, answer_mask: torch.Tensor):
+        teacher_ids, teacher_mask = batch["teacher_input_ids"], batch["teacher_attention_mask"]
+        teacher_lengths = teacher_mask.sum(dim=1)
+        # Hits skip the online call, so the alignment check runs here for every row.
+        D.check_aligned_token_ids(teacher_ids, teacher_lengths, answer_ids, answer_mask,
+                                  batch.get("example_index"))
+        n_answer = answer_mask.sum(dim=1).tolist()
+        lengths = teacher_lengths.tolist()
+        keys = [cache.key(teacher_ids[row, :lengths[row]], n_answer[row]) for row in range(len(lengths))]
+        found = [cache.get(key) for key in keys]
+        missing = [row for row, entry in enumerate(found) if entry is None]
+        cache.hits += len(keys) - len(missing)
+        cache.misses += len(missing)
+
+        new_entries = []
+        if missing:
+            rows = torch.tensor(missing, device=teacher_ids.device)
+            width = max(lengths[row] for row in missing)
+            sub_batch = {"teacher_input_ids": teacher_ids[rows, :width],
+                         "teacher_attention_mask": teacher_mask[rows, :width]}
+            if "example_index" in batch:
+                sub_batch["example_index"] = batch["example_index"][rows.to(batch["example_index"].device)]
+            values, ids = online_top_k(sub_batch, answer_ids[rows], answer_mask[rows])
+            for j, row in enumerate(missing):
+                entry = (values[j, :n_answer[row]].detach().cpu(), ids[j, :n_answer[row]].detach().cpu())
+                found[row] = entry
+                new_entries.append((keys[row], *entry))
+                cache.put(keys[row], *entry)
+        _share_new_entries(cache, new_entries, teacher_ids.device)
+
+        batch_size, width = answer_ids.shape
+        k = found[0][0].size(-1)
+        out_values = torch.zeros(batch_size, width, k, dtype=torch.float32)
+        out_ids = torch.zeros(batch_size, width, k, dtype=torch.long)
+        for row, (values, ids) in enumerate(found):
+            out_values[row, :n_answer[row]] = values
+            out_ids[row, :n_answer[row]] = ids
+        device = answer_ids.device
+        return out_values.to(device, non_blocking=True), out_ids.to(device, non_blocking=True)
+
+    top_k.cache = cache
+    return top_k
+
+
+def build_teacher_cache(mode: str, teacher: torch.nn.Module, model_name: str, k: int, alignment: str,
+                        compute_dtype: str, folder: str | Path | None = None) -> TeacherTopKCache | None:
+    """None for mode "none"; else a cache keyed by this teacher's context."""
+    if mode not in CACHE_MODES:
+        raise ValueError(f"distillation.teacher_cache must be one of {CACHE_MODES}, got {mode!r}")
+    if mode == "none":
+        return None
+    return TeacherTopKCache(mode, teacher_cache_context(teacher, model_name, k, alignment, compute_dtype),
+                            folder)

@@ -1,0 +1,86 @@
+"""Our optimised distillation step gives the paper-style reference's loss values and gradients.
+
+Reference (src/bench/reference.py): a separate frozen teacher copy, full logits over whole sequences,
+top-K, CE + MSE. Ours (src/training/steps.py): adapter-disabled teacher at answer positions only,
+answer-window student logits, chunked CE, teacher computed before the student. Tiny model, float32.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from src.bench.reference import reference_distillation_losses
+from src.config import LoraConfig
+from src.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
+from src.models.student import AnswerWindowLM, add_lora, load_base_model, load_tokenizer
+from src.training.steps import distillation_loss_step, online_teacher_top_k, sft_loss_step
+
+from tests.conftest import smoke_data_cfg
+
+
+K = 16
+LAMBDA = 0.5
+
+
+@pytest.fixture(scope="module")
+def models_and_batch(tiny_model_dir):
+    small_data_cfg = smoke_data_cfg()
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    rows = load_gsm8k_rows(small_data_cfg, "train")
+    examples, _ = build_examples(rows, tokenizer, small_data_cfg, seed=42, with_teacher=True, indices=[0, 5, 9])
+    batch = collate_examples(examples, tokenizer.pad_token_id)
+    base = load_base_model(str(tiny_model_dir), bf16=False)
+    teacher_copy = copy.deepcopy(base).eval()
+    peft_model = add_lora(base, LoraConfig(dropout=0.0)).eval()
+    torch.manual_seed(1)
+    with torch.no_grad():  # a non-zero adapter, so student and teacher differ and the MSE is not 0
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.05)
+    return teacher_copy, peft_model, batch
+
+
+def lora_grads(peft_model) -> dict[str, torch.Tensor]:
+    grads = {n: p.grad.clone() for n, p in peft_model.named_parameters() if p.grad is not None}
+    peft_model.zero_grad(set_to_none=True)
+    return grads
+
+
+@pytest.mark.parametrize("alignment", ["seed", "predict"])
+def test_ours_equals_reference_losses_and_grads(models_and_batch, alignment):
+    teacher_copy, peft_model, batch = models_and_batch
+    reference = reference_distillation_losses(teacher_copy, peft_model, batch, K, LAMBDA, alignment)
+    reference["loss"].backward()
+    reference_grads = lora_grads(peft_model)
+
+    student = AnswerWindowLM(peft_model)
+    ours = distillation_loss_step(student, batch, online_teacher_top_k(student, K, alignment), LAMBDA, alignment)
+    ours["loss"].backward()
+    our_grads = lora_grads(peft_model)
+
+    assert float(reference["dist_loss"]) > 1e-6
+    for name in ("loss", "ce_loss", "dist_loss"):
+        torch.testing.assert_close(ours[name].detach(), reference[name].detach(), rtol=1e-5, atol=1e-6)
+    assert our_grads.keys() == reference_grads.keys()
+    for name in our_grads:
+        torch.testing.assert_close(our_grads[name], reference_grads[name], rtol=1e-4, atol=1e-6)
+
+
+def test_sft_ce_equals_reference_ce(models_and_batch):
+    teacher_copy, peft_model, batch = models_and_batch
+    reference = reference_distillation_losses(teacher_copy, peft_model, batch, K, LAMBDA)
+    ours = sft_loss_step(AnswerWindowLM(peft_model), batch)
+    torch.testing.assert_close(ours["ce_loss"], reference["ce_loss"], rtol=1e-5, atol=1e-6)
+
+
+def test_teacher_copy_equals_adapter_disabled_student(models_and_batch):
+    teacher_copy, peft_model, batch = models_and_batch
+    with torch.no_grad(), peft_model.disable_adapter():
+        disabled = peft_model(input_ids=batch["teacher_input_ids"],
+                              attention_mask=batch["teacher_attention_mask"]).logits
+        copied = teacher_copy(input_ids=batch["teacher_input_ids"],
+                              attention_mask=batch["teacher_attention_mask"]).logits
+    torch.testing.assert_close(disabled, copied)

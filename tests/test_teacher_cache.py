@@ -1,0 +1,234 @@
+"""Teacher top-K cache: exact reuse, hit/miss counts, keys that change with every setting, disk and
+DDP sharing, and a real training run whose loss curve is the same with and without the cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from src.config import LoraConfig
+from src.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
+from src.models.student import AnswerWindowLM, add_lora, load_base_model, load_tokenizer
+from src.training.steps import distillation_loss_step, online_teacher_top_k
+from src.training.teacher_cache import (
+    TeacherTopKCache,
+    build_teacher_cache,
+    cached_teacher_top_k,
+    teacher_cache_context,
+)
+from src import distillation as D
+
+from tests.conftest import REPO_ROOT, smoke_data_cfg
+K = 8
+
+
+@pytest.fixture(scope="module")
+def student_and_batches(tiny_model_dir):
+    small_data_cfg = smoke_data_cfg()
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    rows = load_gsm8k_rows(small_data_cfg, "train")
+    examples, _ = build_examples(rows, tokenizer, small_data_cfg, seed=42, with_teacher=True, indices=range(6))
+    first = collate_examples(examples[:3], tokenizer.pad_token_id)
+    # The same examples regrouped, as in a later epoch: different neighbours and padding.
+    second = collate_examples([examples[4], examples[1], examples[3]], tokenizer.pad_token_id)
+    peft_model = add_lora(load_base_model(str(tiny_model_dir), bf16=False), LoraConfig(dropout=0.0)).eval()
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.05)
+    return AnswerWindowLM(peft_model), first, second
+
+
+def answer_window(batch):
+    _, mask, ids = D.student_answer_window(batch["student_labels"])
+    return ids, mask
+
+
+def make_cache(student, mode="memory", k=K, alignment="seed", folder=None):
+    return build_teacher_cache(mode, student, "tiny", k, alignment, "float32", folder=folder)
+
+
+def test_hits_return_the_online_values_exactly(student_and_batches):
+    student, first, _ = student_and_batches
+    online = online_teacher_top_k(student, K, "seed")
+    cache = make_cache(student)
+    cached = cached_teacher_top_k(online, cache)
+    ids, mask = answer_window(first)
+    expected_values, expected_ids = online(first, ids, mask)
+    for _ in range(2):  # first call: misses; second: hits
+        values, top_ids = cached(first, ids, mask)
+        assert torch.equal(values[mask], expected_values[mask])
+        assert torch.equal(top_ids[mask], expected_ids[mask])
+        assert values.dtype == torch.float32 and top_ids.dtype == torch.long
+    assert (cache.misses, cache.hits) == (3, 3)
+    assert len(cache) == 3
+
+
+def test_cached_step_gives_the_same_losses(student_and_batches):
+    student, first, second = student_and_batches
+    online = online_teacher_top_k(student, K, "seed")
+    cached = cached_teacher_top_k(online, make_cache(student))
+    cached(first, *answer_window(first))  # fill with examples 0, 1, 2
+    for batch in (first, second):
+        plain = distillation_loss_step(student, batch, online, 0.5, "seed")
+        memo = distillation_loss_step(student, batch, cached, 0.5, "seed")
+        if batch is first:  # same batch as when cached: bit-identical
+            assert torch.equal(plain["loss"], memo["loss"])
+        else:  # regrouped: only float noise from a different padded width
+            torch.testing.assert_close(plain["loss"], memo["loss"], rtol=1e-6, atol=1e-7)
+    # second batch: examples 4, 3 were new, example 1 a hit
+    assert (cached.cache.misses, cached.cache.hits) == (3 + 2, 3 + 1)
+
+
+def test_changed_setting_misses(student_and_batches):
+    student, first, _ = student_and_batches
+    ids, mask = answer_window(first)
+    base_context = teacher_cache_context(student, "tiny", K, "seed")
+    variants = [teacher_cache_context(student, "tiny", K + 1, "seed"),
+                teacher_cache_context(student, "tiny", K, "predict"),
+                teacher_cache_context(student, "other-model", K, "seed"),
+                teacher_cache_context(student, "tiny", K, "seed", compute_dtype="bfloat16")]
+    assert len({base_context, *variants}) == 5
+    key = TeacherTopKCache("memory", base_context).key(first["teacher_input_ids"][0, :50], 10)
+    for context in variants:
+        assert TeacherTopKCache("memory", context).key(first["teacher_input_ids"][0, :50], 10) != key
+    # different teacher input (e.g. other shots) or answer length: another key
+    cache = TeacherTopKCache("memory", base_context)
+    assert cache.key(first["teacher_input_ids"][0, :50], 11) != key
+    assert cache.key(first["teacher_input_ids"][1, :50], 10) != key
+
+
+def test_changed_k_misses_in_the_same_folder(student_and_batches, tmp_path):
+    student, first, _ = student_and_batches
+    ids, mask = answer_window(first)
+    for k, expected_misses in ((K, 3), (K + 4, 3), (K, 0)):
+        cache = make_cache(student, "disk", k=k, folder=tmp_path)
+        values, _ = cached_teacher_top_k(online_teacher_top_k(student, k, "seed"), cache)(first, ids, mask)
+        assert values.size(-1) == k
+        assert cache.misses == expected_misses and cache.hits == 3 - expected_misses
+
+
+def test_changed_weights_change_the_context(student_and_batches):
+    student, _, _ = student_and_batches
+    before = teacher_cache_context(student, "tiny", K, "seed")
+    embedding = student.peft_model.get_base_model().get_input_embeddings().weight
+    with torch.no_grad():
+        embedding[0, 0] += 1.0
+    try:
+        assert teacher_cache_context(student, "tiny", K, "seed") != before
+    finally:
+        with torch.no_grad():
+            embedding[0, 0] -= 1.0
+
+
+def test_disk_cache_is_reused_by_a_new_process_object(student_and_batches, tmp_path):
+    student, first, _ = student_and_batches
+    ids, mask = answer_window(first)
+    online = online_teacher_top_k(student, K, "seed")
+    first_values, _ = cached_teacher_top_k(online, make_cache(student, "disk", folder=tmp_path))(first, ids, mask)
+    reader = make_cache(student, "disk", folder=tmp_path)
+    values, _ = cached_teacher_top_k(online, reader)(first, ids, mask)
+    assert (reader.hits, reader.misses) == (3, 0)
+    assert torch.equal(values[mask], first_values[mask])
+
+
+def test_bf16_values_are_stored_compactly_and_exactly():
+    cache = TeacherTopKCache("memory", "ctx")
+    values = torch.randn(5, 4).to(torch.bfloat16).float()
+    cache.put("a", values, torch.arange(20).view(5, 4))
+    assert cache.entries["a"][0].dtype == torch.bfloat16
+    assert torch.equal(cache.get("a")[0], values)
+    exact32 = torch.randn(5, 4) + 1e-3
+    cache.put("b", exact32, torch.arange(20).view(5, 4))
+    assert torch.equal(cache.get("b")[0], exact32)
+
+
+def test_bad_mode_is_a_clear_error(student_and_batches):
+    student, _, _ = student_and_batches
+    with pytest.raises(ValueError, match="none"):
+        build_teacher_cache("ram", student, "tiny", K, "seed", "float32")
+    with pytest.raises(ValueError, match="folder"):
+        TeacherTopKCache("disk", "ctx")
+    assert build_teacher_cache("none", student, "tiny", K, "seed", "float32") is None
+
+
+def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    calls = []
+
+    def fake_online(batch, answer_ids, answer_mask):  # deterministic in the teacher input
+        calls.append(batch["teacher_input_ids"].size(0))
+        seed = batch["teacher_input_ids"].sum(dim=1, keepdim=True).float()
+        values = seed[:, :, None].expand(-1, answer_ids.size(1), 3) / 1000
+        return values.clone(), torch.zeros_like(values, dtype=torch.long)
+
+    cache = TeacherTopKCache("memory", "ddp-test")
+    cached = cached_teacher_top_k(fake_online, cache)
+    examples = [torch.tensor([7, 1 + i, 2 + i, 9]) for i in range(4)]  # answer = last token (9)
+
+    def batch_of(indices):
+        return {"teacher_input_ids": torch.stack([examples[i] for i in indices]),
+                "teacher_attention_mask": torch.ones(len(indices), 4, dtype=torch.long)}
+
+    answer_ids, answer_mask = torch.full((2, 1), 9), torch.ones(2, 1, dtype=torch.bool)
+    cached(batch_of([0, 1] if rank == 0 else [2, 3]), answer_ids, answer_mask)  # epoch 0
+    cached(batch_of([2, 3] if rank == 0 else [0, 1]), answer_ids, answer_mask)  # epoch 1: other rank's
+    Path(out_dir, f"{rank}.json").write_text(json.dumps({"hits": cache.hits, "misses": cache.misses,
+                                                         "online_calls": calls}))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_memory_cache_is_shared_across_ddp_ranks(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    for rank in range(2):
+        result = json.loads((tmp_path / f"{rank}.json").read_text())
+        assert result == {"hits": 2, "misses": 2, "online_calls": [2]}
+
+
+def _train(tiny_model_dir, data_dir, out_dir, cache_mode):
+    command = [sys.executable, str(REPO_ROOT / "src/training/train_online_v1.py"), "--config",
+               str(REPO_ROOT / "configs/online_v1.yaml"), "--output_dir", str(out_dir),
+               f"model.name={tiny_model_dir}", f"data.path={data_dir}", "data.num_workers=0",
+               "data.num_fewshot_examples=2", "training.max_steps=5", "training.bf16=false",
+               "training.save_steps=100", "training.logging_steps=1", "training.warmup_steps=1",
+               "training.per_device_train_batch_size=2", "training.gradient_accumulation_steps=2",
+               "lora.dropout=0.0", "distillation.n_top_logits=16", f"distillation.teacher_cache={cache_mode}"]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    metrics = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    return metrics, completed.stderr
+
+
+@pytest.mark.slow
+def test_training_loss_curve_is_the_same_with_the_cache(tiny_model_dir, tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    smoke = REPO_ROOT / "data" / "smoke"
+    lines = (smoke / "train.jsonl").read_text().splitlines()[:8]  # 2 steps of 4 per epoch: 5 steps = 2.5 epochs
+    (data_dir / "train.jsonl").write_text("\n".join(lines) + "\n")
+    (data_dir / "test.jsonl").write_text((smoke / "test.jsonl").read_text())
+
+    curves = {}
+    for mode in ("none", "memory", "disk"):
+        curves[mode], log = _train(tiny_model_dir, data_dir, tmp_path / mode, mode)
+        if mode != "none":
+            assert "'hits': 12" in log and "'misses': 8" in log, log[-2000:]
+    assert (tmp_path / "disk" / "teacher_cache").is_dir()
+    assert max(m["epoch"] for m in curves["none"]) > 2
+    for mode in ("memory", "disk"):
+        assert len(curves[mode]) == len(curves["none"]) == 5
+        for plain, cached in zip(curves["none"], curves[mode]):
+            for name in ("train/ce_loss", "train/dist_loss", "train/total_loss", "train/grad_norm"):
+                assert cached[name] == pytest.approx(plain[name], rel=1e-5, abs=1e-7), (mode, plain["step"], name)
