@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from src.data.prompts import AlignmentError
 
@@ -155,3 +156,119 @@ def distillation_loss(ce_loss: torch.Tensor, dist_loss: torch.Tensor, lambda_dis
                       ) -> torch.Tensor:
     """The paper's objective: CE + lambda * MSE(teacher top-K, student at the same ids)."""
     return ce_loss + lambda_distill * dist_loss
+
+
+def answer_window_losses(window_logits: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor,
+                         teacher_ids: torch.Tensor | None = None, teacher_values: torch.Tensor | None = None,
+                         mse_mask: torch.Tensor | None = None, chunk_size: int = 512
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """CE and top-K MSE on the answer window in one memory-lean pass.  -> (ce, mse) scalars.
+
+    window_logits [B, W, V] (W = A + 1; any float dtype, typically bf16 on GPU), target_ids /
+    target_mask [B, W] (ids IGNORE_INDEX or anything where masked), teacher_ids [B, W, K],
+    teacher_values [B, W, K], mse_mask [B, W]: everything already placed on the window rows.
+    ce = token-mean CE over target_mask rows; mse = mean over mse_mask rows of the mean over K of
+    (student logit at teacher id - teacher value)^2; an empty mask gives 0 (zero gradient). Without
+    teacher_ids the MSE is 0 and only the CE is computed (SFT).
+
+    Equals `masked_cross_entropy` + `masked_mse(gather_vocab(...))` (the readable reference, tested
+    against this), but keeps less in memory: the unfused graph keeps a float32 copy of every used
+    row for F.cross_entropy's backward, and its backward builds three vocab-sized buffers (CE's, the
+    gather's, and their sum). Here only the original logits are saved; backward recomputes the
+    softmax in float32 per `chunk_size` rows and writes one gradient of the logits' shape and dtype.
+    Computed and returned in float32 (float64 logits: float64); the gradient has the logits' dtype.
+    """
+    if window_logits.dim() != 3:
+        raise ValueError(f"window_logits must be [B, W, V], got shape {tuple(window_logits.shape)}")
+    rows_shape = window_logits.shape[:2]
+    if target_ids.shape != rows_shape or target_mask.shape != rows_shape:
+        raise ValueError(f"target_ids and target_mask must be {tuple(rows_shape)} (the window rows), got "
+                         f"{tuple(target_ids.shape)} and {tuple(target_mask.shape)}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    with_teacher = teacher_ids is not None
+    if with_teacher:
+        if teacher_values is None or mse_mask is None:
+            raise ValueError("teacher_ids needs teacher_values and mse_mask (the window rows they belong to)")
+        if (teacher_ids.shape[:2] != rows_shape or teacher_values.shape != teacher_ids.shape
+                or mse_mask.shape != rows_shape):
+            raise ValueError(f"teacher_ids / teacher_values must be {tuple(rows_shape)} + [K] and mse_mask "
+                             f"{tuple(rows_shape)}, got {tuple(teacher_ids.shape)}, "
+                             f"{tuple(teacher_values.shape)}, {tuple(mse_mask.shape)}")
+    elif teacher_values is not None or mse_mask is not None:
+        raise ValueError("teacher_values / mse_mask given without teacher_ids")
+
+    vocab = window_logits.size(-1)
+    target_mask = target_mask.reshape(-1).bool()
+    mse_rows = mse_mask.reshape(-1).bool() if with_teacher else torch.zeros_like(target_mask)
+    # Only the rows some loss uses are read (padding rows get an exact zero gradient).
+    used_rows = (target_mask | mse_rows).nonzero().flatten()
+    ce_weight = target_mask[used_rows]
+    mse_weight = mse_rows[used_rows]
+    targets = target_ids.reshape(-1)[used_rows].clamp(min=0)  # IGNORE_INDEX rows still gather safely
+    if with_teacher:
+        k = teacher_ids.size(-1)
+        ids = teacher_ids.reshape(-1, k)[used_rows].long()
+        values = teacher_values.reshape(-1, k)[used_rows]
+    else:  # one dummy column with zero weight keeps a single code path
+        ids = targets.new_zeros(used_rows.numel(), 1)
+        values = window_logits.new_zeros(used_rows.numel(), 1, dtype=torch.float32)
+    return _AnswerWindowLosses.apply(window_logits, used_rows, targets, ce_weight, ids, values, mse_weight,
+                                     vocab, chunk_size)
+
+
+class _AnswerWindowLosses(torch.autograd.Function):
+    """See `answer_window_losses`. Row tensors are [M] / [M, K] over the M used rows of the [N, V] logits."""
+
+    @staticmethod
+    def forward(ctx, logits, used_rows, targets, ce_weight, ids, values, mse_weight, vocab, chunk_size):
+        flat = logits.reshape(-1, vocab)
+        compute_dtype = torch.promote_types(logits.dtype, torch.float32)
+        values = values.to(compute_dtype)
+        ce_total = logits.new_zeros((), dtype=compute_dtype)
+        mse_total = logits.new_zeros((), dtype=compute_dtype)
+        for begin in range(0, used_rows.numel(), chunk_size):
+            end = begin + chunk_size
+            chunk = flat.index_select(0, used_rows[begin:end]).to(compute_dtype)
+            ce_rows = chunk.logsumexp(dim=-1) - chunk.gather(1, targets[begin:end, None]).squeeze(1)
+            mse_rows = (chunk.gather(1, ids[begin:end]) - values[begin:end]).pow(2).mean(dim=-1)
+            ce_total = ce_total + torch.where(ce_weight[begin:end], ce_rows, 0.0).sum()
+            mse_total = mse_total + torch.where(mse_weight[begin:end], mse_rows, 0.0).sum()
+        n_ce = ce_weight.sum().clamp(min=1).to(compute_dtype)
+        n_mse = mse_weight.sum().clamp(min=1).to(compute_dtype)
+        # The logits themselves, not a float32 copy: backward recomputes the softmax per chunk.
+        ctx.save_for_backward(logits, used_rows, targets, ce_weight, ids, values, mse_weight, n_ce, n_mse)
+        ctx.vocab, ctx.chunk_size = vocab, chunk_size
+        return ce_total / n_ce, mse_total / n_mse
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_ce, grad_mse):
+        logits, used_rows, targets, ce_weight, ids, values, mse_weight, n_ce, n_mse = ctx.saved_tensors
+        no_grads = (None,) * 8
+        if not ctx.needs_input_grad[0]:
+            return (None, *no_grads)
+        flat = logits.reshape(-1, ctx.vocab)
+        compute_dtype = values.dtype
+        # The one vocab-sized buffer: used rows are written chunk by chunk, the rest zeroed.
+        grad = torch.empty(flat.shape, dtype=logits.dtype, device=logits.device)
+        unused = torch.ones(flat.size(0), dtype=torch.bool, device=logits.device)
+        unused[used_rows] = False
+        grad[unused] = 0
+        ce_scale = grad_ce.to(compute_dtype) / n_ce
+        mse_scale = grad_mse.to(compute_dtype) * 2.0 / (ids.size(1) * n_mse)
+        for begin in range(0, used_rows.numel(), ctx.chunk_size):
+            end = begin + ctx.chunk_size
+            rows = used_rows[begin:end]
+            chunk_grad = flat.index_select(0, rows).to(compute_dtype)  # a fresh copy: safe to overwrite
+            student_values = chunk_grad.gather(1, ids[begin:end])
+            # d ce / d logits = (softmax - onehot(target)) / n_ce on the CE rows; softmax in place.
+            chunk_grad.sub_(chunk_grad.logsumexp(dim=-1, keepdim=True)).exp_()
+            chunk_grad.scatter_add_(1, targets[begin:end, None], chunk_grad.new_full((rows.numel(), 1), -1.0))
+            chunk_grad.mul_(torch.where(ce_weight[begin:end], ce_scale, 0.0)[:, None])
+            # d mse / d logits = 2 (s - t) / (K n_mse) at the teacher ids of the MSE rows.
+            mse_grad = ((student_values - values[begin:end])
+                        * torch.where(mse_weight[begin:end], mse_scale, 0.0)[:, None])
+            chunk_grad.scatter_add_(1, ids[begin:end], mse_grad)
+            grad.index_copy_(0, rows, chunk_grad.to(logits.dtype))
+        return (grad.view(logits.shape), *no_grads)

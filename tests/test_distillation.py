@@ -149,3 +149,177 @@ def test_lambda_zero_gives_exactly_the_sft_gradients():
         D.masked_mse(teacher_values, D.gather_vocab(logits, teacher_ids), mask), 0.0))
     for a, b in zip(sft, distill):
         assert torch.equal(a, b)
+
+
+# --- answer_window_losses: the fused CE + MSE must equal the unfused composition above ----------
+
+def window_case(dtype, seed=0, batch=3, width=4, vocab=37, k=5):
+    """Random window logits [B, A + 1, V], answer ids / mask [B, A] (ragged), teacher top-K [B, A, K]."""
+    generator = torch.Generator().manual_seed(seed)
+    window = (3 * torch.randn(batch, width + 1, vocab, generator=generator)).to(dtype)
+    answer_mask = torch.arange(width)[None, :] < torch.tensor([width, 2, 1][:batch])[:, None]
+    answer_ids = torch.randint(0, vocab, (batch, width), generator=generator).masked_fill(~answer_mask, IGN)
+    teacher_values, teacher_ids = D.top_k_logits(3 * torch.randn(batch, width, vocab, generator=generator), k)
+    return window, answer_ids, answer_mask, teacher_ids, teacher_values
+
+
+def unfused_losses(window, answer_ids, answer_mask, teacher_ids, teacher_values, alignment):
+    """The readable reference: CE on window[:, :-1], MSE on window[:, 1:] (seed) or window[:, :-1]."""
+    shift = 1 if alignment == "seed" else 0
+    ce = D.masked_cross_entropy(window[:, :-1], answer_ids, answer_mask)
+    student_values = D.gather_vocab(window[:, shift: shift + answer_ids.size(1)], teacher_ids)
+    return ce, D.masked_mse(teacher_values, student_values, answer_mask)
+
+
+def fused_losses(window, answer_ids, answer_mask, teacher_ids, teacher_values, alignment, chunk_size=1024):
+    """answer_window_losses with everything padded onto the window rows, as the training step does."""
+    shift = 1 if alignment == "seed" else 0
+    return D.answer_window_losses(
+        window, F.pad(answer_ids, (0, 1), value=IGN), F.pad(answer_mask, (0, 1), value=False),
+        teacher_ids=F.pad(teacher_ids, (0, 0, shift, 1 - shift)),
+        teacher_values=F.pad(teacher_values, (0, 0, shift, 1 - shift)),
+        mse_mask=F.pad(answer_mask, (shift, 1 - shift), value=False), chunk_size=chunk_size)
+
+
+def values_and_grads(loss_fn, window, *args, ce_weight=1.0, mse_weight=0.7):
+    """(ce, mse, d(ce_weight * ce + mse_weight * mse) / d window)."""
+    window = window.detach().clone().requires_grad_(True)
+    ce, mse = loss_fn(window, *args)
+    (ce_weight * ce + mse_weight * mse).backward()
+    return ce.detach(), mse.detach(), window.grad
+
+
+@pytest.mark.parametrize("alignment", D.ALIGNMENTS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_answer_window_losses_equal_unfused_values_and_grads(alignment, dtype):
+    case = window_case(dtype)
+    ce, mse, grad = values_and_grads(fused_losses, *case, alignment)
+    ref_ce, ref_mse, ref_grad = values_and_grads(unfused_losses, *case, alignment)
+    assert float(mse) > 1.0 and grad.dtype == dtype
+    # The reference computes in float32 whatever the input dtype: float32-level agreement.
+    torch.testing.assert_close(ce, ref_ce.to(ce.dtype), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(mse, ref_mse.to(mse.dtype), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("alignment", D.ALIGNMENTS)
+def test_answer_window_losses_bf16_logits(alignment):
+    case = window_case(torch.bfloat16)
+    ce, mse, grad = values_and_grads(fused_losses, *case, alignment)
+    ref_ce, ref_mse, ref_grad = values_and_grads(unfused_losses, *case, alignment)
+    assert ce.dtype == mse.dtype == torch.float32 and grad.dtype == torch.bfloat16
+    # Values: both upcast the same bf16 logits to float32.
+    torch.testing.assert_close(ce, ref_ce, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(mse, ref_mse, rtol=1e-6, atol=1e-6)
+    # Gradients: the reference rounds the CE and MSE parts to bf16 separately and adds them in bf16;
+    # ours adds in float32 and rounds once. They differ by a few bf16 ulps of the largest entry.
+    scale = ref_grad.float().abs().max()
+    torch.testing.assert_close(grad.float(), ref_grad.float(), rtol=2 ** -6, atol=float(scale) * 2 ** -7)
+    # ... and ours is the float32 gradient of the same bf16 logits rounded once.
+    _, _, exact_grad = values_and_grads(fused_losses, case[0].float(), *case[1:], alignment)
+    torch.testing.assert_close(grad, exact_grad.bfloat16(), rtol=2 ** -7, atol=0.0)
+
+
+@pytest.mark.parametrize("alignment", D.ALIGNMENTS)
+def test_answer_window_losses_gradcheck_float64(alignment):
+    window, *rest = window_case(torch.float64, batch=2, width=3, vocab=7, k=3)
+    window.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda x: fused_losses(x, *rest, alignment, chunk_size=2), (window,), eps=1e-6, atol=1e-8)
+
+
+def test_answer_window_losses_chunk_size_does_not_matter():
+    case = window_case(torch.float64)
+    expected = values_and_grads(fused_losses, *case, "seed", 10_000)
+    for chunk_size in (1, 3):
+        got = values_and_grads(fused_losses, *case, "seed", chunk_size)
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_answer_window_losses_all_masked_give_zero_and_zero_grads():
+    window, answer_ids, answer_mask, teacher_ids, teacher_values = window_case(torch.float32)
+    nothing = torch.zeros_like(answer_mask)
+    ce, mse, grad = values_and_grads(
+        fused_losses, window, answer_ids.masked_fill(~nothing, IGN), nothing, teacher_ids, teacher_values,
+        "seed")
+    assert ce.item() == 0.0 and mse.item() == 0.0 and torch.all(grad == 0)
+    # MSE masked out, CE not: the MSE is 0 and contributes no gradient.
+    window.requires_grad_(True)
+    _, mse = D.answer_window_losses(window, F.pad(answer_ids, (0, 1), value=IGN),
+                                    F.pad(answer_mask, (0, 1), value=False),
+                                    F.pad(teacher_ids, (0, 0, 1, 0)), F.pad(teacher_values, (0, 0, 1, 0)),
+                                    torch.zeros(window.shape[:2], dtype=torch.bool))
+    mse.backward()
+    assert mse.item() == 0.0 and torch.all(window.grad == 0)
+
+
+def test_answer_window_losses_ignore_padding_rows():
+    window, answer_ids, answer_mask, teacher_ids, teacher_values = window_case(torch.float32)
+    args = (answer_ids, answer_mask, teacher_ids, teacher_values, "predict")
+    used = F.pad(answer_mask, (0, 1), value=False)  # predict: the CE and MSE rows are the same
+    ce, mse, grad = values_and_grads(fused_losses, window, *args)
+    assert torch.all(grad[~used] == 0) and torch.all(grad[used].abs().sum(-1) > 0)
+    changed = window.clone()
+    changed[~used] = 1e4 * torch.randn_like(changed[~used])
+    ce2, mse2, grad2 = values_and_grads(fused_losses, changed, *args)
+    assert torch.equal(ce, ce2) and torch.equal(mse, mse2) and torch.equal(grad, grad2)
+
+
+def test_answer_window_losses_hand_computed():
+    # One example, A = 1: window row 0 predicts the answer token, row 1 holds it (seed MSE row).
+    window = torch.tensor([[[0.0, math.log(2.0), 0.0], [1.0, 2.0, 3.0]]], requires_grad=True)
+    answer_ids, answer_mask = torch.tensor([[1]]), torch.tensor([[True]])
+    teacher_ids, teacher_values = torch.tensor([[[2, 0]]]), torch.tensor([[[2.5, 1.0]]])
+    ce, mse = fused_losses(window, answer_ids, answer_mask, teacher_ids, teacher_values, "seed")
+    # softmax(row 0) = [1/4, 1/2, 1/4] -> ce = log 2; row 1 at ids [2, 0] = [3, 1] -> ((0.5)^2 + 0^2) / 2
+    assert ce.item() == pytest.approx(math.log(2.0)) and mse.item() == pytest.approx(0.125)
+    (ce + mse).backward()
+    # d ce = softmax - onehot on row 0; d mse = 2 (s - t) / K at the teacher ids on row 1.
+    expected = torch.tensor([[[0.25, -0.5, 0.25], [0.0, 0.0, 0.5]]])
+    torch.testing.assert_close(window.grad, expected)
+    # predict: the MSE is on row 0, whose logits at ids [2, 0] are [0, 0] -> (2.5^2 + 1^2) / 2
+    _, mse = fused_losses(window, answer_ids, answer_mask, teacher_ids, teacher_values, "predict")
+    assert mse.item() == pytest.approx(3.625)
+
+
+def test_answer_window_losses_without_teacher_is_the_sft_cross_entropy():
+    window, answer_ids, answer_mask, _, _ = window_case(torch.float32)
+
+    def sft_only(x, ids, mask):
+        return D.answer_window_losses(x, F.pad(ids, (0, 1), value=IGN), F.pad(mask, (0, 1), value=False),
+                                      chunk_size=2)
+
+    ce, mse, grad = values_and_grads(sft_only, window, answer_ids, answer_mask)
+    ref_ce = D.masked_cross_entropy(window[:, :-1], answer_ids, answer_mask)
+    window_ref = window.clone().requires_grad_(True)
+    D.masked_cross_entropy(window_ref[:, :-1], answer_ids, answer_mask).backward()
+    assert mse.item() == 0.0
+    torch.testing.assert_close(ce, ref_ce, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(grad, window_ref.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_answer_window_losses_keep_only_the_logits_for_backward():
+    # Memory: the unfused graph saves a float32 copy of the used rows; ours only the bf16 logits.
+    window, *rest = window_case(torch.bfloat16, vocab=64)
+    window.requires_grad_(True)
+    saved_vocab_bytes = []
+
+    def pack(tensor):
+        if tensor.dim() >= 2 and tensor.size(-1) == window.size(-1):
+            saved_vocab_bytes.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        fused_losses(window, *rest, "seed")
+    assert saved_vocab_bytes == [window.numel() * window.element_size()]
+
+
+def test_answer_window_losses_reject_inconsistent_inputs():
+    window, answer_ids, answer_mask, teacher_ids, teacher_values = window_case(torch.float32)
+    targets, target_mask = F.pad(answer_ids, (0, 1), value=IGN), F.pad(answer_mask, (0, 1), value=False)
+    with pytest.raises(ValueError, match="window rows"):
+        D.answer_window_losses(window, answer_ids, answer_mask)  # not placed on the window
+    with pytest.raises(ValueError, match="mse_mask"):
+        D.answer_window_losses(window, targets, target_mask, F.pad(teacher_ids, (0, 0, 1, 0)),
+                               F.pad(teacher_values, (0, 0, 1, 0)))

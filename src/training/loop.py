@@ -345,6 +345,7 @@ def train(run: Run, loss_step: LossStep) -> Path:
                     last_saved = save(step)
                 progress.close()
                 metrics.close()
+                _shut_down_distributed(accelerator)
                 raise SystemExit(
                     f"Stopped by {stop.signal_name or 'a signal on another rank'} at step {step}; state saved "
                     f"in {last_saved}. Resume with the same command plus --resume.")
@@ -359,9 +360,21 @@ def train(run: Run, loss_step: LossStep) -> Path:
     if accelerator.is_main_process:
         save_adapter(final_dir, run.peft_model, run.tokenizer, run.config_yaml)
         logger.info("done: %d steps in %.1f s; adapter in %s", step, time.perf_counter() - run_start, final_dir)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    _shut_down_distributed(accelerator)
     return final_dir
+
+
+def _shut_down_distributed(accelerator) -> None:
+    """Barrier, then tear the process group down without deadlocking.
+
+    A gloo worker thread releases the tensors of the last collective only once it gets the GIL. If
+    the main thread destroys the process group (or the DDP reducer holding it) first, it waits for
+    that thread while holding the GIL: a deadlock at exit, seen with torch 2.13 on CPU. Sleeping
+    releases the GIL long enough for the worker to finish.
+    """
+    accelerator.wait_for_everyone()
+    time.sleep(0.2)
+    accelerator.end_training()
 
 
 def _reduce_window(accelerator, window: _MetricsWindow, lr: float, grad_norm: float, epoch: float,
@@ -389,6 +402,7 @@ def _stop_on_non_finite(accelerator, loss: torch.Tensor, batch: dict, step: int,
     if float(accelerator.reduce(finite, reduction="sum")) == accelerator.num_processes:
         return
     examples = batch["example_index"].tolist()
+    _shut_down_distributed(accelerator)
     raise FloatingPointError(
         f"Non-finite loss at step {step + 1} (rank {accelerator.process_index}, loss {float(loss):.4g}, "
         f"example ids on this rank {examples}). Last good checkpoint: {last_saved or 'none'}. "

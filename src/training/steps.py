@@ -22,19 +22,18 @@ def sft_loss_step(student, batch: dict) -> dict[str, torch.Tensor]:
     """Plain LoRA SFT: token-mean CE over the answer tokens."""
     window_positions, answer_mask, answer_ids = D.student_answer_window(batch["student_labels"])
     window_logits = student(batch["student_input_ids"], batch["student_attention_mask"], window_positions)
-    ce_loss = answer_window_cross_entropy(window_logits, answer_ids, answer_mask)
+    ce_loss, _ = D.answer_window_losses(window_logits, *targets_on_window(answer_ids, answer_mask))
     return {"loss": ce_loss, "ce_loss": ce_loss.detach()}
 
 
-def answer_window_cross_entropy(window_logits: torch.Tensor, answer_ids: torch.Tensor,
-                                answer_mask: torch.Tensor) -> torch.Tensor:
-    """CE of window[:, :A] (the positions predicting the answer tokens).  [B, A + 1, V], [B, A] x2.
+def targets_on_window(answer_ids: torch.Tensor, answer_mask: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """CE targets placed on the window: row j < A predicts answer token j, row A predicts nothing.
 
-    Indexes the whole window with padded targets instead of slicing it: a slice's backward allocates
-    one more window-sized gradient buffer (the same values, more memory and traffic).
+    [B, A] x2 -> [B, A + 1] x2. The losses run on the whole window with padded targets instead of a
+    slice of it: a slice's backward allocates one more window-sized gradient buffer.
     """
-    return D.masked_cross_entropy(window_logits, F.pad(answer_ids, (0, 1), value=D.IGNORE_INDEX),
-                                  F.pad(answer_mask, (0, 1), value=False))
+    return (F.pad(answer_ids, (0, 1), value=D.IGNORE_INDEX), F.pad(answer_mask, (0, 1), value=False))
 
 
 def online_teacher_top_k(teacher: AnswerWindowLM, k: int, alignment: str) -> TeacherTopK:
@@ -61,15 +60,15 @@ def distillation_loss_step(student, batch: dict, teacher_top_k: TeacherTopK, lam
     # exists, so they do not add to the step's peak memory.
     teacher_values, teacher_ids = teacher_top_k(batch, answer_ids, answer_mask)
     window_logits = student(batch["student_input_ids"], batch["student_attention_mask"], window_positions)
-    ce_loss = answer_window_cross_entropy(window_logits, answer_ids, answer_mask)
 
     # seed: the logits at the positions holding the answer tokens (window[1:]); predict: the CE
-    # positions (window[:-1]). Gather on the whole window (not a slice), as for the CE above.
-    width = answer_ids.size(1)
+    # positions (window[:-1]). The teacher's ids, values and mask are padded onto the whole window.
     shift = 1 if alignment == "seed" else 0
-    ids_on_window = F.pad(teacher_ids, (0, 0, shift, 1 - shift))
-    student_values = D.gather_vocab(window_logits, ids_on_window)[:, shift: shift + width]
-    dist_loss = D.masked_mse(teacher_values, student_values, answer_mask)
+    ce_loss, dist_loss = D.answer_window_losses(
+        window_logits, *targets_on_window(answer_ids, answer_mask),
+        teacher_ids=F.pad(teacher_ids, (0, 0, shift, 1 - shift)),
+        teacher_values=F.pad(teacher_values, (0, 0, shift, 1 - shift)),
+        mse_mask=F.pad(answer_mask, (shift, 1 - shift), value=False))
 
     loss = D.distillation_loss(ce_loss, dist_loss, lambda_distill)
     return {"loss": loss, "ce_loss": ce_loss.detach(), "dist_loss": dist_loss.detach()}
