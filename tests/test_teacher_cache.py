@@ -25,6 +25,7 @@ from src.training.teacher_cache import (
 from src import distillation as D
 
 from tests.conftest import REPO_ROOT, smoke_data_cfg
+
 K = 8
 
 

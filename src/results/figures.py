@@ -85,11 +85,14 @@ def accuracy_figure(conditions: dict[str, dict[str, dict]], title: str, note: st
             color = color_for(condition, taken)
             ax.plot(steps, pct, marker="o", markersize=7, linewidth=2, color=color, label=label_for(condition))
             best_i = max(range(len(pct)), key=lambda i: (pct[i], -i))
-            above = rank == 0
+            # Near the 0% floor there is no room below the point: stack those labels above instead.
+            near_floor = pct[best_i] < 8
+            above = rank == 0 or near_floor
+            offset = 10 + 16 * rank if near_floor else (10 if above else -12)
             ax.annotate(
                 f"{format_percent(series[best_i][1]['accuracy'])}%",
                 xy=(steps[best_i], pct[best_i]),
-                xytext=(0, 10 if above else -12),
+                xytext=(0, offset),
                 textcoords="offset points",
                 ha="center",
                 va="bottom" if above else "top",
