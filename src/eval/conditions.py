@@ -16,16 +16,16 @@ Problems with single entries (a missing checkpoint, a folder that is neither) ar
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+
+from src.training.checkpoint import CHECKPOINT_PATTERN
 
 BASE_LABEL = "base"
 FINAL_LABEL = "final"
 # Base-model conditions: name -> whether the prompt carries the few-shot context.
 BASE_CONDITIONS = {"base_0shot": False, "icl_8shot": True}
-CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 ADAPTER_CONFIG = "adapter_config.json"
 MODEL_CONFIG = "config.json"
 
@@ -105,7 +105,7 @@ def available_checkpoints(run_dir: str | Path) -> dict[str, Path]:
     """
     run_dir = Path(run_dir)
     steps = sorted((int(m.group(1)), child) for child in run_dir.iterdir()
-                   if child.is_dir() and (m := CHECKPOINT_DIR.match(child.name)))
+                   if child.is_dir() and (m := CHECKPOINT_PATTERN.match(child.name)))
     found = {step_label(step): folder for step, folder in steps}
     if (run_dir / FINAL_LABEL).is_dir():
         found[FINAL_LABEL] = run_dir / FINAL_LABEL
