@@ -24,6 +24,7 @@ from src.training.teacher_cache import (
 )
 from src import distillation as D
 
+from src.results.metrics import read_metrics_jsonl
 from tests.conftest import REPO_ROOT, smoke_data_cfg
 
 K = 8
@@ -208,7 +209,7 @@ def _train(tiny_model_dir, data_dir, out_dir, cache_mode):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    metrics = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    metrics = read_metrics_jsonl(out_dir / "metrics.jsonl")
     return metrics, completed.stderr
 
 

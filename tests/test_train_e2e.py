@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from src.results.metrics import read_metrics_jsonl
 from tests.conftest import REPO_ROOT, SMOKE_DATA
 
 pytestmark = pytest.mark.slow
@@ -60,7 +61,7 @@ def train(method: str, output_dir: Path, model_dir: Path, *extra: str, processes
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return read_metrics_jsonl(run_dir / "metrics.jsonl")
 
 
 def adapter_weights(folder: Path) -> dict[str, torch.Tensor]:
