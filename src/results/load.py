@@ -46,6 +46,38 @@ def validate_entry(entry: Any, where: str) -> None:
         )
 
 
+def published_count(percent: float, total: int) -> int:
+    """Correct answers behind a published two-decimal percent: round(percent / 100 * total).
+
+    Raises if the count does not give back the same two-decimal percent (then no integer count matches).
+    """
+    count = round(percent / 100 * total)
+    if f"{count / total * 100:.2f}" != f"{percent:.2f}":
+        raise ValueError(f"no count out of {total} rounds to {percent:.2f}%; check the total or the percent")
+    return count
+
+
+def validate_headline(data: dict, source: str) -> None:
+    """An optional `headline` block names the checkpoint each headline number comes from and the rule that
+    chose it: {"rule": "best"|"final", "checkpoints": {condition: label}}. The named checkpoints must exist and
+    be the ones the rule picks, so the file cannot claim a step its numbers contradict."""
+    headline = data.get("headline")
+    if headline is None:
+        return
+    if not isinstance(headline, dict) or headline.get("rule") not in SELECTION_RULES \
+            or not isinstance(headline.get("checkpoints"), dict):
+        raise ValueError(f"{source}: 'headline' must be {{\"rule\": one of {SELECTION_RULES}, \"checkpoints\": "
+                         "{condition: label}}")
+    for condition, label in headline["checkpoints"].items():
+        checkpoints = data["conditions"].get(condition, {})
+        if label not in checkpoints:
+            raise ValueError(f"{source}: headline.checkpoints.{condition} = {label!r} is not in conditions.{condition}")
+        chosen, _ = select_checkpoint(checkpoints, headline["rule"])
+        if chosen != label:
+            raise ValueError(f"{source}: headline.checkpoints.{condition} = {label!r}, but rule "
+                             f"{headline['rule']!r} picks {chosen!r}")
+
+
 def validate_results(data: Any, source: str = "<results>") -> None:
     """Raise ValueError naming `source` if `data` is not a valid results object."""
     if not isinstance(data, dict):
@@ -60,6 +92,7 @@ def validate_results(data: Any, source: str = "<results>") -> None:
             raise ValueError(f"{source}: condition '{condition}' must map checkpoint names to results")
         for checkpoint, entry in checkpoints.items():
             validate_entry(entry, f"{source}: conditions.{condition}.{checkpoint}")
+    validate_headline(data, source)
 
 
 def load_results(path: str | Path) -> dict:
@@ -108,7 +141,8 @@ def load_many(paths: list[str | Path]) -> dict:
     results = [load_results(p) for p in paths]
     sources = [str(p) for p in paths]
     merged: dict[str, Any] = {"conditions": merge_conditions(results, sources), "sources": sources}
-    for key in ("model", "published", "source", "sampling"):
+    for key in ("model", "published", "source", "sampling", "headline", "condition_descriptions",
+                "condition_labels", "title", "training"):
         values = [r[key] for r in results if key in r]
         if values and len(values) == len(results) and all(v == values[0] for v in values):
             merged[key] = values[0]
@@ -137,3 +171,17 @@ def best_checkpoint(checkpoints: dict[str, dict]) -> tuple[str, dict]:
     ordered = sorted(checkpoints, key=_checkpoint_sort_key)
     name = max(ordered, key=lambda n: checkpoints[n]["accuracy"])  # max keeps the first of equal items
     return name, checkpoints[name]
+
+
+# How a condition with several checkpoints is summarised by one number: its highest-accuracy checkpoint (as the
+# paper reports) or its last one.
+SELECTION_RULES = ("best", "final")
+
+
+def select_checkpoint(checkpoints: dict[str, dict], rule: str) -> tuple[str, dict]:
+    """The checkpoint a selection rule picks: "best" (best_checkpoint) or "final" (last_checkpoint)."""
+    if rule == "best":
+        return best_checkpoint(checkpoints)
+    if rule == "final":
+        return last_checkpoint(checkpoints)
+    raise ValueError(f"unknown checkpoint selection rule {rule!r}; use one of {', '.join(SELECTION_RULES)}")
