@@ -209,3 +209,98 @@ def test_curves_figure_table_without_trained_checkpoints(tmp_path):
     cells = {cell.get_text().get_text() for cell in fig.axes[1].tables[0].get_celld().values()}
     assert {"25.00", "45.00"} <= cells
     plt.close(fig)
+
+
+# --- the published data and the ablation figures ------------------------------------------------------------------
+
+PUBLISHED = REPO_ROOT / "assets" / "published_results.json"
+CONTROLS = REPO_ROOT / "assets" / "published_controls.json"
+
+
+def capture_figures(monkeypatch, module, name: str) -> list:
+    """Keep the figures a script's `name` function returns, to inspect what the script drew."""
+    figures = []
+    original = getattr(module, name)
+
+    def keep(*args, **kwargs):
+        figures.append(original(*args, **kwargs))
+        return figures[-1]
+
+    monkeypatch.setattr(module, name, keep)
+    return figures
+
+
+def published_percents(path: Path, condition: str) -> list[float]:
+    checkpoints = json.loads(path.read_text())["conditions"][condition]
+    return [checkpoints[f"step_{s}"]["accuracy"] * 100 for s in (200, 400, 600, 800, 1000)]
+
+
+@pytest.mark.parametrize("rule, marked", [("best", {"64.29%": 400, "72.71%": 600}),
+                                          ("final", {"62.17%": 1000, "71.04%": 1000})])
+def test_gen_main_fig_plots_five_published_points_per_method(tmp_path, monkeypatch, capsys, rule, marked):
+    from scripts import gen_main_fig
+
+    figures = capture_figures(monkeypatch, gen_main_fig, "accuracy_figure")
+    assert gen_main_fig.main(["--published", "--select", rule, "--out", str(tmp_path / "m.png")]) == 0
+    assert f"Checkpoint selection: {rule}" in capsys.readouterr().out
+    ax = figures[0].axes[0]
+    curves = {line.get_label(): line for line in ax.get_lines()}
+    for label, condition in (("LoRA SFT", "baseline"), ("LoRA SFT + Few-Shot Distillation", "online_v1")):
+        assert list(curves[label].get_xdata()) == [200, 400, 600, 800, 1000]
+        assert list(curves[label].get_ydata()) == pytest.approx(published_percents(PUBLISHED, condition))
+    assert {t.get_text(): t.xy[0] for t in ax.texts if t.get_text().endswith("%")} == marked
+    assert any("optimistic" in t.get_text() for t in ax.texts) == (rule == "best")
+
+
+def test_plot_ablations_curves_and_bars(tmp_path, monkeypatch, capsys):
+    from scripts import plot_ablations
+
+    curves = capture_figures(monkeypatch, plot_ablations, "accuracy_figure")
+    bars = capture_figures(monkeypatch, plot_ablations, "selected_accuracy_bars")
+    out_curves, out_bars = tmp_path / "curves.png", tmp_path / "bars.png"
+    assert plot_ablations.main(["--results", str(CONTROLS), "--curves", str(out_curves), "--bars",
+                                str(out_bars)]) == 0
+    assert "Checkpoint selection: best" in capsys.readouterr().out
+    assert_sane_png(out_curves) and assert_sane_png(out_bars)
+    conditions = ["baseline", "online_zeroshot", "online_shuffled", "online_v1"]
+    lines = [line for line in curves[0].axes[0].get_lines() if not line.get_label().startswith("_")]
+    assert len(lines) == 4
+    for line, condition in zip(lines, conditions):
+        assert list(line.get_ydata()) == pytest.approx(published_percents(CONTROLS, condition))
+    heights = [patch.get_height() for patch in bars[0].axes[0].patches]
+    assert heights == pytest.approx([max(published_percents(CONTROLS, c)) for c in conditions])
+    assert bars[0].axes[0].collections  # 95% error bars
+    plt.close("all")
+
+
+def test_selected_accuracy_bars_final_rule_and_labels():
+    from src.results.figures import selected_accuracy_bars
+
+    conditions = synthetic_results()["conditions"]
+    fig = selected_accuracy_bars(conditions, title="t", rule="final", labels={"baseline": "My SFT"})
+    ax = fig.axes[0]
+    assert [p.get_height() for p in ax.patches] == pytest.approx([26.5, 47.5, 62.5, 72.5])
+    assert "My SFT" in [t.get_text() for t in ax.get_xticklabels()]
+    assert "62.50%\nstep 1000" in [t.get_text() for t in ax.texts]
+    plt.close(fig)
+
+
+def test_plot_ablations_needs_an_output(tmp_path):
+    from scripts.plot_ablations import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--results", str(CONTROLS)])
+    assert "nothing to draw" in str(exc.value.code)
+
+
+def test_colors_of_controls_and_any_shot_count():
+    from src.results.figures import color_for
+
+    assert color_for("icl_4shot", set()) == color_for("icl_8shot", set()) == "tab:green"
+    fixed = {color_for(c, set()) for c in ("baseline", "online_v1", "online_zeroshot", "online_shuffled", "base_0shot")}
+    assert len(fixed) == 5
+
+
+@pytest.mark.parametrize("name", ["ablation_curves.png", "ablation_bars.png"])
+def test_committed_ablation_pngs(name):
+    assert_sane_png(REPO_ROOT / "assets" / name)

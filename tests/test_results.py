@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,8 @@ import pytest
 from src.results.labels import label_for, ordered_conditions
 from src.results.load import (
     best_checkpoint,
+    published_count,
+    select_checkpoint,
     checkpoint_series,
     last_checkpoint,
     load_many,
@@ -28,7 +32,15 @@ from src.results.metrics import (
     run_label,
     series_from_records,
 )
-from src.results.tables import format_delta_pp, format_percent, main_table, per_checkpoint_rows, results_markdown
+from src.results.tables import (
+    checkpoint_matrix_rows,
+    format_delta_pp,
+    format_percent,
+    main_table,
+    per_checkpoint_rows,
+    results_markdown,
+    selection_note,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED = REPO_ROOT / "assets" / "published_results.json"
@@ -85,6 +97,10 @@ def write_metrics_run(run_dir: Path, steps: int = 20, distillation: bool = False
 # --- labels -------------------------------------------------------------------------------------------------------
 
 def test_labels_known_and_unknown():
+    assert label_for("online_zeroshot") == "Distillation, 0-shot teacher (control)"
+    assert label_for("online_shuffled") == "Distillation, shuffled-answer shots (control)"
+    assert label_for("icl_4shot") == "Base model (4-shot ICL)"  # named by its shot count, not hard-coded 8
+    assert label_for("baseline", {"baseline": "SFT (full)"}) == "SFT (full)"
     assert label_for("baseline") == "LoRA SFT"
     assert label_for("online_v1") == "LoRA SFT + Few-Shot Distillation"
     assert label_for("base_0shot") == "Base model (0-shot)"
@@ -95,6 +111,9 @@ def test_labels_known_and_unknown():
 def test_ordered_conditions_puts_known_first():
     names = ["zeta", "online_v1", "alpha", "base_0shot"]
     assert ordered_conditions(names) == ["base_0shot", "online_v1", "alpha", "zeta"]
+    names = ["online_v1", "online_shuffled", "icl_16shot", "baseline", "icl_4shot", "online_zeroshot", "base_0shot"]
+    assert ordered_conditions(names) == ["base_0shot", "icl_4shot", "icl_16shot", "baseline", "online_zeroshot",
+                                         "online_shuffled", "online_v1"]
 
 
 # --- load ---------------------------------------------------------------------------------------------------------
@@ -186,16 +205,82 @@ def test_checkpoint_helpers():
     assert last_checkpoint({"base": entry(5)})[0] == "base"
 
 
-def test_published_file_holds_exactly_the_published_numbers():
+# The paper README's numbers (percent, 2 decimals): both base rows and every checkpoint of both methods.
+PAPER_BASE = {"base_0shot": 26.08, "icl_8shot": 47.08}
+PAPER_STEPS = (200, 400, 600, 800, 1000)
+PAPER_CURVES = {"baseline": (61.79, 64.29, 63.68, 63.46, 62.17), "online_v1": (72.40, 71.49, 72.71, 71.72, 71.04)}
+PAPER_DELTAS = ("+10.61", "+7.20", "+9.02", "+8.26", "+8.87")  # the README's Δ column
+# The follow-up's controls (a separate SFT run) and its Gemma-3-270M negative control.
+FOLLOWUP_CURVES = {"baseline": (61.71, 63.76, 63.91, 64.37, 63.00), "online_zeroshot": (69.29, 66.72, 66.94, 64.97, 65.96),
+                   "online_shuffled": (72.48, 72.18, 70.66, 71.65, 70.13), "online_v1": PAPER_CURVES["online_v1"]}
+GEMMA = {"base_0shot": 1.59, "icl_8shot": 1.59, "baseline": 4.47, "online_v1": 2.43, "online_zeroshot": 2.05}
+CONTROLS = REPO_ROOT / "assets" / "published_controls.json"
+GEMMA_CONTROL = REPO_ROOT / "assets" / "published_gemma_control.json"
+
+
+def percents(checkpoints: dict) -> dict:
+    return {label: format_percent(e["accuracy"]) for label, e in checkpoints.items()}
+
+
+def test_published_count_round_trips():
+    assert published_count(64.29, 1319) == 848
+    with pytest.raises(ValueError, match="no count out of 10"):
+        published_count(64.29, 10)
+
+
+def test_published_file_has_every_checkpoint_of_both_methods():
     data = load_results(PUBLISHED)
-    assert data["published"] is True and "README" in data["source"]
-    expected = {("base_0shot", "base"): 344, ("icl_8shot", "base"): 621,
-                ("baseline", "step_1000"): 848, ("online_v1", "step_1000"): 959}
-    found = {(c, k): e["correct"] for c, cps in data["conditions"].items() for k, e in cps.items()}
-    assert found == expected  # no invented per-checkpoint numbers
-    assert all(e["total"] == 1319 for cps in data["conditions"].values() for e in cps.values())
-    assert [format_percent(data["conditions"][c][k]["accuracy"]) for c, k in expected] == \
-        ["26.08", "47.08", "64.29", "72.71"]
+    conditions = data["conditions"]
+    assert data["published"] is True and set(conditions) == {"base_0shot", "icl_8shot", "baseline", "online_v1"}
+    for condition, pct in PAPER_BASE.items():
+        assert percents(conditions[condition]) == {"base": f"{pct:.2f}"}
+    for condition, curve in PAPER_CURVES.items():
+        assert percents(conditions[condition]) == {f"step_{s}": f"{p:.2f}" for s, p in zip(PAPER_STEPS, curve)}
+    for checkpoints in conditions.values():
+        for e in checkpoints.values():
+            assert e["total"] == 1319 and e["correct"] == published_count(e["accuracy"] * 100, 1319)
+    # the headline numbers are the best checkpoints, not step 1000
+    assert data["headline"] == {"rule": "best", "checkpoints": {"baseline": "step_400", "online_v1": "step_600"}}
+    assert "step 1000" not in data["source"] or "not step 1000" in data["source"]
+
+
+def test_published_controls_are_a_separate_set():
+    controls = load_results(CONTROLS)
+    assert "critique" in controls["source"] and "repository" in controls["source"]
+    conditions = controls["conditions"]
+    for condition, curve in FOLLOWUP_CURVES.items():
+        assert percents(conditions[condition]) == {f"step_{s}": f"{p:.2f}" for s, p in zip(PAPER_STEPS, curve)}
+    assert set(controls["condition_descriptions"]) == set(FOLLOWUP_CURVES)
+    assert controls["headline"]["checkpoints"] == {"baseline": "step_800", "online_zeroshot": "step_200",
+                                                   "online_shuffled": "step_200", "online_v1": "step_600"}
+    # its SFT run differs from the README's, so merging the two files must fail rather than mix them
+    with pytest.raises(ValueError, match="differs between"):
+        load_many([PUBLISHED, CONTROLS])
+    gemma = load_results(GEMMA_CONTROL)
+    assert {c: format_percent(e["accuracy"]) for c, cps in gemma["conditions"].items() for e in cps.values()} == \
+        {c: f"{p:.2f}" for c, p in GEMMA.items()}
+    assert all(e["correct"] == published_count(e["accuracy"] * 100, 1319) and e["total"] == 1319
+               for cps in gemma["conditions"].values() for e in cps.values())
+
+
+def test_headline_must_match_its_rule(tmp_path):
+    data = synthetic_results()
+    data["headline"] = {"rule": "best", "checkpoints": {"baseline": "step_800"}}
+    load_results(write_json(tmp_path / "ok.json", data))
+    data["headline"]["checkpoints"]["baseline"] = "step_1000"
+    with pytest.raises(ValueError, match="rule 'best' picks 'step_800'"):
+        load_results(write_json(tmp_path / "bad.json", data))
+    data["headline"] = {"rule": "median", "checkpoints": {}}
+    with pytest.raises(ValueError, match="'headline' must be"):
+        load_results(write_json(tmp_path / "bad2.json", data))
+
+
+def test_select_checkpoint_rules():
+    checkpoints = {"step_200": entry(130), "step_1000": entry(120)}
+    assert select_checkpoint(checkpoints, "best")[0] == "step_200"
+    assert select_checkpoint(checkpoints, "final")[0] == "step_1000"
+    with pytest.raises(ValueError, match="unknown checkpoint selection rule"):
+        select_checkpoint(checkpoints, "median")
 
 
 # --- tables -------------------------------------------------------------------------------------------------------
@@ -209,13 +294,42 @@ def test_format_helpers():
 
 def test_main_table_numbers_equal_json():
     conditions = synthetic_results()["conditions"]
-    table = main_table(conditions)
-    lines = table.splitlines()
+    lines = main_table(conditions).splitlines()  # default rule: best
     assert len(lines) == 2 + 4
-    assert "| LoRA SFT | step 1000 | 62.50 | 125 / 200 | 63.50 (step 800) |" in lines
-    assert "| LoRA SFT + Few-Shot Distillation | step 1000 | 72.50 | 145 / 200 | 72.50 (step 1000) |" in lines
-    assert "| Base model (0-shot) | base model | 26.50 | 53 / 200 | 26.50 |" in lines
-    assert lines[2].startswith("| Base model (0-shot)") and lines[5].startswith("| LoRA SFT + Few-Shot")
+    assert "| LoRA SFT | step 800 (best of 200..1000) | 63.50 | 127 / 200 |" in lines
+    assert lines[2].startswith("| Base model (0-shot) | base model | 26.50 | 53 / 200 |")
+    assert lines[5].startswith("| LoRA SFT + Few-Shot Distillation | step 1000 (best of 200..1000) | 72.50 |")
+    final = main_table(conditions, rule="final").splitlines()
+    assert final[4].startswith("| LoRA SFT | step 1000 (final) | 62.50 | 125 / 200 |")
+    with_ci = main_table(conditions, intervals={("baseline", "step_800"): (0.5663, 0.6985)})
+    assert "| LoRA SFT | step 800 (best of 200..1000) | 63.50 | 127 / 200 | 56.63–69.85 |" in with_ci
+    assert "| Base model (0-shot) | base model | 26.50 | 53 / 200 | — |" in with_ci
+
+
+def test_main_table_rows_are_the_published_best_checkpoints():
+    data = load_results(PUBLISHED)
+    cells = [[cell.strip() for cell in line.strip("|").split("|")]
+             for line in main_table(data["conditions"]).splitlines()[2:]]
+    rows = {row[0]: row[1:4] for row in cells}
+    assert rows["LoRA SFT"] == ["step 400 (best of 200..1000)", "64.29", "848 / 1319"]
+    assert rows["LoRA SFT + Few-Shot Distillation"] == ["step 600 (best of 200..1000)", "72.71", "959 / 1319"]
+    assert rows["Base model (0-shot)"] == ["base model", "26.08", "344 / 1319"]
+    assert rows["Base model (8-shot ICL)"] == ["base model", "47.08", "621 / 1319"]
+    for condition, label in data["headline"]["checkpoints"].items():  # the table agrees with the file's headline
+        assert rows[label_for(condition)][0].startswith(label.replace("_", " "))
+
+
+def test_published_deltas_match_the_paper():
+    _, rows = per_checkpoint_rows(load_results(PUBLISHED)["conditions"])
+    assert [row[0] for row in rows] == [str(s) for s in PAPER_STEPS]
+    assert [row[3] for row in rows] == list(PAPER_DELTAS)  # from counts, so 72.71 - 63.68 gives +9.02 as printed
+
+
+def test_selection_note_and_checkpoint_matrix():
+    assert "optimistic" in selection_note("best") and "optimistic" not in selection_note("final")
+    header, rows = checkpoint_matrix_rows(load_results(CONTROLS)["conditions"])
+    assert header[0] == "Step" and len(header) == 5
+    assert rows[0] == ["200", "61.71", "69.29", "72.48", "72.40"]
 
 
 def test_per_checkpoint_rows_numbers_equal_json():
@@ -337,7 +451,8 @@ def test_write_results_main_to_file(tmp_path):
     md = out.read_text()
     assert str(results) in md.splitlines()[0]
     assert "| 800 | 63.50 | 71.00 | +7.50 |" in md
-    assert "| LoRA SFT + Few-Shot Distillation | step 1000 | 72.50 | 145 / 200 | 72.50 (step 1000) |" in md
+    assert "| LoRA SFT + Few-Shot Distillation | step 1000 (best of 200..1000) | 72.50 | 145 / 200 |" in md
+    assert "Checkpoint selection: best" in md and "optimistic" in md
 
 
 def test_write_results_cli_stdout_and_errors(tmp_path):
@@ -363,9 +478,46 @@ def test_write_results_bad_inputs_exit_nonzero(tmp_path, capsys, content, messag
     assert exc.value.code != 0 and message in str(exc.value.code)
 
 
+def makefile_command(script: str) -> list[str]:
+    """Arguments of the `make figures` line that runs `script` (so the test checks what `make figures` makes)."""
+    recipe = (REPO_ROOT / "Makefile").read_text().split("\nfigures:", 1)[1].split("\n\n", 1)[0]
+    for command in recipe.replace("\\\n", " ").splitlines():
+        words = shlex.split(command)
+        if len(words) > 1 and words[1] == script:
+            return words[2:]
+    raise AssertionError(f"`make figures` does not run {script}")
+
+
 def test_committed_published_markdown_is_up_to_date(monkeypatch, capsys):
     from scripts.write_results import main
 
     monkeypatch.chdir(REPO_ROOT)
-    assert main(["--results", "assets/published_results.json"]) == 0
+    args = makefile_command("scripts/write_results.py")
+    out = args.index("--out")
+    assert args[out + 1] == "assets/published_results.md"
+    assert main(args[:out] + args[out + 2:]) == 0
     assert capsys.readouterr().out == (REPO_ROOT / "assets" / "published_results.md").read_text()
+
+
+def test_readme_agrees_with_the_published_data():
+    """The README's results table and numbers are those of the generated assets/published_results.md."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    generated = (REPO_ROOT / "assets" / "published_results.md").read_text()
+    section = readme.split("## Results (published numbers)", 1)[1].split("\n## ", 1)[0]
+    table_rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(table_rows) >= 10
+    for row in table_rows:
+        assert row in generated, row
+    assert "not published" not in readme and "only step 1000" not in readme
+    assert "best of 200..1000" in section and "optimistic" in section
+    for number in re.findall(r"\d+\.\d{2,}", section):  # every 2+-decimal number (percent, pp, p-value)
+        assert number in generated, f"README number {number} is not in the generated results"
+
+
+def test_write_results_select_final(tmp_path, capsys):
+    from scripts.write_results import main
+
+    assert main(["--results", str(PUBLISHED), "--select", "final"]) == 0
+    captured = capsys.readouterr()
+    assert "| LoRA SFT | step 1000 (final) | 62.17 | 820 / 1319 |" in captured.out
+    assert "Checkpoint selection: final" in captured.err

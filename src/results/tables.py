@@ -232,8 +232,8 @@ def resolution_lines(
     level = f"{confidence * 100:g}%"
     lines = [
         f"Without per-problem predictions each number is a binomial measurement on n = {total} problems "
-        f"(standard error sqrt(p(1 − p)/n)). At {format_percent(ref['accuracy'])}% "
-        f"({_entry_name(ref_condition, ref_name, labels)}) the {level} half-width is "
+        f"(standard error sqrt(p(1 − p)/n)). At the level of "
+        f"{_entry_name(ref_condition, ref_name, labels)}, {format_percent(ref['accuracy'])}%, the {level} half-width is "
         f"±{half * 100:.2f} pp. Two independent numbers near that level differ significantly (two-sided unpaired "
         f"two-proportion test, p < {1 - confidence:.2g}) only when at least {resolvable * 100:.2f} pp apart, and a "
         f"true gap of {detectable * 100:.2f} pp is found with 80% power. A paired test on the same problems "
@@ -257,7 +257,7 @@ def resolution_lines(
             rows.append(_comparison_row(title, worst, best, confidence))
     header = ["Comparison", "Δ (pp)", "p (unpaired)", f"Resolved at {1 - confidence:.2g}"]
     note = ("Best − worst rows compare the extremes of a method's checkpoints, picked after seeing them, so their "
-            "p-values are too small: a \"no\" there is conclusive, a \"yes\" is not.")
+            "p-values are too small: a \"no\" there stands, a \"yes\" may not.")
     return lines + [markdown_table(header, rows, ["l", "r", "r", "l"]), "", note, ""]
 
 
