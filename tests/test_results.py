@@ -211,7 +211,8 @@ PAPER_STEPS = (200, 400, 600, 800, 1000)
 PAPER_CURVES = {"baseline": (61.79, 64.29, 63.68, 63.46, 62.17), "online_v1": (72.40, 71.49, 72.71, 71.72, 71.04)}
 PAPER_DELTAS = ("+10.61", "+7.20", "+9.02", "+8.26", "+8.87")  # the README's Δ column
 # The follow-up's controls (a separate SFT run) and its Gemma-3-270M negative control.
-FOLLOWUP_CURVES = {"baseline": (61.71, 63.76, 63.91, 64.37, 63.00), "online_zeroshot": (69.29, 66.72, 66.94, 64.97, 65.96),
+FOLLOWUP_CURVES = {"baseline": (61.71, 63.76, 63.91, 64.37, 63.00),
+                   "online_zeroshot": (69.29, 66.72, 66.94, 64.97, 65.96),
                    "online_shuffled": (72.48, 72.18, 70.66, 71.65, 70.13), "online_v1": PAPER_CURVES["online_v1"]}
 GEMMA = {"base_0shot": 1.59, "icl_8shot": 1.59, "baseline": 4.47, "online_v1": 2.43, "online_zeroshot": 2.05}
 CONTROLS = REPO_ROOT / "assets" / "published_controls.json"

@@ -279,6 +279,8 @@ def test_write_results_prints_intervals_and_paired_tests(tmp_path, capsys):
     assert "95% CI (%, bootstrap)" in md and "Paired tests (same problems)" in md
     assert "exact McNemar" in md and "| step 2 | LoRA SFT | LoRA SFT + Few-Shot Distillation |" in md
     assert "| base model | Base model (0-shot) | Base model (8-shot ICL) |" in md
+    per_entry = md.split("Intervals per entry", 1)[1].split("Paired tests", 1)[0]
+    assert per_entry.count("| LoRA SFT | step ") == 2 and per_entry.count("| LoRA SFT + Few-Shot Distillation |") == 2
     assert "eval.predictions.jsonl" in captured.err and "Checkpoint selection: best" in captured.err
     # without predictions: Wilson intervals from the counts, no paired tests
     (tmp_path / "eval.predictions.jsonl").unlink()

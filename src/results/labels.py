@@ -36,11 +36,6 @@ def icl_shots(condition: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def is_reference_condition(condition: str) -> bool:
-    """Base-model rows (0-shot and few-shot), evaluated once; figures draw them as horizontal lines."""
-    return condition == "base_0shot" or icl_shots(condition) is not None
-
-
 def label_for(condition: str, overrides: dict[str, str] | None = None) -> str:
     """Legend label for a condition name; unknown names are shown as they are. `overrides` (a results file's
     `condition_labels`) wins, e.g. for a published run that did not use LoRA."""

@@ -232,9 +232,8 @@ def resolution_lines(
     level = f"{confidence * 100:g}%"
     lines = [
         f"Without per-problem predictions each number is a binomial measurement on n = {total} problems "
-        f"(standard error sqrt(p(1 − p)/n)). At the level of "
-        f"{_entry_name(ref_condition, ref_name, labels)}, {format_percent(ref['accuracy'])}%, the {level} half-width is "
-        f"±{half * 100:.2f} pp. Two independent numbers near that level differ significantly (two-sided unpaired "
+        f"(standard error sqrt(p(1 − p)/n)). At the level of {_entry_name(ref_condition, ref_name, labels)}, "
+        f"{format_percent(ref['accuracy'])}%, the {level} half-width is ±{half * 100:.2f} pp. Two independent numbers near that level differ significantly (two-sided unpaired "
         f"two-proportion test, p < {1 - confidence:.2g}) only when at least {resolvable * 100:.2f} pp apart, and a "
         f"true gap of {detectable * 100:.2f} pp is found with 80% power. A paired test on the same problems "
         "(exact McNemar from the predictions) is usually sharper but needs the per-problem predictions.",
@@ -259,6 +258,25 @@ def resolution_lines(
     note = ("Best − worst rows compare the extremes of a method's checkpoints, picked after seeing them, so their "
             "p-values are too small: a \"no\" there stands, a \"yes\" may not.")
     return lines + [markdown_table(header, rows, ["l", "r", "r", "l"]), "", note, ""]
+
+
+def entry_interval_table(
+    conditions: dict[str, dict[str, dict]],
+    intervals: dict[tuple[str, str], tuple[float, float]],
+    interval_header: str = BOOTSTRAP_HEADER,
+    labels: dict[str, str] | None = None,
+) -> str:
+    """Every (condition, checkpoint) with its accuracy and interval, checkpoints in step order."""
+    rows = []
+    for condition in ordered_conditions(conditions):
+        checkpoints = conditions[condition]
+        for name in sorted(checkpoints, key=lambda n: (parse_step(n) is not None, parse_step(n) or 0, n)):
+            entry = checkpoints[name]
+            interval = intervals.get((condition, name))
+            rows.append([label_for(condition, labels), format_checkpoint(name), format_percent(entry["accuracy"]),
+                         f"{entry['correct']} / {entry['total']}", format_interval(interval) if interval else MISSING])
+    header = ["Method", "Checkpoint", "Accuracy (%)", "Correct / Total", interval_header]
+    return markdown_table(header, rows, ["l", "l", "r", "r", "r"])
 
 
 def paired_test_lines(tests: list[tuple[tuple[str, str], tuple[str, str], McNemarResult]]) -> list[str]:
@@ -303,6 +321,9 @@ def results_section(
         header, rows = checkpoint_matrix_rows(conditions, labels)
         lines += [f"{heading} Accuracy per checkpoint", "", markdown_table(header, rows, ["r"] * len(header)), ""]
     if paired_tests is not None:
+        if intervals:
+            lines += [f"{heading} Intervals per entry", "", entry_interval_table(conditions, intervals, interval_header,
+                                                                                 labels), ""]
         lines += [f"{heading} Paired tests (same problems)", "", *paired_test_lines(paired_tests)]
     elif results.get("published"):
         lines += [f"{heading} What {_total_text(conditions)} problems can resolve", "",
