@@ -161,7 +161,8 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
     tokenizer = load_tokenizer(cfg.model.name)
     rows = load_gsm8k_rows(cfg.data, cfg.data.train_split)
     examples, stats = build_examples(rows, tokenizer, cfg.data, seed=train_cfg.seed, with_teacher=with_teacher,
-                                     progress=accelerator.is_main_process)
+                                     progress=accelerator.is_main_process,
+                                     teacher_context=cfg.distillation.teacher_context)
     data_stats = {"train_examples": stats.examples, "max_student_len": stats.max_student_len,
                   "max_teacher_len": stats.max_teacher_len,
                   "teacher_shots_dropped": stats.teacher_shots_dropped,
