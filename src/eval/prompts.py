@@ -34,7 +34,7 @@ def select_subset(n_total: int, n_samples: int | None, seed: int) -> list[int]:
 
 
 def build_prompts(tokenizer, test_rows: Sequence[dict], indices: Sequence[int], train_rows: Sequence[dict],
-                  n_shots: int, seed: int, shot_sampling: str = "per_example") -> list[str]:
+                  n_shots: int, seed: int, shot_sampling: str = "per_example", task=None) -> list[str]:
     """Prompt text for each test index (0-shot, or `n_shots` training examples as earlier turns)."""
     train_questions = question_index(train_rows) if n_shots else {}
     prompts = []
@@ -45,7 +45,7 @@ def build_prompts(tokenizer, test_rows: Sequence[dict], indices: Sequence[int], 
             shot_ids = evaluation_shot_indices(train_rows, question, test_index, n_shots, seed,
                                                shot_sampling, train_questions)
             shots = [Shot(train_rows[i]["question"], train_rows[i]["answer"]) for i in shot_ids]
-        prompts.append(render_prompt(tokenizer, question, shots))
+        prompts.append(render_prompt(tokenizer, question, shots, task=task))
     return prompts
 
 
