@@ -31,7 +31,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML config (model, data, seed), e.g. configs/base.yaml")
     parser.add_argument("--conditions", nargs="+", required=True,
-                        help="base_0shot, icl_8shot, and/or run folders (NAME under --base_dir or "
+                        help="base_0shot, icl_{k}shot (k = data.num_fewshot_examples, icl_8shot by default), and/or run folders (NAME under --base_dir or "
                              "--base_dir/poc, or a path)")
     parser.add_argument("--base_dir", default="experiments", help="folder holding the run folders")
     parser.add_argument("--checkpoint_steps", nargs="+", default=None, metavar="STEP",
