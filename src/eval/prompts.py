@@ -20,6 +20,7 @@ from typing import Sequence
 
 from src.data.prompts import Shot, render_prompt
 from src.data.shots import evaluation_shot_indices, question_index
+from src.tasks import Task
 
 
 def select_subset(n_total: int, n_samples: int | None, seed: int) -> list[int]:
@@ -34,8 +35,9 @@ def select_subset(n_total: int, n_samples: int | None, seed: int) -> list[int]:
 
 
 def build_prompts(tokenizer, test_rows: Sequence[dict], indices: Sequence[int], train_rows: Sequence[dict],
-                  n_shots: int, seed: int, shot_sampling: str = "per_example", task=None) -> list[str]:
-    """Prompt text for each test index (0-shot, or `n_shots` training examples as earlier turns)."""
+                  n_shots: int, seed: int, shot_sampling: str = "per_example", task: Task | None = None
+                  ) -> list[str]:
+    """Prompt text for each test index (0-shot, or `n_shots` training examples as earlier turns; task None = gsm8k)."""
     train_questions = question_index(train_rows) if n_shots else {}
     prompts = []
     for test_index in indices:
