@@ -16,10 +16,10 @@ from matplotlib.figure import Figure  # noqa: E402
 from src.results.labels import (  # noqa: E402
     DISTILLATION_CONDITION,
     SFT_CONDITION,
-    icl_shots,
     label_for,
     ordered_conditions,
 )
+from src.run_identity import icl_shot_count  # noqa: E402
 from src.results.load import best_checkpoint, checkpoint_series, select_checkpoint  # noqa: E402
 from src.results.metrics import Series, ema_smooth  # noqa: E402
 from src.results.tables import format_percent, has_trained_checkpoints, per_checkpoint_rows  # noqa: E402
@@ -45,7 +45,7 @@ def _style() -> dict:
 
 
 def _fixed_color(condition: str) -> str | None:
-    return ICL_COLOR if icl_shots(condition) is not None else CONDITION_COLORS.get(condition)
+    return ICL_COLOR if icl_shot_count(condition) is not None else CONDITION_COLORS.get(condition)
 
 
 def color_for(name: str, taken: set[str]) -> str:

@@ -7,7 +7,7 @@ evaluation results JSON and in run configs. The few-shot base row is named by it
 
 from __future__ import annotations
 
-import re
+from src.run_identity import DISTILLATION_METHOD, SFT_METHOD, icl_shot_count
 
 CONDITION_LABELS: dict[str, str] = {
     "base_0shot": "Base model (0-shot)",
@@ -24,16 +24,9 @@ CONDITION_ORDER: tuple[str, ...] = (
     "base_0shot", ICL_PLACEHOLDER, "baseline", "online_zeroshot", "online_shuffled", "online_v1",
 )
 
-SFT_CONDITION = "baseline"
-DISTILLATION_CONDITION = "online_v1"
-
-_ICL_RE = re.compile(r"^icl_(\d+)shot$")
-
-
-def icl_shots(condition: str) -> int | None:
-    """Shot count of a few-shot base row ("icl_8shot" -> 8); None for any other name."""
-    match = _ICL_RE.match(condition)
-    return int(match.group(1)) if match else None
+# The condition names of the two paper runs are their training methods (src/run_identity.py).
+SFT_CONDITION = SFT_METHOD
+DISTILLATION_CONDITION = DISTILLATION_METHOD
 
 
 def label_for(condition: str, overrides: dict[str, str] | None = None) -> str:
@@ -41,19 +34,19 @@ def label_for(condition: str, overrides: dict[str, str] | None = None) -> str:
     `condition_labels`) wins, e.g. for a published run that did not use LoRA."""
     if overrides and condition in overrides:
         return overrides[condition]
-    shots = icl_shots(condition)
+    shots = icl_shot_count(condition)
     if shots is not None:
         return f"Base model ({shots}-shot ICL)"
     return CONDITION_LABELS.get(condition, condition)
 
 
 def _order_key(condition: str) -> str:
-    return ICL_PLACEHOLDER if icl_shots(condition) is not None else condition
+    return ICL_PLACEHOLDER if icl_shot_count(condition) is not None else condition
 
 
 def ordered_conditions(names) -> list[str]:
     """Known conditions in CONDITION_ORDER (few-shot rows by shot count), then any others alphabetically."""
     names = list(names)
     known = [n for n in names if _order_key(n) in CONDITION_ORDER]
-    known.sort(key=lambda n: (CONDITION_ORDER.index(_order_key(n)), icl_shots(n) or 0))
+    known.sort(key=lambda n: (CONDITION_ORDER.index(_order_key(n)), icl_shot_count(n) or 0))
     return known + sorted(n for n in names if _order_key(n) not in CONDITION_ORDER)
