@@ -82,5 +82,5 @@ def distillation_loss_step(student, batch: dict, teacher_top_k: TeacherTopK, lam
         distill_mask=F.pad(answer_mask, (shift, 1 - shift), value=False), loss=loss,
         teacher_tail=F.pad(teacher_tail[0], (shift, 1 - shift)) if teacher_tail else None)
 
-    loss = D.distillation_loss(ce_loss, dist_loss, lambda_distill)
-    return {"loss": loss, "ce_loss": ce_loss.detach(), "dist_loss": dist_loss.detach()}
+    total = D.distillation_loss(ce_loss, dist_loss, lambda_distill)
+    return {"loss": total, "ce_loss": ce_loss.detach(), "dist_loss": dist_loss.detach()}
