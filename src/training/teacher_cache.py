@@ -241,4 +241,4 @@ def build_teacher_cache(mode: str, teacher: torch.nn.Module, model_name: str, k:
     if mode == "none":
         return None
     return TeacherTopKCache(mode, teacher_cache_context(teacher, model_name, k, alignment, compute_dtype,
-                                                        tail_temperature), folder)
+                                                        tail_temperature=tail_temperature), folder)
