@@ -10,6 +10,9 @@ The student's logits are computed only on an "answer window" of A + 1 positions 
 the answer, `student_start - 1 + i` for i in [0, A]: window[:, :A] predicts answer token j (the CE
 positions, also the `predict` alignment) and window[:, 1:] holds answer token j (the `seed`
 alignment of the paper, which compares the logits at the positions holding the answer tokens).
+
+`answer_window_losses` fuses the CE with the distillation term; which divergence (mse, KL family,
+temperature, top-K tail) is a `src.losses.LossSpec`, the registry of divergences lives in src/losses.py.
 """
 
 from __future__ import annotations
