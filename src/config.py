@@ -146,6 +146,17 @@ class DistillationConfig:
     # What the teacher reads before the answer (src/data/teacher_context.py): "fewshot" (the paper's),
     # "zeroshot" ([question][answer]) or "shuffled_answers" (shots' answers deranged among the shots).
     teacher_context: str = "fewshot"
+    # Distillation term on the teacher's top-K ids (registry in src/losses.py): "mse" (the paper's, raw
+    # logits), "forward_kl", "reverse_kl" or "jsd".
+    loss: str = "mse"
+    # KL family: both sides' logits / T, the divergence scaled by T^2. mse compares raw logits: must be 1.
+    temperature: float = 1.0
+    # jsd: beta KL(teacher||M) + (1-beta) KL(student||M), M = beta teacher + (1-beta) student (TRL's GKD);
+    # 0 = forward KL, 1 = reverse KL.
+    jsd_beta: float = 0.5
+    # KL family support: "renormalize" (softmax over the K ids) or "bucket" (K + 1: the rest of the vocab
+    # as one entry; keeps the teacher's tail log-sum-exp, also in the teacher cache).
+    topk_tail: str = "renormalize"
 
     def __post_init__(self) -> None:
         _require(self.n_top_logits >= 0, "distillation.n_top_logits must be >= 0")
@@ -157,6 +168,11 @@ class DistillationConfig:
         _require(self.teacher_context in ("fewshot", "zeroshot", "shuffled_answers"),
                  "distillation.teacher_context must be 'fewshot', 'zeroshot' or 'shuffled_answers', "
                  f"got {self.teacher_context!r}")
+        from src.losses import loss_settings_problem  # the loss registry is the list of valid names
+
+        problem = loss_settings_problem(self.loss, self.temperature, self.jsd_beta, self.topk_tail,
+                                        self.n_top_logits)
+        _require(problem is None, str(problem))
 
 
 @dataclass

@@ -178,7 +178,7 @@ def fused_losses(window, answer_ids, answer_mask, teacher_ids, teacher_values, a
         window, F.pad(answer_ids, (0, 1), value=IGN), F.pad(answer_mask, (0, 1), value=False),
         teacher_ids=F.pad(teacher_ids, (0, 0, shift, 1 - shift)),
         teacher_values=F.pad(teacher_values, (0, 0, shift, 1 - shift)),
-        mse_mask=F.pad(answer_mask, (shift, 1 - shift), value=False), chunk_size=chunk_size)
+        distill_mask=F.pad(answer_mask, (shift, 1 - shift), value=False), chunk_size=chunk_size)
 
 
 def values_and_grads(loss_fn, window, *args, ce_weight=1.0, mse_weight=0.7):
@@ -320,6 +320,6 @@ def test_answer_window_losses_reject_inconsistent_inputs():
     targets, target_mask = F.pad(answer_ids, (0, 1), value=IGN), F.pad(answer_mask, (0, 1), value=False)
     with pytest.raises(ValueError, match="window rows"):
         D.answer_window_losses(window, answer_ids, answer_mask)  # not placed on the window
-    with pytest.raises(ValueError, match="mse_mask"):
+    with pytest.raises(ValueError, match="distill_mask"):
         D.answer_window_losses(window, targets, target_mask, F.pad(teacher_ids, (0, 0, 1, 0)),
                                F.pad(teacher_values, (0, 0, 1, 0)))

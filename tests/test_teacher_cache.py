@@ -160,6 +160,41 @@ def test_bad_mode_is_a_clear_error(student_and_batches):
     assert build_teacher_cache("none", student, "tiny", K, "seed", "float32") is None
 
 
+@pytest.mark.parametrize("mode", ["memory", "disk"])
+def test_bucket_tail_is_cached_exactly_and_enters_the_key(student_and_batches, mode, tmp_path):
+    from src.losses import LossSpec
+
+    student, first, _ = student_and_batches
+    ids, mask = answer_window(first)
+    online = online_teacher_top_k(student, K, "seed", tail_temperature=2.0)
+    expected = online(first, ids, mask)
+    assert len(expected) == 3 and expected[2].shape == ids.shape
+    cache = build_teacher_cache(mode, student, "tiny", K, "seed", "float32", folder=tmp_path, tail_temperature=2.0)
+    for _ in range(2):  # misses, then hits
+        got = cached_teacher_top_k(online, cache)(first, ids, mask)
+        for part, want in zip(got, expected):
+            assert torch.equal(part[mask], want[mask])
+    assert (cache.misses, cache.hits) == (3, 3)
+    if mode == "disk":  # a new reader gets the tail from disk
+        reader = build_teacher_cache(mode, student, "tiny", K, "seed", "float32", folder=tmp_path,
+                                     tail_temperature=2.0)
+        assert torch.equal(cached_teacher_top_k(online, reader)(first, ids, mask)[2][mask], expected[2][mask])
+        assert reader.hits == 3
+    # the cached step gives the online step's losses
+    loss = LossSpec("forward_kl", 2.0, 0.5, "bucket")
+    plain = distillation_loss_step(student, first, online, 0.5, "seed", loss=loss)
+    memo = distillation_loss_step(student, first, cached_teacher_top_k(online, cache), 0.5, "seed", loss=loss)
+    assert torch.equal(plain["loss"], memo["loss"]) and plain["dist_loss"].item() > 0
+
+
+def test_tail_mode_and_its_temperature_change_the_context(student_and_batches):
+    student, _, _ = student_and_batches
+    contexts = {teacher_cache_context(student, "tiny", K, "seed"),
+                teacher_cache_context(student, "tiny", K, "seed", tail_temperature=1.0),
+                teacher_cache_context(student, "tiny", K, "seed", tail_temperature=2.0)}
+    assert len(contexts) == 3
+
+
 def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
     import torch.distributed as dist
 

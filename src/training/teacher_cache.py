@@ -7,12 +7,14 @@ over GSM8K's 7,473) sees each example ~4.3 times; with the cache the teacher run
 
 Key of an entry = sha256 of (context, the example's unpadded teacher input ids, its answer length).
 The context (`teacher_cache_context`) holds everything else that determines the values: model name,
-model config, a fingerprint of the frozen weights, attention backend, compute dtype, K and the
-alignment. A changed setting therefore changes every key and never reads a stale entry.
+model config, a fingerprint of the frozen weights, attention backend, compute dtype, K, the
+alignment and the top-K tail mode (with the tail bucket, its temperature). A changed setting therefore
+changes every key and never reads a stale entry.
 
 Stored values: the teacher's compute dtype when that round-trips exactly (bf16 under bf16 autocast:
 the logits were bf16 before `top_k_logits` upcast them), else float32; ids as int32. Reading an entry
-returns exactly the float32 values and int64 ids the online teacher returned.
+returns exactly the float32 values and int64 ids the online teacher returned. With
+`distillation.topk_tail=bucket` an entry also holds the teacher's tail log-sum-exp (float32, [n_answer]).
 
 Modes: "memory" (a dict per process; under DDP each micro-batch's new entries are all-gathered, so an
 example first seen on rank 0 is a hit on rank 1 in a later epoch) or "disk" (one file per entry under
@@ -51,10 +53,12 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 
 
 def teacher_cache_context(teacher: torch.nn.Module, model_name: str, k: int, alignment: str,
-                          compute_dtype: str = "float32", teacher_context: str = "fewshot") -> str:
+                          compute_dtype: str = "float32", teacher_context: str = "fewshot",
+                          tail_temperature: float | None = None) -> str:
     """Everything besides the input ids that determines the teacher's top-K, as one string.
 
     `teacher` is the AnswerWindowLM (or any module whose `named_parameters` are the model's).
+    `tail_temperature`: set with topk_tail=bucket (entries then hold the tail log-sum-exp at that T).
     """
     if alignment not in D.ALIGNMENTS:
         raise ValueError(f"alignment must be one of {D.ALIGNMENTS}, got {alignment!r}")
@@ -67,11 +71,12 @@ def teacher_cache_context(teacher: torch.nn.Module, model_name: str, k: int, ali
         "model_name": str(model_name), "model_config": model_config, "attn_implementation": attn,
         "weights": weights_fingerprint(base), "compute_dtype": compute_dtype, "k": k, "alignment": alignment,
         "teacher_context": teacher_context,
+        "topk_tail": "renormalize" if tail_temperature is None else "bucket", "tail_temperature": tail_temperature,
     }, sort_keys=True, default=str)
 
 
 class TeacherTopKCache:
-    """Per-example teacher top-K (values [n_answer, K], ids [n_answer, K]) by content key."""
+    """Per-example teacher top-K (values [n_answer, K], ids [n_answer, K][, tail [n_answer]]) by content key."""
 
     def __init__(self, mode: str, context: str, folder: str | Path | None = None):
         if mode not in ("memory", "disk"):
@@ -79,7 +84,7 @@ class TeacherTopKCache:
                              "('none' means: do not build a cache)")
         self.mode = mode
         self.context_hash = hashlib.sha256(context.encode()).hexdigest()
-        self.entries: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.entries: dict[str, tuple[torch.Tensor, ...]] = {}
         self.folder = None
         if mode == "disk":
             if folder is None:
@@ -100,21 +105,23 @@ class TeacherTopKCache:
     def _path(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.pt"
 
-    def get(self, key: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(values float32, ids int64) on the CPU, or None."""
+    def get(self, key: str) -> tuple[torch.Tensor, ...] | None:
+        """(values float32, ids int64[, tail float32]) on the CPU, or None."""
         stored = self.entries.get(key)
         if stored is None and self.mode == "disk":
             path = self._path(key)
             if path.is_file():
                 data = torch.load(path, map_location="cpu", weights_only=True)
-                stored = (data["values"], data["ids"])
+                stored = (data["values"], data["ids"]) + ((data["tail"],) if "tail" in data else ())
         if stored is None:
             return None
-        return stored[0].float(), stored[1].long()
+        return (stored[0].float(), stored[1].long(), *stored[2:])
 
-    def put(self, key: str, values: torch.Tensor, ids: torch.Tensor) -> None:
+    def put(self, key: str, values: torch.Tensor, ids: torch.Tensor, tail: torch.Tensor | None = None) -> None:
         values, ids = values.detach().to("cpu", torch.float32), ids.detach().to("cpu", torch.int64)
         stored = (_compact_values(values), ids.to(torch.int32))
+        if tail is not None:
+            stored += (tail.detach().to("cpu", torch.float32),)
         if self.mode == "memory":
             self.entries[key] = stored
             return
@@ -125,7 +132,7 @@ class TeacherTopKCache:
         # Write then rename: another rank never reads a half-written entry.
         handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         os.close(handle)
-        torch.save({"values": stored[0], "ids": stored[1]}, tmp)
+        torch.save({"values": stored[0], "ids": stored[1], **({"tail": stored[2]} if tail is not None else {})}, tmp)
         os.replace(tmp, path)
 
     def __len__(self) -> int:
@@ -167,10 +174,11 @@ def _share_new_entries(cache: TeacherTopKCache, new_entries: list, device: torch
     if int(n_new) == 0:
         return
     gathered: list = [None] * world_size
-    dist.all_gather_object(gathered, [(k, _compact_values(v), i.to(torch.int32)) for k, v, i in new_entries])
+    dist.all_gather_object(gathered, [(k, _compact_values(v), i.to(torch.int32), *tail)
+                                      for k, v, i, *tail in new_entries])
     for rank_entries in gathered:
-        for key, values, ids in rank_entries:
-            cache.entries.setdefault(key, (values, ids))
+        for key, *entry in rank_entries:
+            cache.entries.setdefault(key, tuple(entry))
 
 
 def cached_teacher_top_k(online_top_k, cache: TeacherTopKCache):
@@ -199,9 +207,9 @@ def cached_teacher_top_k(online_top_k, cache: TeacherTopKCache):
                          "teacher_attention_mask": teacher_mask[rows, :width]}
             if "example_index" in batch:
                 sub_batch["example_index"] = batch["example_index"][rows.to(batch["example_index"].device)]
-            values, ids = online_top_k(sub_batch, answer_ids[rows], answer_mask[rows])
+            computed = online_top_k(sub_batch, answer_ids[rows], answer_mask[rows])  # values, ids[, tail]
             for j, row in enumerate(missing):
-                entry = (values[j, :n_answer[row]].detach().cpu(), ids[j, :n_answer[row]].detach().cpu())
+                entry = tuple(part[j, :n_answer[row]].detach().cpu() for part in computed)
                 found[row] = entry
                 new_entries.append((keys[row], *entry))
                 cache.put(keys[row], *entry)
@@ -211,11 +219,16 @@ def cached_teacher_top_k(online_top_k, cache: TeacherTopKCache):
         k = found[0][0].size(-1)
         out_values = torch.zeros(batch_size, width, k, dtype=torch.float32)
         out_ids = torch.zeros(batch_size, width, k, dtype=torch.long)
-        for row, (values, ids) in enumerate(found):
+        with_tail = len(found[0]) == 3
+        out_tail = torch.zeros(batch_size, width, dtype=torch.float32) if with_tail else None
+        for row, (values, ids, *tail) in enumerate(found):
             out_values[row, :n_answer[row]] = values
             out_ids[row, :n_answer[row]] = ids
+            if with_tail:
+                out_tail[row, :n_answer[row]] = tail[0]
         device = answer_ids.device
-        return out_values.to(device, non_blocking=True), out_ids.to(device, non_blocking=True)
+        out = (out_values.to(device, non_blocking=True), out_ids.to(device, non_blocking=True))
+        return out + (out_tail.to(device, non_blocking=True),) if with_tail else out
 
     top_k.cache = cache
     return top_k
@@ -223,11 +236,13 @@ def cached_teacher_top_k(online_top_k, cache: TeacherTopKCache):
 
 def build_teacher_cache(mode: str, teacher: torch.nn.Module, model_name: str, k: int, alignment: str,
                         compute_dtype: str, folder: str | Path | None = None,
-                        teacher_context: str = "fewshot") -> TeacherTopKCache | None:
+                        teacher_context: str = "fewshot", tail_temperature: float | None = None
+                        ) -> TeacherTopKCache | None:
     """None for mode "none"; else a cache keyed by this teacher's context."""
     if mode not in CACHE_MODES:
         raise ValueError(f"distillation.teacher_cache must be one of {CACHE_MODES}, got {mode!r}")
     if mode == "none":
         return None
     return TeacherTopKCache(mode, teacher_cache_context(teacher, model_name, k, alignment, compute_dtype,
-                                                        teacher_context), folder)
+                                                        teacher_context, tail_temperature=tail_temperature),
+                            folder)

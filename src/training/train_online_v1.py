@@ -3,7 +3,7 @@
 Teacher: the same base model with the LoRA adapter disabled, reading [8 shots][question][answer].
 Student: base model + LoRA, reading [question][answer].
 Loss: CE(student) + lambda_distill * MSE(teacher top-K logits, student logits at the same vocab ids),
-at every answer token.
+at every answer token; `distillation.loss` swaps the MSE for a KL-family loss (src/losses.py).
 
     accelerate launch --num_processes 2 --mixed_precision bf16 \
         src/training/train_online_v1.py --config configs/online_v1.yaml --output_dir experiments/online_v1 \
@@ -16,6 +16,7 @@ import logging
 from functools import partial
 
 from src.config import Config
+from src.losses import LossSpec
 from src.training.loop import exit_on_user_error, parse_training_args, setup_run, train
 from src.training.steps import distillation_loss_step, online_teacher_top_k
 from src.training.teacher_cache import build_teacher_cache, cached_teacher_top_k
@@ -36,16 +37,18 @@ def main(argv: list[str] | None = None) -> None:
     run = setup_run(cfg, args, method="online_v1", with_teacher=True)
     # The teacher is the unwrapped student module: same weights, adapter disabled inside each call.
     teacher = run.accelerator.unwrap_model(run.model)
-    teacher_top_k = online_teacher_top_k(teacher, dist_cfg.n_top_logits, dist_cfg.alignment)
+    loss = LossSpec(dist_cfg.loss, dist_cfg.temperature, dist_cfg.jsd_beta, dist_cfg.topk_tail)
+    tail_temperature = loss.temperature if loss.with_tail else None
+    teacher_top_k = online_teacher_top_k(teacher, dist_cfg.n_top_logits, dist_cfg.alignment, tail_temperature)
     # distillation.teacher_cache: reuse each example's teacher top-K after its first epoch.
     cache = build_teacher_cache(dist_cfg.teacher_cache, teacher, cfg.model.name, dist_cfg.n_top_logits,
                                 dist_cfg.alignment, "bfloat16" if cfg.training.bf16 else "float32",
                                 folder=run.output_dir / "teacher_cache",
-                                teacher_context=dist_cfg.teacher_context)
+                                teacher_context=dist_cfg.teacher_context, tail_temperature=tail_temperature)
     if cache is not None:
         teacher_top_k = cached_teacher_top_k(teacher_top_k, cache)
     loss_step = partial(distillation_loss_step, teacher_top_k=teacher_top_k,
-                        lambda_distill=dist_cfg.lambda_distill, alignment=dist_cfg.alignment)
+                        lambda_distill=dist_cfg.lambda_distill, alignment=dist_cfg.alignment, loss=loss)
     train(run, loss_step=loss_step)
     if cache is not None:
         logging.getLogger("fewshot_distill").info("teacher cache: %s", cache.stats())
