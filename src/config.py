@@ -134,6 +134,9 @@ class DistillationConfig:
     alignment: str = "seed"
     # Teacher top-K memoisation across epochs: "none" (online every step), "memory" or "disk".
     teacher_cache: str = "none"
+    # Fixed shots only: compute the shot prefix's keys/values once and run each teacher sequence's
+    # [question][answer] suffix on them (src/models/prefix_teacher.py).
+    reuse_shot_prefix: bool = False
 
     def __post_init__(self) -> None:
         _require(self.n_top_logits >= 0, "distillation.n_top_logits must be >= 0")
@@ -151,6 +154,15 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     distillation: DistillationConfig = field(default_factory=DistillationConfig)
+
+    def __post_init__(self) -> None:
+        if self.distillation.reuse_shot_prefix:
+            shot_sampling = getattr(self.data, "shot_sampling", "per_example")
+            teacher_context = getattr(self.distillation, "teacher_context", "fewshot")
+            _require(shot_sampling == "fixed" and teacher_context == "fewshot",
+                     "distillation.reuse_shot_prefix=true needs data.shot_sampling=fixed and "
+                     f"distillation.teacher_context=fewshot (got {shot_sampling} and {teacher_context}); "
+                     "set them or distillation.reuse_shot_prefix=false")
 
 
 def _valid_keys(node: Any, prefix: str = "") -> list[str]:

@@ -7,12 +7,14 @@ cache of those, see src/training/teacher_cache.py).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from src import distillation as D
+from src.models.prefix_teacher import SharedPrefixTeacher
 from src.models.student import AnswerWindowLM, teacher_logits
 
 TeacherTopK = Callable[[dict, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -36,8 +38,14 @@ def targets_on_window(answer_ids: torch.Tensor, answer_mask: torch.Tensor
     return (F.pad(answer_ids, (0, 1), value=D.IGNORE_INDEX), F.pad(answer_mask, (0, 1), value=False))
 
 
-def online_teacher_top_k(teacher: AnswerWindowLM, k: int, alignment: str) -> TeacherTopK:
-    """Teacher top-K at the answer positions, computed online from the adapter-disabled model."""
+def online_teacher_top_k(teacher: AnswerWindowLM, k: int, alignment: str,
+                         shot_prefix: SharedPrefixTeacher | None = None) -> TeacherTopK:
+    """Teacher top-K at the answer positions, computed online from the adapter-disabled model.
+
+    With `shot_prefix` (fixed shots, distillation.reuse_shot_prefix) the teacher reads each row's
+    suffix on the cached shot prefix instead of the whole sequence; the batch is unchanged.
+    """
+    compute_logits = shot_prefix.logits if shot_prefix is not None else partial(teacher_logits, teacher)
 
     def top_k(batch: dict, answer_ids: torch.Tensor, answer_mask: torch.Tensor):
         teacher_lengths = batch["teacher_attention_mask"].sum(dim=1)
@@ -45,7 +53,7 @@ def online_teacher_top_k(teacher: AnswerWindowLM, k: int, alignment: str) -> Tea
                                   batch.get("example_index"))
         positions = D.teacher_answer_positions(teacher_lengths, answer_mask.sum(dim=1),
                                                answer_ids.size(1), alignment)
-        logits = teacher_logits(teacher, batch["teacher_input_ids"], batch["teacher_attention_mask"],
+        logits = compute_logits(batch["teacher_input_ids"], batch["teacher_attention_mask"],
                                 positions)  # no_grad, adapter disabled
         return D.top_k_logits(logits, k)
 

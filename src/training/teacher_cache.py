@@ -51,10 +51,13 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 
 
 def teacher_cache_context(teacher: torch.nn.Module, model_name: str, k: int, alignment: str,
-                          compute_dtype: str = "float32") -> str:
+                          compute_dtype: str = "float32", shot_prefix_reuse: bool = False) -> str:
     """Everything besides the input ids that determines the teacher's top-K, as one string.
 
     `teacher` is the AnswerWindowLM (or any module whose `named_parameters` are the model's).
+    `shot_prefix_reuse`: values from the cached-prefix teacher (src/models/prefix_teacher.py) equal
+    the full-sequence ones only up to rounding, so they get their own keys. The key itself covers
+    the full teacher ids, prefix included.
     """
     if alignment not in D.ALIGNMENTS:
         raise ValueError(f"alignment must be one of {D.ALIGNMENTS}, got {alignment!r}")
@@ -63,10 +66,13 @@ def teacher_cache_context(teacher: torch.nn.Module, model_name: str, k: int, ali
     base = teacher.peft_model.get_base_model() if hasattr(teacher, "peft_model") else teacher
     model_config = base.config.to_dict() if hasattr(base, "config") else {}
     attn = getattr(getattr(base, "config", None), "_attn_implementation", None)
-    return json.dumps({
+    context = {
         "model_name": str(model_name), "model_config": model_config, "attn_implementation": attn,
         "weights": weights_fingerprint(base), "compute_dtype": compute_dtype, "k": k, "alignment": alignment,
-    }, sort_keys=True, default=str)
+    }
+    if shot_prefix_reuse:  # absent otherwise, so existing caches keep their keys
+        context["teacher"] = "shared_shot_prefix"
+    return json.dumps(context, sort_keys=True, default=str)
 
 
 class TeacherTopKCache:
@@ -221,11 +227,12 @@ def cached_teacher_top_k(online_top_k, cache: TeacherTopKCache):
 
 
 def build_teacher_cache(mode: str, teacher: torch.nn.Module, model_name: str, k: int, alignment: str,
-                        compute_dtype: str, folder: str | Path | None = None) -> TeacherTopKCache | None:
+                        compute_dtype: str, folder: str | Path | None = None,
+                        shot_prefix_reuse: bool = False) -> TeacherTopKCache | None:
     """None for mode "none"; else a cache keyed by this teacher's context."""
     if mode not in CACHE_MODES:
         raise ValueError(f"distillation.teacher_cache must be one of {CACHE_MODES}, got {mode!r}")
     if mode == "none":
         return None
-    return TeacherTopKCache(mode, teacher_cache_context(teacher, model_name, k, alignment, compute_dtype),
-                            folder)
+    return TeacherTopKCache(mode, teacher_cache_context(teacher, model_name, k, alignment, compute_dtype,
+                                                        shot_prefix_reuse), folder)
