@@ -60,6 +60,8 @@ class DataConfig:
     # Sort the examples of each optimizer step by teacher length (less padding; same examples per step,
     # but micro-batch composition, hence per-token loss weights, change). See docs/performance.md.
     group_by_length: bool = False
+    # Shots per example ("per_example": seed + index, the paper's) or one seeded set for all ("fixed").
+    shot_sampling: str = "per_example"
 
     def __post_init__(self) -> None:
         _require(self.num_fewshot_examples >= 0, "data.num_fewshot_examples must be >= 0")
@@ -68,6 +70,8 @@ class DataConfig:
         _require(self.num_workers >= 0, "data.num_workers must be >= 0")
         _require(self.invalid_rows in ("error", "skip"),
                  f"data.invalid_rows must be 'error' or 'skip', got {self.invalid_rows!r}")
+        _require(self.shot_sampling in ("per_example", "fixed"),
+                 f"data.shot_sampling must be 'per_example' or 'fixed', got {self.shot_sampling!r}")
 
 
 @dataclass
@@ -134,6 +138,9 @@ class DistillationConfig:
     alignment: str = "seed"
     # Teacher top-K memoisation across epochs: "none" (online every step), "memory" or "disk".
     teacher_cache: str = "none"
+    # What the teacher reads before the answer (src/data/teacher_context.py): "fewshot" (the paper's),
+    # "zeroshot" ([question][answer]) or "shuffled_answers" (shots' answers deranged among the shots).
+    teacher_context: str = "fewshot"
     # Fixed shots only: compute the shot prefix's keys/values once and run each teacher sequence's
     # [question][answer] suffix on them (src/models/prefix_teacher.py).
     reuse_shot_prefix: bool = False
@@ -145,6 +152,9 @@ class DistillationConfig:
                  f"distillation.alignment must be 'seed' or 'predict', got {self.alignment!r}")
         _require(self.teacher_cache in ("none", "memory", "disk"),
                  f"distillation.teacher_cache must be 'none', 'memory' or 'disk', got {self.teacher_cache!r}")
+        _require(self.teacher_context in ("fewshot", "zeroshot", "shuffled_answers"),
+                 "distillation.teacher_context must be 'fewshot', 'zeroshot' or 'shuffled_answers', "
+                 f"got {self.teacher_context!r}")
 
 
 @dataclass
@@ -157,8 +167,7 @@ class Config:
 
     def __post_init__(self) -> None:
         if self.distillation.reuse_shot_prefix:
-            shot_sampling = getattr(self.data, "shot_sampling", "per_example")
-            teacher_context = getattr(self.distillation, "teacher_context", "fewshot")
+            shot_sampling, teacher_context = self.data.shot_sampling, self.distillation.teacher_context
             _require(shot_sampling == "fixed" and teacher_context == "fewshot",
                      "distillation.reuse_shot_prefix=true needs data.shot_sampling=fixed and "
                      f"distillation.teacher_context=fewshot (got {shot_sampling} and {teacher_context}); "

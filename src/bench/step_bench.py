@@ -142,7 +142,7 @@ def build_fixed_shot_data(tokenizer, rows: list[dict], data_cfg, indices: list[i
 
     fixed_cfg = dataclasses.replace(data_cfg, shot_sampling="fixed")
     examples = [build_example(tokenizer, rows, i, fixed_cfg, seed=42, with_teacher=True) for i in indices]
-    prefix_ids = fixed_shot_prefix_ids(examples, rows, fixed_cfg, seed=42)
+    prefix_ids = fixed_shot_prefix_ids(examples, len(rows), fixed_cfg.num_fewshot_examples, seed=42)
     suffix_lengths = [len(e.teacher_input_ids) - len(prefix_ids) for e in examples]
     return {
         "fixed_batches": batches_of(examples[:n_bench]),

@@ -100,7 +100,8 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
 
     def prompts_for(n_shots: int) -> list[list[int]]:
         if n_shots not in prompt_cache:
-            texts = build_prompts(tokenizer, test_rows, indices, train_rows, n_shots, seed)
+            texts = build_prompts(tokenizer, test_rows, indices, train_rows, n_shots, seed,
+                                  cfg.data.shot_sampling)
             prompt_cache[n_shots] = tokenize_prompts(tokenizer, texts)
         return prompt_cache[n_shots]
 
@@ -121,6 +122,7 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
         "subset_indices": indices,
         "sampling": {"temperature": 0.0, "max_new_tokens": args.max_new_tokens},
         "prompting": {"icl_shots": icl_shots, "shot_seed": seed, "shot_split": cfg.data.train_split,
+                      "shot_sampling": cfg.data.shot_sampling,
                       "chat_template": has_chat_template(tokenizer), "enable_thinking": False},
         "data_fingerprint": rows_fingerprint([test_rows[i] for i in indices]) + ":" + rows_fingerprint(train_rows),
         "engine": {"backend": args.backend, "dtype": dtype},

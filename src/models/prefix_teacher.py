@@ -15,8 +15,7 @@ position equal the full-sequence teacher's up to float rounding (tests/test_pref
 Shapes: B = batch, Tt = padded teacher length (prefix included), P = prefix length,
 S = longest suffix in the batch, H = KV heads, D = head dim, N = positions asked for, V = vocab.
 
-    prefix = shared_prefix_ids([e.teacher_input_ids for e in fixed_shot_examples],
-                               [len(e.student_input_ids) for e in fixed_shot_examples], answer_lengths)
+    prefix = fixed_shot_prefix_ids(examples, len(rows), cfg.data.num_fewshot_examples, seed)
     teacher = SharedPrefixTeacher(window_lm, prefix)
     logits = teacher.logits(teacher_input_ids, teacher_attention_mask, positions)   # [B, N, V]
 """
@@ -40,6 +39,8 @@ def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     first = sequences[0]
     length = min(len(s) for s in sequences)
     for sequence in sequences[1:]:
+        if list(sequence[:length]) == list(first[:length]):
+            continue
         same = 0
         while same < length and sequence[same] == first[same]:
             same += 1
@@ -75,6 +76,26 @@ def shared_prefix_ids(teacher_sequences: Sequence[Sequence[int]], student_length
             "example-dependent text before or between the shots, so there is no common shot prefix to "
             "reuse. Set distillation.reuse_shot_prefix=false.")
     return list(teacher_sequences[0][:length])
+
+
+def fixed_shot_prefix_ids(examples: Sequence, n_rows: int, n_shots: int, seed: int) -> list[int]:
+    """The shared shot prefix of `data.shot_sampling=fixed` training examples (TrainingExample list).
+
+    The examples that read the fixed shot set unchanged are every example except the k shot rows
+    themselves (they read a substitute shot, src/data/shots.py) and those that dropped shots to fit
+    `data.max_seq_len_teacher`; those few run through the full-sequence teacher instead.
+    """
+    from src.data.shots import fixed_shot_indices
+
+    shot_rows = set(fixed_shot_indices(n_rows, n_shots, seed))
+    readers = [e for e in examples if e.teacher_input_ids is not None and e.index not in shot_rows
+               and getattr(e, "shots_dropped", 0) == 0]
+    if not readers:
+        raise AlignmentError("distillation.reuse_shot_prefix: no training example reads the full fixed shot "
+                             "set (all dropped shots to fit data.max_seq_len_teacher?); raise it or set "
+                             "distillation.reuse_shot_prefix=false")
+    return shared_prefix_ids([e.teacher_input_ids for e in readers], [len(e.student_input_ids) for e in readers],
+                             [len(e.answer_ids) for e in readers])
 
 
 class _FrozenPrefixLayer(CacheLayerMixin):

@@ -51,7 +51,8 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 
 
 def teacher_cache_context(teacher: torch.nn.Module, model_name: str, k: int, alignment: str,
-                          compute_dtype: str = "float32", shot_prefix_reuse: bool = False) -> str:
+                          compute_dtype: str = "float32", teacher_context: str = "fewshot",
+                          shot_prefix_reuse: bool = False) -> str:
     """Everything besides the input ids that determines the teacher's top-K, as one string.
 
     `teacher` is the AnswerWindowLM (or any module whose `named_parameters` are the model's).
@@ -69,6 +70,7 @@ def teacher_cache_context(teacher: torch.nn.Module, model_name: str, k: int, ali
     context = {
         "model_name": str(model_name), "model_config": model_config, "attn_implementation": attn,
         "weights": weights_fingerprint(base), "compute_dtype": compute_dtype, "k": k, "alignment": alignment,
+        "teacher_context": teacher_context,
     }
     if shot_prefix_reuse:  # absent otherwise, so existing caches keep their keys
         context["teacher"] = "shared_shot_prefix"
@@ -228,11 +230,12 @@ def cached_teacher_top_k(online_top_k, cache: TeacherTopKCache):
 
 def build_teacher_cache(mode: str, teacher: torch.nn.Module, model_name: str, k: int, alignment: str,
                         compute_dtype: str, folder: str | Path | None = None,
-                        shot_prefix_reuse: bool = False) -> TeacherTopKCache | None:
+                        teacher_context: str = "fewshot", shot_prefix_reuse: bool = False
+                        ) -> TeacherTopKCache | None:
     """None for mode "none"; else a cache keyed by this teacher's context."""
     if mode not in CACHE_MODES:
         raise ValueError(f"distillation.teacher_cache must be one of {CACHE_MODES}, got {mode!r}")
     if mode == "none":
         return None
     return TeacherTopKCache(mode, teacher_cache_context(teacher, model_name, k, alignment, compute_dtype,
-                                                        shot_prefix_reuse), folder)
+                                                        teacher_context, shot_prefix_reuse), folder)
