@@ -189,3 +189,22 @@ def test_bf16_prefix_teacher_is_within_rounding(fixed_setup):
     assert report["positions"] > 0 and report["finite"]
     assert report["max_diff_in_bf16_ulps"] <= 4
     assert report["top1_id_agreement"] >= 0.95
+
+
+# ----------------------------------------------------------------------------- DDP end to end
+
+@pytest.mark.slow
+def test_fixed_shots_with_prefix_reuse_train_under_ddp_like_the_full_teacher(tiny_model_dir, tmp_path):
+    """2-process gloo DDP, 2 steps: fixed shots + reuse_shot_prefix (+ the memory teacher cache) logs
+    the same losses as fixed shots with the full-sequence teacher (float32)."""
+    from tests.test_train_e2e import read_metrics, train
+
+    common = ("data.shot_sampling=fixed", "training.max_steps=2", "distillation.teacher_cache=memory")
+    reuse = train("online_v1", tmp_path / "reuse", tiny_model_dir, *common, "distillation.reuse_shot_prefix=true")
+    full = train("online_v1", tmp_path / "full", tiny_model_dir, *common)
+    assert "shared shot prefix teacher: {'prefix_tokens'" in reuse.stderr
+    assert "'prefix_computations': 1" in reuse.stderr
+    reused, plain = read_metrics(tmp_path / "reuse"), read_metrics(tmp_path / "full")
+    assert [m["step"] for m in reused] == [1, 2]
+    for key in ("train/ce_loss", "train/dist_loss", "train/total_loss", "train/grad_norm"):
+        assert [m[key] for m in reused] == pytest.approx([m[key] for m in plain], rel=1e-5), key
