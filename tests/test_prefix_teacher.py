@@ -96,9 +96,11 @@ def fixed_setup(tiny_model_dir):
     prefix = fixed_shot_prefix_ids(examples, len(rows), data_cfg.num_fewshot_examples, SEED)
     shot_row = fixed_shot_indices(len(rows), data_cfg.num_fewshot_examples, SEED)[0]
     # Batch 1: prefix readers only, different lengths (right padding). Batch 2 mixes in a shot row,
-    # which takes the full-sequence path.
+    # which takes the full-sequence path. Batch 3: one row, no padding (no mask to lean on: the
+    # suffix queries must still see the whole prefix, not sdpa's top-left causal pattern).
     batches = [collate_examples([examples[i] for i in (3, 10, 17)], tokenizer.pad_token_id),
-               collate_examples([examples[i] for i in (5, shot_row)], tokenizer.pad_token_id)]
+               collate_examples([examples[i] for i in (5, shot_row)], tokenizer.pad_token_id),
+               collate_examples([examples[7]], tokenizer.pad_token_id)]
     return tiny_model_dir, prefix, batches
 
 
@@ -135,7 +137,7 @@ def test_prefix_teacher_top_k_equals_full_teacher_float32(fixed_setup, alignment
         torch.testing.assert_close(values[mask], full_values[mask], rtol=0, atol=1e-5)
         assert torch.equal(top_ids[mask], full_ids[mask])
     assert shot_prefix.prefix_computations == 1, "the prefix K/V are computed once and reused"
-    assert shot_prefix.rows_on_prefix == 2 * 4 and shot_prefix.rows_full == 2 * 1  # two calls per batch
+    assert shot_prefix.rows_on_prefix == 2 * 5 and shot_prefix.rows_full == 2 * 1  # two calls per batch
 
 
 @pytest.mark.parametrize("alignment", ["seed", "predict"])
