@@ -1,4 +1,5 @@
-"""The complete GPU check in one command (`make bench-gpu`): about 5-8 minutes on one GPU.
+"""The complete GPU check in one command (`make bench-gpu`): budgeted at 8 minutes on one GPU (not yet
+timed on one).
 
 Needs only torch, transformers and peft (no vLLM, no datasets, no model hub), so it runs on a bare
 GPU machine. Writes one JSON (default docs/bench_gpu.json) that docs/performance.md cites:
