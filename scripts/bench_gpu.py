@@ -137,7 +137,7 @@ def bench_args(args, data: Path, tokenizer: Path, attention: str, variants: str,
     if args.dry_run:
         return common + ["--model", "tiny", "--device", "cpu", "--dtype", "float32", "--batch-size", "1",
                          "--n-batches", "1", "--warmup", "0", "--repeats", "1", "--shots", "2", "--k", "16",
-                         "--length-sample", "2"]
+                         "--length-sample", "2", "--in-process"]
     return common + ["--model", "qwen3-1.7b", "--device", "cuda", "--dtype", "bfloat16", "--batch-size", "4",
                      "--n-batches", "2", "--warmup", "1", "--repeats", "3", "--length-sample", "64"]
 

@@ -513,6 +513,8 @@ def parse_args(argv=None):
     parser.add_argument("--cpu-threads", type=int, default=1, help="torch threads per CPU worker")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run every variant in this process (quick checks; peak memory is not per variant)")
     parser.add_argument("--flops-only", action="store_true",
                         help="print the FLOP model for the shape and batches; time nothing")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -561,8 +563,11 @@ def main(argv=None) -> dict | None:
             command = [sys.executable, "-m", "src.bench.step_bench", *passthrough, "--worker", variant,
                        "--batches-file", str(batches_file), "--result-file", str(result_file)]
             started = time.perf_counter()
-            subprocess.run(command, check=True, cwd=REPO_ROOT)
-            results[variant] = json.loads(result_file.read_text())
+            if args.in_process:  # quick checks: no per-variant process, so peak RSS is shared
+                results[variant] = run_variant(args, variant, data)
+            else:
+                subprocess.run(command, check=True, cwd=REPO_ROOT)
+                results[variant] = json.loads(result_file.read_text())
             # CPU timings on a shared machine depend on other load: keep it beside each result.
             results[variant]["load_average_1min_after"] = os.getloadavg()[0]
             print(f"{variant}: median {results[variant]['median_step_s']:.3f} s/step "
