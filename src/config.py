@@ -21,6 +21,8 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from src.tasks import TASKS
+
 PARENT_KEY = "base_config"
 
 
@@ -43,6 +45,8 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
+    # Task (src/tasks/): row validation, question text, gold parsing and answer extraction.
+    task: str = "gsm8k"
     dataset: str = "openai/gsm8k"
     subset: str = "main"
     train_split: str = "train"
@@ -64,6 +68,7 @@ class DataConfig:
     shot_sampling: str = "per_example"
 
     def __post_init__(self) -> None:
+        _require(self.task in TASKS, f"data.task must be one of {sorted(TASKS)}, got {self.task!r}")
         _require(self.num_fewshot_examples >= 0, "data.num_fewshot_examples must be >= 0")
         _require(self.max_seq_len_teacher > 0, "data.max_seq_len_teacher must be > 0")
         _require(self.max_seq_len_student > 0, "data.max_seq_len_student must be > 0")

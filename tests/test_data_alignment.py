@@ -6,7 +6,8 @@ import torch
 from src import distillation as D
 from src.config import DataConfig
 from src.constants import IGNORE_INDEX
-from src.data.gsm8k_loader import build_example, build_examples, collate_examples, load_gsm8k_rows, validate_rows
+from src.data.gsm8k_loader import build_example, build_examples, collate_examples, load_gsm8k_rows
+from src.tasks import get_task, validate_rows
 from src.data.prompts import AlignmentError, Shot, render_answer, render_prompt, tokenize_prompt_and_answer
 from tests.conftest import GSM8K_DIR, SMOKE_DATA
 
@@ -113,8 +114,8 @@ def test_invalid_rows_error_lists_them_or_are_skipped_and_counted():
     rows = [{"question": "q1", "answer": "a\n#### 1"}, {"question": "", "answer": "#### 2"},
             {"question": "q3", "answer": "no marker"}, {"question": "q4"}]
     with pytest.raises(ValueError, match=r"3 invalid rows.*row 1: no question; row 2: answer has no '####'"):
-        validate_rows(rows)
-    kept, skipped = validate_rows(rows, policy="skip")
+        validate_rows(rows, get_task("gsm8k"))
+    kept, skipped = validate_rows(rows, get_task("gsm8k"), policy="skip")
     assert kept == rows[:1] and skipped == 3
 
 

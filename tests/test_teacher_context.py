@@ -108,3 +108,61 @@ def test_zeroshot_distillation_term_is_zero_at_the_first_step(tiny, tiny_model_d
                                    lambda_distill=0.5, alignment=alignment)
     assert float(terms["dist_loss"]) < 1e-10
     assert float(terms["ce_loss"]) > 0
+
+
+def test_ablation_configs_differ_from_online_v1_only_in_the_teacher_context():
+    from src.config import config_to_dict, load_config
+    from tests.conftest import REPO_ROOT
+
+    reference = config_to_dict(load_config(REPO_ROOT / "configs/online_v1.yaml"))
+    for file, context, output_dir in [("zeroshot_teacher.yaml", "zeroshot", "experiments/online_zeroshot"),
+                                      ("shuffled_answers.yaml", "shuffled_answers", "experiments/online_shuffled")]:
+        ablation = config_to_dict(load_config(REPO_ROOT / "configs/ablations" / file))
+        assert ablation["distillation"]["teacher_context"] == context
+        assert ablation["training"]["output_dir"] == output_dir
+        ablation["distillation"]["teacher_context"] = "fewshot"
+        ablation["training"]["output_dir"] = reference["training"]["output_dir"]
+        assert ablation == reference
+
+
+CONTEXT_CONFIGS = {"fewshot": "configs/online_v1.yaml", "zeroshot": "configs/ablations/zeroshot_teacher.yaml",
+                   "shuffled_answers": "configs/ablations/shuffled_answers.yaml"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("context", list(CONTEXT_CONFIGS))
+def test_each_teacher_context_trains_under_2_process_ddp(context, tiny_model_dir, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from src.results.metrics import read_metrics_jsonl
+    from src.run_identity import read_run_identity
+    from tests.conftest import REPO_ROOT, SMOKE_DATA
+    from tests.test_train_e2e import free_port, run_env
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--main_process_port", str(free_port()), "src/training/train_online_v1.py",
+               "--config", CONTEXT_CONFIGS[context], "--output_dir", str(out), f"model.name={tiny_model_dir}",
+               f"data.path={SMOKE_DATA}", "data.num_fewshot_examples=2", "data.num_workers=0",
+               "training.max_steps=2", "training.save_steps=2", "training.logging_steps=1",
+               "training.per_device_train_batch_size=2", "training.gradient_accumulation_steps=1",
+               "training.bf16=false"]
+    result = subprocess.run(command, cwd=REPO_ROOT, env=run_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    identity = read_run_identity(out)
+    assert identity["method"] == "online_v1" and identity["teacher_context"] == context
+    assert identity["condition"] == {"fewshot": "online_v1", "zeroshot": "online_zeroshot",
+                                     "shuffled_answers": "online_shuffled"}[context]
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["world_size"] == 2
+    shot_counts = info["data"]["teacher_shot_counts"]
+    assert shot_counts == ({"0": 256} if context == "zeroshot" else {"2": 256})
+    metrics = read_metrics_jsonl(out / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2]
+    if context == "zeroshot":  # LoRA B = 0 at step 1: the student equals the 0-shot teacher
+        assert metrics[0]["train/dist_loss"] < 1e-10
+    else:
+        assert metrics[0]["train/dist_loss"] > 0
+    assert (out / "checkpoint-2" / "adapter_config.json").is_file() and (out / "final").is_dir()

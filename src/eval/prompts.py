@@ -20,6 +20,7 @@ from typing import Sequence
 
 from src.data.prompts import Shot, render_prompt
 from src.data.shots import evaluation_shot_indices, question_index
+from src.tasks import Task
 
 
 def select_subset(n_total: int, n_samples: int | None, seed: int) -> list[int]:
@@ -34,8 +35,9 @@ def select_subset(n_total: int, n_samples: int | None, seed: int) -> list[int]:
 
 
 def build_prompts(tokenizer, test_rows: Sequence[dict], indices: Sequence[int], train_rows: Sequence[dict],
-                  n_shots: int, seed: int, shot_sampling: str = "per_example") -> list[str]:
-    """Prompt text for each test index (0-shot, or `n_shots` training examples as earlier turns)."""
+                  n_shots: int, seed: int, shot_sampling: str = "per_example", task: Task | None = None
+                  ) -> list[str]:
+    """Prompt text for each test index (0-shot, or `n_shots` training examples as earlier turns; task None = gsm8k)."""
     train_questions = question_index(train_rows) if n_shots else {}
     prompts = []
     for test_index in indices:
@@ -45,7 +47,7 @@ def build_prompts(tokenizer, test_rows: Sequence[dict], indices: Sequence[int], 
             shot_ids = evaluation_shot_indices(train_rows, question, test_index, n_shots, seed,
                                                shot_sampling, train_questions)
             shots = [Shot(train_rows[i]["question"], train_rows[i]["answer"]) for i in shot_ids]
-        prompts.append(render_prompt(tokenizer, question, shots))
+        prompts.append(render_prompt(tokenizer, question, shots, task=task))
     return prompts
 
 
