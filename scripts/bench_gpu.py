@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -142,6 +143,12 @@ def bench_args(args, data: Path, tokenizer: Path, attention: str, variants: str,
                      "--n-batches", "2", "--warmup", "1", "--repeats", "3", "--length-sample", "64"]
 
 
+def save(report: dict, path: str, started: float) -> None:
+    report["wall_s"] = time.perf_counter() - started
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(report, indent=2))
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dry-run", action="store_true", help="tiny shape on the CPU: checks the script, not speed")
@@ -170,6 +177,15 @@ def main(argv=None) -> dict:
         report["data"] = {"rows": str(data), "rows_source": data_source, "tokenizer": str(tokenizer),
                           "tokenizer_source": tokenizer_source}
 
+        # First: it takes seconds, so even a run cut short by a time limit has it.
+        print("== fused CE + MSE vs unfused reference", flush=True)
+        shape = (1, 32, 4096, 16) if args.dry_run else (4, 160, step_bench.VOCAB_SIZE, 256)
+        report["fused_loss_check"] = [fused_loss_check(device, dtype, *shape)
+                                      for dtype in (torch.float32, torch.bfloat16)]
+        print(json.dumps([{k: c[k] for k in ("dtype", "equal_within_tolerance", "max_abs_grad_diff")}
+                          for c in report["fused_loss_check"]]), flush=True)
+        save(report, args.json, started)
+
         try:
             import flash_attn  # noqa: F401
             has_flash = not args.dry_run
@@ -186,22 +202,24 @@ def main(argv=None) -> dict:
                 continue
             out = scratch / f"bench_{attention}.json"
             print(f"== step benchmark, attention {attention}: {variants}", flush=True)
-            step_bench.main(bench_args(args, data, tokenizer, attention, variants, out))
+            try:
+                step_bench.main(bench_args(args, data, tokenizer, attention, variants, out))
+            except subprocess.CalledProcessError as error:  # one failing variant keeps the other parts
+                worker = error.cmd[error.cmd.index("--worker") + 1]
+                report["bench"][attention] = {"failed": f"variant {worker} exited with {error.returncode}"}
+                save(report, args.json, started)
+                continue
             bench = json.loads(out.read_text())
             bench["summary"] = summarise(bench)
             report["bench"][attention] = bench
-
-        print("== fused CE + MSE vs unfused reference", flush=True)
-        shape = (1, 32, 4096, 16) if args.dry_run else (4, 160, step_bench.VOCAB_SIZE, 256)
-        report["fused_loss_check"] = [fused_loss_check(device, dtype, *shape)
-                                      for dtype in (torch.float32, torch.bfloat16)]
-    report["wall_s"] = time.perf_counter() - started
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2))
+            save(report, args.json, started)  # a run cut short still leaves what it measured
+    save(report, args.json, started)
     print(json.dumps({attention: bench.get("summary", bench) for attention, bench in report["bench"].items()},
                      indent=2))
-    print(json.dumps([{k: c[k] for k in ("dtype", "equal_within_tolerance", "max_abs_grad_diff")}
-                      for c in report["fused_loss_check"]]))
+    failed = [attention for attention, bench in report["bench"].items() if "failed" in bench]
+    if failed:
+        raise SystemExit(f"bench_gpu: the step benchmark failed with {', '.join(failed)} (worker traceback "
+                         f"above); everything else is in {args.json}")
     print(f"wrote {args.json} in {report['wall_s']:.0f} s", flush=True)
     return report
 

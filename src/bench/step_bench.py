@@ -16,7 +16,9 @@ Variants:
   fixed_reuse   `fixed` with distillation.reuse_shot_prefix: the shot prefix's keys/values computed once
                 (src/models/prefix_teacher.py), the teacher runs only each [question][answer] suffix
 
-`--flops-only` skips the timing and prints the FLOP model (per step and whole run) for the shape.
+`--flops-only` skips the timing and prints the FLOP model (per step and whole run) for the shape;
+`--in-process` runs the variants in this process (quick checks such as `make bench-gpu --dry-run`;
+peak memory is then not per variant).
 """
 
 from __future__ import annotations
