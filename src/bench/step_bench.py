@@ -115,8 +115,9 @@ def build_batches(args) -> dict:
                                 all_lengths, args.batch_size)
     student_lengths = [len(e.student_input_ids) for e in examples]
     answer_lengths = [len(e.answer_ids) for e in examples]
-    fixed = build_fixed_shot_data(tokenizer, rows, data_cfg, order[:n_sample], args.batch_size * args.n_batches,
-                                  batches_of)
+    wants_fixed = args.flops_only or any(v in ("fixed", "fixed_reuse") for v in args.variants.split(","))
+    fixed = (build_fixed_shot_data(tokenizer, rows, data_cfg, order[:n_sample], args.batch_size * args.n_batches,
+                                   batches_of) if wants_fixed else {"fixed_lengths": {}})
     return {
         "batches": batches_of(bench_examples),
         "grouped_batches": batches_of([bench_examples[i] for i in grouped]),
@@ -543,8 +544,9 @@ def main(argv=None) -> dict | None:
     data = build_batches(args)
     print("lengths:", json.dumps(data["lengths"]), flush=True)
     config = qwen3_config(args.model, args.attn)
-    per_batch = [ideal_flops(config, batch, args.gradient_checkpointing, fixed, len(data["shot_prefix_ids"]))
-                 for batch, fixed in zip(data["batches"], data["fixed_batches"])]
+    fixed_batches = data.get("fixed_batches") or [None] * len(data["batches"])
+    per_batch = [ideal_flops(config, batch, args.gradient_checkpointing, fixed, len(data.get("shot_prefix_ids", ())))
+                 for batch, fixed in zip(data["batches"], fixed_batches)]
     flops = {name: statistics.mean(f[name] for f in per_batch) for name in per_batch[0]}
     batch_size = data["batches"][0]["student_input_ids"].size(0)
     flops_whole = whole_run_flops(flops, batch_size, data["n_unique"])
