@@ -5,7 +5,7 @@ the rendered fixed shots (identical token ids for every example), the suffix is 
 `[question][answer]` turns. The teacher is frozen (base model, adapter disabled), so the prefix's
 per-layer keys and values never change. `SharedPrefixTeacher` computes them once per process, on
 first use, and runs each batch's suffixes attending to them: a teacher forward then costs about as
-much as the student's (~210 tokens) instead of ~1,800.
+much as the student's (median suffix ~190 tokens on GSM8K) instead of ~1,860.
 
 Exactness: attention over [cached prefix K/V ; suffix K/V] with suffix positions continuing from
 the prefix length is the same computation as the full sequence, so the logits at every suffix
