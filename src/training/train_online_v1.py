@@ -17,6 +17,7 @@ from functools import partial
 
 from src.config import Config
 from src.losses import LossSpec
+from src.models.prefix_teacher import SharedPrefixTeacher, fixed_shot_prefix_ids
 from src.training.loop import exit_on_user_error, parse_training_args, setup_run, train
 from src.training.steps import distillation_loss_step, online_teacher_top_k
 from src.training.teacher_cache import build_teacher_cache, cached_teacher_top_k
@@ -39,12 +40,20 @@ def main(argv: list[str] | None = None) -> None:
     teacher = run.accelerator.unwrap_model(run.model)
     loss = LossSpec(dist_cfg.loss, dist_cfg.temperature, dist_cfg.jsd_beta, dist_cfg.topk_tail)
     tail_temperature = loss.temperature if loss.with_tail else None
-    teacher_top_k = online_teacher_top_k(teacher, dist_cfg.n_top_logits, dist_cfg.alignment, tail_temperature)
+    # distillation.reuse_shot_prefix: fixed shots' keys/values computed once, each suffix runs on them.
+    shot_prefix = None
+    if dist_cfg.reuse_shot_prefix:
+        shot_prefix = SharedPrefixTeacher(teacher, fixed_shot_prefix_ids(
+            run.examples, run.n_train_rows, cfg.data.num_fewshot_examples, cfg.training.seed))
+        logging.getLogger("fewshot_distill").info("shared shot prefix: %d tokens", shot_prefix.prefix_length)
+    teacher_top_k = online_teacher_top_k(teacher, dist_cfg.n_top_logits, dist_cfg.alignment, tail_temperature,
+                                         shot_prefix)
     # distillation.teacher_cache: reuse each example's teacher top-K after its first epoch.
     cache = build_teacher_cache(dist_cfg.teacher_cache, teacher, cfg.model.name, dist_cfg.n_top_logits,
                                 dist_cfg.alignment, "bfloat16" if cfg.training.bf16 else "float32",
                                 folder=run.output_dir / "teacher_cache",
-                                teacher_context=dist_cfg.teacher_context, tail_temperature=tail_temperature)
+                                teacher_context=dist_cfg.teacher_context, tail_temperature=tail_temperature,
+                                shot_prefix_reuse=dist_cfg.reuse_shot_prefix)
     if cache is not None:
         teacher_top_k = cached_teacher_top_k(teacher_top_k, cache)
     loss_step = partial(distillation_loss_step, teacher_top_k=teacher_top_k,
@@ -52,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     train(run, loss_step=loss_step)
     if cache is not None:
         logging.getLogger("fewshot_distill").info("teacher cache: %s", cache.stats())
+    if shot_prefix is not None:
+        logging.getLogger("fewshot_distill").info("shared shot prefix teacher: %s", shot_prefix.stats())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,99 @@
+"""How far the shared-prefix teacher's top-K is from the full-sequence teacher's, on real batches.
+
+Both read the same weights (adapter disabled) at the same answer positions; in float32 they agree to
+~1e-6, in bf16 they differ by rounding (the prefix K/V come from a 1-row forward, the suffix attention
+concatenates them: other kernel shapes, other summation orders). Reported per run so the bf16
+tolerance is a measurement, not a guess.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+
+from src import distillation as D
+from src.models.prefix_teacher import SharedPrefixTeacher
+from src.models.student import teacher_logits
+
+
+def bf16_ulp(values: torch.Tensor) -> torch.Tensor:
+    """Spacing of bf16 numbers at each value's magnitude (8 significant bits): 2^(floor(log2|x|) - 7)."""
+    magnitude = values.abs().clamp(min=2.0 ** -126)
+    return torch.exp2(torch.floor(torch.log2(magnitude)) - 7)
+
+
+@torch.no_grad()
+def compare_with_full_teacher(shot_prefix: SharedPrefixTeacher, batches: list[dict], k: int,
+                              alignments=("seed", "predict"), autocast_dtype: torch.dtype | None = None) -> dict:
+    """Top-K values and ids from both teachers at every real answer position of `batches`.
+
+    Returns max |value difference|, that difference in bf16 ulps of the value, the share of the
+    full teacher's top-K ids the prefix teacher also has (as sets, per position) and top-1 agreement.
+    """
+    window_lm = shot_prefix.window_lm
+    max_diff, max_ulps, shared_ids, top1_same, positions = 0.0, 0.0, 0, 0, 0
+    for batch in batches:
+        device = batch["teacher_input_ids"].device
+        _, answer_mask, answer_ids = D.student_answer_window(batch["student_labels"])
+        lengths = batch["teacher_attention_mask"].sum(dim=1)
+        for alignment in alignments:
+            where = D.teacher_answer_positions(lengths, answer_mask.sum(dim=1), answer_ids.size(1), alignment)
+            autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
+                        else contextlib.nullcontext())
+            with autocast:
+                full_values, full_ids = D.top_k_logits(
+                    teacher_logits(window_lm, batch["teacher_input_ids"], batch["teacher_attention_mask"], where), k)
+                prefix_values, prefix_ids = D.top_k_logits(
+                    shot_prefix.logits(batch["teacher_input_ids"], batch["teacher_attention_mask"], where), k)
+            full_values, full_ids = full_values[answer_mask], full_ids[answer_mask]
+            prefix_values, prefix_ids = prefix_values[answer_mask], prefix_ids[answer_mask]
+            diff = (full_values - prefix_values).abs()
+            max_diff = max(max_diff, float(diff.max()))
+            max_ulps = max(max_ulps, float((diff / bf16_ulp(full_values)).max()))
+            # Ids as sets: a tie at the K-th value may swap order or membership, not the values.
+            shared_ids += int((full_ids.unsqueeze(-1) == prefix_ids.unsqueeze(-2)).any(dim=-1).sum())
+            top1_same += int((full_ids[:, 0] == prefix_ids[:, 0]).sum())
+            positions += int(answer_mask.sum())
+    return {"max_abs_diff_topk_values": max_diff, "max_diff_in_bf16_ulps": max_ulps,
+            "topk_id_set_agreement": shared_ids / max(positions * k, 1),
+            "top1_id_agreement": top1_same / max(positions, 1), "positions": positions, "k": k,
+            "alignments": list(alignments),
+            "dtype": str(autocast_dtype).replace("torch.", "") if autocast_dtype else "float32",
+            "finite": math.isfinite(max_diff)}
+
+
+def main(argv=None) -> dict:
+    """Measure on real fixed-shot GSM8K batches, random weights of a bench shape (no timing).
+
+        python -m src.bench.prefix_tolerance --model tiny --dtype bfloat16 --json docs/prefix_tolerance_tiny_bf16.json
+    """
+    import argparse
+    import json
+    from pathlib import Path
+
+    from src.bench import step_bench
+    from src.models.student import AnswerWindowLM
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--json", required=True)
+    known, rest = parser.parse_known_args(argv)
+    # The bench's own options (shape, data, tokenizer, dtype, batch size, K) and batches.
+    args = step_bench.parse_args(rest + ["--variants", "sft,fixed_reuse"])
+    device = torch.device(args.device)
+    data = step_bench.build_batches(args)
+    peft_model, _ = step_bench._build_models(args, device, with_teacher_copy=False)
+    shot_prefix = SharedPrefixTeacher(AnswerWindowLM(peft_model.eval()), data["shot_prefix_ids"])
+    batches = [{k: v.to(device) for k, v in b.items()} for b in data["fixed_batches"]]
+    report = compare_with_full_teacher(shot_prefix, batches, args.k,
+                                       autocast_dtype=torch.bfloat16 if args.dtype == "bfloat16" else None)
+    report.update(shape=args.model, weights_dtype=args.dtype, shot_prefix=shot_prefix.stats(),
+                  lengths=data["lengths"], args=step_bench._public_args(args))
+    Path(known.json).write_text(json.dumps(report, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k not in ("lengths", "args")}))
+    return report
+
+
+if __name__ == "__main__":
+    main()
