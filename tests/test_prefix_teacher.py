@@ -133,7 +133,7 @@ def test_prefix_teacher_top_k_equals_full_teacher_float32(fixed_setup, alignment
         ours = shot_prefix.logits(batch["teacher_input_ids"], batch["teacher_attention_mask"], positions)
         torch.testing.assert_close(ours[mask], full[mask], rtol=0, atol=1e-5)
         full_values, full_ids = D.top_k_logits(full, K)
-        values, top_ids = online_teacher_top_k(student, K, alignment, shot_prefix)(batch, ids, mask)
+        values, top_ids = online_teacher_top_k(student, K, alignment, shot_prefix=shot_prefix)(batch, ids, mask)
         torch.testing.assert_close(values[mask], full_values[mask], rtol=0, atol=1e-5)
         assert torch.equal(top_ids[mask], full_ids[mask])
     assert shot_prefix.prefix_computations == 1, "the prefix K/V are computed once and reused"
@@ -146,7 +146,7 @@ def test_distillation_step_with_prefix_teacher_gives_the_same_loss_and_grads(fix
     student = window_lm(model_dir, gradient_checkpointing=True).train()  # train mode, checkpointing on
     results = []
     for shot_prefix in (None, SharedPrefixTeacher(student, prefix)):
-        terms = distillation_loss_step(student, batches[0], online_teacher_top_k(student, K, alignment, shot_prefix),
+        terms = distillation_loss_step(student, batches[0], online_teacher_top_k(student, K, alignment, shot_prefix=shot_prefix),
                                        0.5, alignment)
         terms["loss"].backward()
         grads = {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
@@ -165,7 +165,7 @@ def test_prefix_teacher_with_the_teacher_cache(fixed_setup):
     model_dir, prefix, batches = fixed_setup
     student = window_lm(model_dir).eval()
     shot_prefix = SharedPrefixTeacher(student, prefix)
-    online = online_teacher_top_k(student, K, "seed", shot_prefix)
+    online = online_teacher_top_k(student, K, "seed", shot_prefix=shot_prefix)
     cache = build_teacher_cache("memory", student, "tiny", K, "seed", "float32", shot_prefix_reuse=True)
     cached = cached_teacher_top_k(online, cache)
     ids, mask = answer_window(batches[1])  # a prefix row and a full-sequence row

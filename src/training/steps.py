@@ -40,7 +40,7 @@ def targets_on_window(answer_ids: torch.Tensor, answer_mask: torch.Tensor
     return (F.pad(answer_ids, (0, 1), value=D.IGNORE_INDEX), F.pad(answer_mask, (0, 1), value=False))
 
 
-def online_teacher_top_k(teacher: AnswerWindowLM, k: int, alignment: str,
+def online_teacher_top_k(teacher: AnswerWindowLM, k: int, alignment: str, *,
                          tail_temperature: float | None = None,
                          shot_prefix: SharedPrefixTeacher | None = None) -> TeacherTopK:
     """Teacher top-K at the answer positions, computed online from the adapter-disabled model.

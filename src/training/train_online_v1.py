@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> None:
         shot_prefix = SharedPrefixTeacher(teacher, fixed_shot_prefix_ids(
             run.examples, run.n_train_rows, cfg.data.num_fewshot_examples, cfg.training.seed))
         logging.getLogger("fewshot_distill").info("shared shot prefix: %d tokens", shot_prefix.prefix_length)
-    teacher_top_k = online_teacher_top_k(teacher, dist_cfg.n_top_logits, dist_cfg.alignment, tail_temperature,
-                                         shot_prefix)
+    teacher_top_k = online_teacher_top_k(teacher, dist_cfg.n_top_logits, dist_cfg.alignment,
+                                         tail_temperature=tail_temperature, shot_prefix=shot_prefix)
     # distillation.teacher_cache: reuse each example's teacher top-K after its first epoch.
     cache = build_teacher_cache(dist_cfg.teacher_cache, teacher, cfg.model.name, dist_cfg.n_top_logits,
                                 dist_cfg.alignment, "bfloat16" if cfg.training.bf16 else "float32",
