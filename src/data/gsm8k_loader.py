@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 
 from src.data.prompts import AlignmentError, Shot, render_answer, render_prompt, tokenize_prompt_and_answer
+from src.utils.resources import DATA_FIX, ResourceError, loading
 
 IGNORE_INDEX = -100
 ANSWER_MARKER = "####"
@@ -53,13 +54,14 @@ def load_gsm8k_rows(data_cfg, split: str) -> list[dict]:
         folder = Path(data_cfg.path)
         file = folder / f"{split}.jsonl"
         if not file.is_file():
-            raise FileNotFoundError(
+            raise ResourceError(
                 f"data.path={data_cfg.path!r} has no {split}.jsonl ({file.resolve()}). Point data.path "
                 "at a folder with train.jsonl/test.jsonl, or set data.path=null to load "
                 f"{data_cfg.dataset} from the hub.")
         dataset = datasets.load_dataset("json", data_files={split: str(file)}, split=split)
     else:
-        dataset = datasets.load_dataset(data_cfg.dataset, data_cfg.subset, split=split)
+        with loading("dataset", data_cfg.dataset, fix=DATA_FIX):
+            dataset = datasets.load_dataset(data_cfg.dataset, data_cfg.subset, split=split)
     rows = [{"question": r.get("question"), "answer": r.get("answer")} for r in dataset]
     rows, _ = validate_rows(rows, policy=data_cfg.invalid_rows, source=f"{split} split")
     return rows

@@ -26,6 +26,7 @@ from src.eval.answers import accuracy, answers_match, extract_answer
 from src.eval.backends import Backend, Generation
 from src.eval.conditions import EvalTarget
 from src.utils.io import atomic_write_json, atomic_write_text
+from src.utils.resources import ResourceError
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +150,10 @@ def run_targets(targets: Sequence[EvalTarget], store: ResultsStore, open_backend
         logger.info("loading %s for %d entries to evaluate", model_path, len(pending))
         try:
             backend = open_backend(model_path)
+        except ResourceError as error:  # the message says it all; a traceback would bury it
+            logger.error("could not load %s: %s", model_path, error)
+            failures.extend((t, str(error)) for t in pending)
+            continue
         except Exception as error:  # e.g. a full-weight checkpoint the engine cannot load
             logger.error("could not load %s:\n%s", model_path, traceback.format_exc())
             failures.extend((t, f"loading {model_path}: {type(error).__name__}: {error}") for t in pending)
