@@ -22,7 +22,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from src.config import Config, ConfigError, config_to_dict, config_to_yaml, load_config
-from src.training.checkpoint import list_checkpoints, load_checkpoint, save_adapter, save_checkpoint
+from src.training.checkpoint import (CheckpointError, find_resume_checkpoint, list_checkpoints, load_checkpoint,
+                                     save_adapter, save_checkpoint)
 
 logger = logging.getLogger("fewshot_distill")
 
@@ -59,7 +60,7 @@ def exit_on_user_error(main: Callable[[], None]) -> None:
 
     try:
         main()
-    except (ConfigError, AlignmentError, FileNotFoundError) as error:
+    except (ConfigError, AlignmentError, FileNotFoundError, CheckpointError) as error:
         raise SystemExit(f"error: {error}") from None
 
 
@@ -92,10 +93,19 @@ def check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> Path | 
     """The checkpoint to resume from, or None for a fresh run; refuses to mix two runs' outputs."""
     checkpoints = list_checkpoints(output_dir)
     if resume:
-        if not checkpoints:
+        folder, notes = find_resume_checkpoint(output_dir)
+        for note in notes:
+            logger.warning("%s", note)
+        if folder is None and notes:
+            raise SystemExit(f"--resume: no intact checkpoint in {output_dir} (newest: {notes[0]}). Start "
+                             "again with --overwrite, or restore a checkpoint from a backup.")
+        if folder is None:
             raise SystemExit(f"--resume: no complete checkpoint-* folder in {output_dir}. Start a fresh "
                              "run without --resume.")
-        return checkpoints[-1][1]
+        if any(note.endswith("; skipped") for note in notes):
+            logger.warning("going back to %s (step %s), the newest intact checkpoint", folder,
+                           folder.name.rsplit("-", 1)[-1])
+        return folder
     leftovers = [c.name for _, c in checkpoints] + [n for n in ("final", "metrics.jsonl")
                                                      if (output_dir / n).exists()]
     if leftovers and not overwrite:
@@ -103,6 +113,34 @@ def check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> Path | 
                          "Pass --resume to continue that run, --overwrite to replace it, or choose "
                          "another --output_dir.")
     return None
+
+
+def _decide_on_main(accelerator, decide: Callable[[], object]):
+    """`decide()` on the main process only; every rank gets its result (or stops with it).
+
+    Used for the resume checkpoint: every rank must load the same one, and reading (hashing) the
+    files once is cheaper than on every rank.
+    """
+    outcome = [None]
+    if accelerator.is_main_process:
+        try:
+            outcome = [("ok", decide())]
+        except SystemExit as stop:
+            outcome = [("exit", stop.code)]
+        except Exception as error:
+            outcome = [("error", error)]
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(outcome)
+    kind, value = outcome[0]
+    if kind == "ok":
+        return value
+    if not accelerator.is_main_process:
+        raise SystemExit(1)  # the main process prints the reason
+    if kind == "exit":
+        raise SystemExit(value)
+    raise value
 
 
 def _clear_previous_run(output_dir: Path) -> None:
@@ -148,7 +186,7 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
     _configure_logging(accelerator.is_main_process)
     output_dir = Path(train_cfg.output_dir)
-    resume_from = check_output_dir(output_dir, args.resume, args.overwrite)
+    resume_from = _decide_on_main(accelerator, lambda: check_output_dir(output_dir, args.resume, args.overwrite))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if args.overwrite:
