@@ -97,7 +97,8 @@ def check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> Path | 
         for note in notes:
             logger.warning("%s", note)
         if folder is None and notes:
-            raise SystemExit(f"--resume: no intact checkpoint in {output_dir} (newest: {notes[0]}). Start "
+            raise SystemExit(f"--resume: no intact checkpoint in {output_dir} (newest: "
+                             f"{notes[0].removesuffix('; skipped')}). Start "
                              "again with --overwrite, or restore a checkpoint from a backup.")
         if folder is None:
             raise SystemExit(f"--resume: no complete checkpoint-* folder in {output_dir}. Start a fresh "
