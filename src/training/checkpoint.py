@@ -37,15 +37,16 @@ class CheckpointError(ValueError):
 
 def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
     """Complete checkpoints (with their training state), sorted by step."""
+    return [(step, folder) for step, folder in checkpoint_folders(output_dir) if (folder / TRAINING_STATE).is_file()]
+
+
+def checkpoint_folders(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """Every `checkpoint-{N}` folder by step, with or without its training state (resume verifies them)."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return []
-    found = []
-    for child in output_dir.iterdir():
-        match = CHECKPOINT_PATTERN.match(child.name)
-        if match and child.is_dir() and (child / TRAINING_STATE).is_file():
-            found.append((int(match.group(1)), child))
-    return sorted(found)
+    return sorted((int(match.group(1)), child) for child in output_dir.iterdir()
+                  if child.is_dir() and (match := CHECKPOINT_PATTERN.match(child.name)))
 
 
 def rng_states() -> dict:
@@ -124,15 +125,6 @@ def verify_checkpoint(folder: str | Path, for_training: bool = True) -> FolderCh
         except Exception as error:  # safetensors raises its own error type for a cut-short file
             problems.append(f"{ADAPTER_WEIGHTS}: unreadable ({str(error).splitlines()[0][:120]})")
     return FolderCheck(folder, DAMAGED, tuple(problems)) if problems else check
-
-
-def checkpoint_folders(output_dir: str | Path) -> list[tuple[int, Path]]:
-    """Every `checkpoint-{N}` folder by step, complete or not (see list_checkpoints)."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        return []
-    return sorted((int(match.group(1)), child) for child in output_dir.iterdir()
-                  if child.is_dir() and (match := CHECKPOINT_PATTERN.match(child.name)))
 
 
 def find_resume_checkpoint(output_dir: str | Path) -> tuple[Path | None, list[str]]:
