@@ -128,3 +128,16 @@ def test_benchmark_with_missing_tokenizer_prints_one_line(tmp_path):
                              "--data", str(SMOKE_DATA)], cwd=REPO_ROOT, env=offline_env(), capture_output=True,
                             text=True, timeout=300)
     assert_one_line_error(result, "--tokenizer")
+
+
+@pytest.mark.slow
+def test_training_with_hub_id_and_no_network_prints_one_line(tmp_path):
+    """Online mode (HF_HUB_OFFLINE unset) on a machine without the hub, or with the hub and an id that
+    does not exist: either way one line naming the fix (about a minute of network retries offline)."""
+    env = {key: value for key, value in offline_env().items()
+           if key not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    command = TRAIN + ["--output_dir", str(tmp_path / "run"), "model.name=fewshot-distill-test/no-such-model",
+                       f"data.path={SMOKE_DATA}"]
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert_one_line_error(result, MODEL_FIX)
+    assert "no network, or no such repository" in result.stderr
