@@ -326,3 +326,17 @@ def test_evaluation_script_with_damaged_results_exits_with_one_line(tmp_path, ti
     second = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert second.returncode == 2 and "Traceback" not in second.stderr
     assert "--overwrite" in second.stderr.strip().splitlines()[-1]
+
+
+# ----------------------------------------------------------------------------- training logs
+
+def test_resume_drops_unreadable_metrics_lines_and_later_steps(tmp_path, caplog):
+    from src.training.loop import MetricsLogger
+
+    path = tmp_path / "metrics.jsonl"
+    lines = [json.dumps({"step": step, "train/ce_loss": 1.0 / step}) for step in (1, 2, 3, 4)]
+    path.write_text("\n".join(lines[:2]) + "\n\x00\xff garbage\n" + "\n".join(lines[2:]) + '\n{"step": 5, "tr')
+    with caplog.at_level("WARNING", logger="fewshot_distill"):
+        MetricsLogger(tmp_path, start_step=3, enabled=True).close()
+    assert path.read_text() == "\n".join(lines[:3]) + "\n"
+    assert "dropped 2 unreadable line(s)" in caplog.text

@@ -280,6 +280,15 @@ class _MetricsWindow:
         self.tokens += tokens
 
 
+def _logged_step(line: str) -> int | None:
+    """The step of a metrics.jsonl line, or None for a blank or unreadable one."""
+    try:
+        record = json.loads(line)
+        return int(record["step"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
 class MetricsLogger:
     """TensorBoard scalars + metrics.jsonl, main process only. Resume truncates later entries."""
 
@@ -292,8 +301,12 @@ class MetricsLogger:
         from torch.utils.tensorboard import SummaryWriter
 
         if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= start_step]
+            lines = [(line, _logged_step(line)) for line in self.path.read_text(errors="replace").splitlines()
+                     if line.strip()]
+            kept = [line for line, step in lines if step is not None and step <= start_step]
+            dropped = sum(1 for _, step in lines if step is None)
+            if dropped:  # e.g. the line a hard kill cut short; the checkpoint's state is unaffected
+                logger.warning("%s: dropped %d unreadable line(s)", self.path, dropped)
             self.path.write_text("".join(line + "\n" for line in kept))
         self.writer = SummaryWriter(str(output_dir / "tb"), purge_step=start_step + 1 if start_step else None)
 
