@@ -307,6 +307,11 @@ def test_entry_checks_on_hand_made_tensors():
     assert "dtypes" in entry_problem({**good, "ids": ids.long()}, "k1", 4, 3)
     assert "shapes" in entry_problem({**good, "ids": ids[:2]}, "k1", 4, 3)
     assert "missing fields" in entry_problem([values, ids], "k1", 4, 3)
+    tail = torch.randn(4)  # the top-K tail log-sum-exp of distillation.topk_tail=bucket
+    with_tail = {**good, "tail": tail, "sha256": tensors_sha256(values, ids, tail)}
+    assert entry_problem(with_tail, "k1", 4, 3) is None
+    assert "tail" in entry_problem({**with_tail, "tail": tail[:3]}, "k1", 4, 3)
+    assert "sha256" in entry_problem({**with_tail, "tail": tail + 1}, "k1", 4, 3)
 
 
 def test_memory_mode_counts_no_damage(student_and_batches):

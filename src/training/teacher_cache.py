@@ -41,6 +41,8 @@ from src import distillation as D
 CACHE_MODES = ("none", "memory", "disk")
 VALUE_DTYPES = (torch.bfloat16, torch.float32)
 ID_DTYPE = torch.int32
+# Tensors of a disk entry, in the order `get` returns them ("tail": only with a top-K tail bucket).
+ENTRY_TENSORS = ("values", "ids", "tail")
 
 logger = logging.getLogger("fewshot_distill")
 
@@ -118,9 +120,9 @@ class TeacherTopKCache:
             stored = self._read_disk_entry(key, n_answer)
         if stored is None:
             return None
-        return stored[0].float(), stored[1].long()
+        return (stored[0].float(), stored[1].long(), *stored[2:])
 
-    def _read_disk_entry(self, key: str, n_answer: int | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _read_disk_entry(self, key: str, n_answer: int | None) -> tuple[torch.Tensor, ...] | None:
         path = self._path(key)
         if not path.is_file():
             return None
@@ -131,7 +133,7 @@ class TeacherTopKCache:
         else:
             problem = entry_problem(data, key, n_answer, self.k)
         if problem is None:
-            return data["values"], data["ids"]
+            return tuple(data[name] for name in ENTRY_TENSORS if name in data)
         self.damaged += 1
         if self.damaged == 1:
             logger.warning("teacher cache entry %s is damaged (%s): recomputed and rewritten (later ones "
@@ -152,7 +154,8 @@ class TeacherTopKCache:
         # Write then rename: another rank never reads a half-written entry.
         handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         os.close(handle)
-        torch.save({"values": stored[0], "ids": stored[1], "key": key, "sha256": tensors_sha256(*stored)}, tmp)
+        entry = dict(zip(ENTRY_TENSORS, stored))
+        torch.save({**entry, "key": key, "sha256": tensors_sha256(*stored)}, tmp)
         os.replace(tmp, path)
 
     def __len__(self) -> int:
@@ -174,22 +177,26 @@ def _context_k(context: str) -> int | None:
     return k if isinstance(k, int) else None
 
 
-def tensors_sha256(values: torch.Tensor, ids: torch.Tensor) -> str:
-    """sha256 of the stored bytes of both tensors (with their dtypes and shapes)."""
+def tensors_sha256(*tensors: torch.Tensor) -> str:
+    """sha256 of the stored bytes of an entry's tensors (with their dtypes and shapes)."""
     digest = hashlib.sha256()
-    for tensor in (values, ids):
+    for tensor in tensors:
         digest.update(f"{tensor.dtype}{tuple(tensor.shape)}|".encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
 def entry_problem(data, key: str, n_answer: int | None, k: int | None) -> str | None:
-    """Why a loaded disk entry must not be used, or None. values [n_answer, K] bf16/fp32, ids int32."""
+    """Why a loaded disk entry must not be used, or None.
+
+    values [n_answer, K] bf16/fp32, ids [n_answer, K] int32, optional tail [n_answer] float32.
+    """
     if not isinstance(data, dict) or not {"values", "ids", "key", "sha256"} <= data.keys():
         return "not a cache entry (missing fields; written by an older version?)"
-    values, ids = data["values"], data["ids"]
-    if not (isinstance(values, torch.Tensor) and isinstance(ids, torch.Tensor)):
+    tensors = [data[name] for name in ENTRY_TENSORS if name in data]
+    if not all(isinstance(tensor, torch.Tensor) for tensor in tensors):
         return "values/ids are not tensors"
+    values, ids = data["values"], data["ids"]
     if data["key"] != key:
         return "stored under another key"
     if values.dtype not in VALUE_DTYPES or ids.dtype != ID_DTYPE:
@@ -200,7 +207,9 @@ def entry_problem(data, key: str, n_answer: int | None, k: int | None) -> str | 
         return f"{values.size(0)} answer positions, expected {n_answer}"
     if k is not None and values.size(1) != k:
         return f"K = {values.size(1)}, expected {k}"
-    if data["sha256"] != tensors_sha256(values, ids):
+    if "tail" in data and (data["tail"].dtype != torch.float32 or data["tail"].shape != values.shape[:1]):
+        return f"tail {data['tail'].dtype} {tuple(data['tail'].shape)}, expected float32 [{values.size(0)}]"
+    if data["sha256"] != tensors_sha256(*tensors):
         return "sha256 differs (content changed)"
     return None
 
