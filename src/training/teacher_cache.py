@@ -110,8 +110,8 @@ class TeacherTopKCache:
     def _path(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.pt"
 
-    def get(self, key: str, n_answer: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(values float32 [n_answer, K], ids int64 [n_answer, K]) on the CPU, or None.
+    def get(self, key: str, n_answer: int | None = None) -> tuple[torch.Tensor, ...] | None:
+        """(values float32 [n_answer, K], ids int64 [n_answer, K][, tail float32 [n_answer]]) on the CPU, or None.
 
         Disk mode: a damaged entry is deleted and returns None (the caller recomputes and rewrites it).
         """
