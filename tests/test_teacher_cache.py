@@ -269,3 +269,88 @@ def test_training_loss_curve_is_the_same_with_the_cache(tiny_model_dir, tmp_path
         for plain, cached in zip(curves["none"], curves[mode]):
             for name in ("train/ce_loss", "train/dist_loss", "train/total_loss", "train/grad_norm"):
                 assert cached[name] == pytest.approx(plain[name], rel=1e-5, abs=1e-7), (mode, plain["step"], name)
+
+
+def _rewrite_entry(path: Path, change) -> None:
+    """Rewrite a disk entry with `change(dict)` applied, as another version or a bad copy could."""
+    data = torch.load(path, weights_only=True)
+    change(data)
+    torch.save(data, path)
+
+
+def _flip_stored_value_bytes(path: Path) -> None:
+    """Invert 4 bytes inside the stored values tensor (a flip in the zip's padding would be harmless)."""
+    values = torch.load(path, weights_only=True)["values"]
+    raw = values.contiguous().view(torch.uint8).numpy().tobytes()
+    data = bytearray(path.read_bytes())
+    start = data.find(raw) + len(raw) // 2
+    assert start >= len(raw) // 2, "the stored values were not found in the file"
+    data[start: start + 4] = bytes(b ^ 0xFF for b in data[start: start + 4])
+    path.write_bytes(bytes(data))
+
+
+def _entry_faults():
+    from tests.test_faults import truncate
+
+    faults = {"truncate": truncate, "flip_bytes": _flip_stored_value_bytes}
+    faults.update({
+        "garbage": lambda path: path.write_bytes(b"not a torch file"),
+        "wrong_shape": lambda path: _rewrite_entry(path, lambda d: d.update(values=d["values"][:-1], ids=d["ids"][:-1])),
+        "wrong_k": lambda path: _rewrite_entry(path, lambda d: d.update(values=d["values"][:, :-1], ids=d["ids"][:, :-1])),
+        "wrong_dtype": lambda path: _rewrite_entry(path, lambda d: d.update(ids=d["ids"].long())),
+        "changed_values": lambda path: _rewrite_entry(path, lambda d: d["values"].mul_(2)),
+        "old_format": lambda path: _rewrite_entry(path, lambda d: d.pop("sha256")),
+    })
+    return faults
+
+
+@pytest.mark.parametrize("fault", list(_entry_faults()))
+def test_damaged_disk_entry_is_counted_recomputed_and_rewritten(student_and_batches, tmp_path, fault):
+    student, first, _ = student_and_batches
+    ids, mask = answer_window(first)
+    online = online_teacher_top_k(student, K, "seed")
+    expected, expected_ids = online(first, ids, mask)
+    writer = make_cache(student, "disk", folder=tmp_path)
+    cached_teacher_top_k(online, writer)(first, ids, mask)
+    entries = sorted(writer.folder.glob("*/*.pt"))
+    assert len(entries) == 3
+    _entry_faults()[fault](entries[1])
+
+    reader = make_cache(student, "disk", folder=tmp_path)
+    values, top_ids = cached_teacher_top_k(online, reader)(first, ids, mask)
+    # the damaged row is recomputed alone (cropped to its own length): equal up to float rounding
+    torch.testing.assert_close(values[mask], expected[mask], rtol=1e-5, atol=1e-5)
+    assert torch.equal(top_ids[mask], expected_ids[mask])
+    assert reader.stats()["damaged"] == 1 and (reader.hits, reader.misses) == (2, 1)
+    # the entry was rewritten: the next reader hits every entry and finds nothing damaged
+    again = make_cache(student, "disk", folder=tmp_path)
+    cached_teacher_top_k(online, again)(first, ids, mask)
+    assert (again.hits, again.misses, again.damaged) == (3, 0, 0)
+
+
+def test_entry_checks_on_hand_made_tensors():
+    from src.training.teacher_cache import entry_problem, tensors_sha256
+
+    values, ids = torch.randn(4, 3), torch.arange(12, dtype=torch.int32).view(4, 3)
+    good = {"values": values, "ids": ids, "key": "k1", "sha256": tensors_sha256(values, ids)}
+    assert entry_problem(good, "k1", n_answer=4, k=3) is None
+    assert entry_problem(good, "k1", n_answer=None, k=None) is None
+    assert "another key" in entry_problem(good, "k2", 4, 3)
+    assert "answer positions" in entry_problem(good, "k1", 5, 3)
+    assert "K = 3" in entry_problem(good, "k1", 4, 8)
+    assert "sha256" in entry_problem({**good, "values": values + 1}, "k1", 4, 3)
+    assert "dtypes" in entry_problem({**good, "ids": ids.long()}, "k1", 4, 3)
+    assert "shapes" in entry_problem({**good, "ids": ids[:2]}, "k1", 4, 3)
+    assert "missing fields" in entry_problem([values, ids], "k1", 4, 3)
+    tail = torch.randn(4)  # the top-K tail log-sum-exp of distillation.topk_tail=bucket
+    with_tail = {**good, "tail": tail, "sha256": tensors_sha256(values, ids, tail)}
+    assert entry_problem(with_tail, "k1", 4, 3) is None
+    assert "tail" in entry_problem({**with_tail, "tail": tail[:3]}, "k1", 4, 3)
+    assert "sha256" in entry_problem({**with_tail, "tail": tail + 1}, "k1", 4, 3)
+
+
+def test_memory_mode_counts_no_damage(student_and_batches):
+    student, first, _ = student_and_batches
+    cache = make_cache(student)
+    cached_teacher_top_k(online_teacher_top_k(student, K, "seed"), cache)(first, *answer_window(first))
+    assert cache.stats()["damaged"] == 0 and cache.stats()["mode"] == "memory"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -138,16 +139,25 @@ def test_same_seed_gives_the_same_loss_curve(online_run, tiny_model_dir, tmp_pat
         assert [m[key] for m in first] == pytest.approx([m[key] for m in second], rel=1e-6, abs=1e-7)
 
 
-def test_sigterm_checkpoints_and_resume_matches_uninterrupted_run(online_run, tiny_model_dir, tmp_path):
-    """Kill a DDP run with SIGTERM after its first checkpoint, resume, compare with the full run."""
+@pytest.mark.parametrize("stop_signal", ["SIGTERM", "SIGINT"])
+def test_sigterm_checkpoints_and_resume_matches_uninterrupted_run(online_run, tiny_model_dir, tmp_path, stop_signal):
+    """Stop a DDP run after its first checkpoint, resume, compare with the full run.
+
+    SIGTERM goes to the launcher (as `scancel` or a pre-empted node sends it); SIGINT to the whole
+    process group, as Ctrl-C in a terminal does.
+    """
     out = tmp_path / "interrupted"
     process = subprocess.Popen(launch_command("online_v1", out, tiny_model_dir), cwd=REPO_ROOT, env=run_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
     deadline = time.monotonic() + 300
     while not (out / "checkpoint-2").is_dir():
         assert process.poll() is None and time.monotonic() < deadline, "run ended before its first checkpoint"
         time.sleep(0.02)
-    process.send_signal(signal.SIGTERM)
+    if stop_signal == "SIGINT":
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=300)
     assert process.returncode != 0
     assert "Resume with the same command plus --resume" in output
@@ -166,6 +176,29 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted_run(online_run, ti
     assert full.keys() == interrupted.keys()
     for name in full:
         torch.testing.assert_close(interrupted[name], full[name], rtol=0, atol=1e-6)
+    assert [m["step"] for m in read_metrics(out)] == list(range(1, MAX_STEPS + 1))
+
+
+def test_damaged_newest_checkpoint_resume_matches_uninterrupted_run(online_run, tiny_model_dir, tmp_path):
+    """Bytes flipped in checkpoint-6's adapter of a finished 2-process run: --resume says which file is
+    bad, goes back to checkpoint-4, and its final adapter equals the uninterrupted run's."""
+    from tests.test_faults import flip_bytes
+
+    out = tmp_path / "damaged"
+    shutil.copytree(online_run, out)
+    shutil.rmtree(out / "final")
+    flip_bytes(out / "checkpoint-6" / "adapter_model.safetensors")
+    resumed = train("online_v1", out, tiny_model_dir, "--resume")
+    assert "checkpoint-6 is damaged: adapter_model.safetensors: sha256 differs" in resumed.stderr
+    assert f"going back to {out / 'checkpoint-4'} (step 4)" in resumed.stderr
+    assert f"resumed from {out / 'checkpoint-4'} at step 4" in resumed.stderr
+    full, again = adapter_weights(online_run / "final"), adapter_weights(out / "final")
+    assert full.keys() == again.keys()
+    for name in full:
+        torch.testing.assert_close(again[name], full[name], rtol=0, atol=1e-6)
+    from src.training.checkpoint import verify_checkpoint
+
+    assert verify_checkpoint(out / "checkpoint-6").status == "ok"  # rewritten by the resumed run
     assert [m["step"] for m in read_metrics(out)] == list(range(1, MAX_STEPS + 1))
 
 

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import torch
 
+from src.utils.resources import ResourceError, loading
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = ("sft", "reference", "ours", "ours_cached", "ours_grouped", "fixed", "fixed_reuse")
 
@@ -71,8 +73,8 @@ def qwen3_config(shape: str, attn_implementation: str):
 def read_rows(data_dir: Path) -> list[dict]:
     file = data_dir / "train.jsonl"
     if not file.is_file():
-        raise FileNotFoundError(f"{file} not found: pass --data a folder with GSM8K train.jsonl "
-                                "(rows {question, answer}), e.g. ../shared/data/gsm8k")
+        raise ResourceError(f"{file} not found: pass --data a folder with GSM8K train.jsonl "
+                            "(rows {question, answer}), e.g. ../shared/data/gsm8k")
     with open(file) as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
@@ -86,11 +88,8 @@ def build_batches(args) -> dict:
     from src.data.gsm8k_loader import build_example, collate_examples
     from src.data.sampling import length_grouped_order, padded_tokens
 
-    tokenizer_dir = Path(args.tokenizer)
-    if not (tokenizer_dir / "tokenizer.json").is_file():
-        raise FileNotFoundError(f"--tokenizer {tokenizer_dir} has no tokenizer.json: point it at the Qwen3 "
-                                "tokenizer folder, e.g. ../shared/tokenizers/qwen3")
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    with loading("tokenizer", args.tokenizer, fix="--tokenizer ../shared/tokenizers/qwen3 (a tokenizer folder)"):
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     rows = read_rows(Path(args.data))
     data_cfg = DataConfig(path=str(args.data), num_fewshot_examples=args.shots, max_seq_len_teacher=2560,
                           max_seq_len_student=512, num_workers=0)
@@ -541,7 +540,10 @@ def main(argv=None) -> dict | None:
         return None
 
     print(f"tokenizing GSM8K ({args.data}) with {args.tokenizer} ...", flush=True)
-    data = build_batches(args)
+    try:
+        data = build_batches(args)
+    except ResourceError as error:
+        raise SystemExit(f"error: {error}") from None
     print("lengths:", json.dumps(data["lengths"]), flush=True)
     config = qwen3_config(args.model, args.attn)
     fixed_batches = data.get("fixed_batches") or [None] * len(data["batches"])

@@ -26,6 +26,7 @@ from src.data.prompts import AlignmentError, render_answer, render_prompt, token
 from src.data.shots import training_shot_indices
 from src.data.teacher_context import teacher_shots
 from src.tasks import get_task, validate_rows
+from src.utils.resources import DATA_FIX, ResourceError, loading
 
 
 @dataclass
@@ -57,13 +58,14 @@ def load_gsm8k_rows(data_cfg, split: str) -> list[dict]:
         folder = Path(data_cfg.path)
         file = folder / f"{split}.jsonl"
         if not file.is_file():
-            raise FileNotFoundError(
+            raise ResourceError(
                 f"data.path={data_cfg.path!r} has no {split}.jsonl ({file.resolve()}). Point data.path "
                 "at a folder with train.jsonl/test.jsonl, or set data.path=null to load "
                 f"{data_cfg.dataset} from the hub.")
         dataset = datasets.load_dataset("json", data_files={split: str(file)}, split=split)
     else:
-        dataset = datasets.load_dataset(data_cfg.dataset, data_cfg.subset, split=split)
+        with loading("dataset", data_cfg.dataset, fix=DATA_FIX):
+            dataset = datasets.load_dataset(data_cfg.dataset, data_cfg.subset, split=split)
     task = get_task(data_cfg.task)
     rows = [task.to_row(record) for record in dataset]
     rows, _ = validate_rows(rows, task, policy=data_cfg.invalid_rows, source=f"{split} split")

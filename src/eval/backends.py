@@ -24,6 +24,8 @@ import os
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+from src.utils.resources import MODEL_FIX, loading
+
 logger = logging.getLogger(__name__)
 
 # vLLM's allowed max_lora_rank values (vllm.config.lora.MaxLoRARanks).
@@ -175,7 +177,8 @@ class HFBackend:
         self.tokenizer = tokenizer
         self.settings = settings
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, settings.dtype))
+        with loading("model", model_path, fix=MODEL_FIX):
+            self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, settings.dtype))
         self.model.to(self.device).eval()
         self.eos_ids = eos_token_ids(tokenizer, self.model.generation_config)
         if tokenizer.pad_token_id is None:

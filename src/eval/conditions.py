@@ -7,8 +7,8 @@ k = data.num_fewshot_examples, label `base`) or a training run folder holding `c
 literal path. Each checkpoint folder is a peft adapter (adapter_config.json: evaluated as a LoRA on
 the base model) or a full model (config.json: evaluated as its own model).
 
-Problems with single entries (a missing checkpoint, a folder that is neither) are returned as
-`Problem`s so the caller reports them and evaluates the rest.
+Problems with single entries (a missing checkpoint, a folder that is neither, a damaged one: see
+`verify_checkpoint`) are returned as `Problem`s so the caller reports them and evaluates the rest.
 
     targets, problems = discover_targets(["base_0shot", "baseline"], "experiments", ["200", "final"],
                                          base_model="Qwen/Qwen3-1.7B", icl_shots=8)
@@ -23,6 +23,7 @@ from typing import Sequence
 
 from src.run_identity import (BASE_LABEL, FINAL_DIR, FINAL_LABEL, base_conditions, checkpoint_dir_of_label,
                               checkpoint_step, icl_condition, icl_shot_count, step_label)
+from src.training.checkpoint import verify_checkpoint
 
 ADAPTER_CONFIG = "adapter_config.json"
 MODEL_CONFIG = "config.json"
@@ -125,6 +126,10 @@ def checkpoint_targets(condition: str, run_dir: Path, labels: Sequence[str] | No
             kind = checkpoint_kind(folder)
         except ValueError as error:
             problems.append(Problem(condition, label, str(error), fatal=True))
+            continue
+        check = verify_checkpoint(folder, for_training=False)
+        if check.damaged:
+            problems.append(Problem(condition, label, f"{check.describe()}; not evaluated", fatal=True))
             continue
         if kind == "adapter":
             targets.append(EvalTarget(condition, label, model_path=base_model, adapter_path=str(folder)))

@@ -21,6 +21,7 @@ from src.eval.conditions import adapter_rank, discover_targets, parse_checkpoint
 from src.eval.prompts import build_prompts, max_model_len, rows_fingerprint, select_subset, tokenize_prompts
 from src.eval.runner import IncompatibleResultsError, ResultsStore, predictions_path, run_targets, summary_table
 from src.tasks import get_task
+from src.utils.resources import ResourceError
 from src.utils.run_info import collect_run_info
 
 logger = logging.getLogger("fewshot_distill.eval")
@@ -77,11 +78,16 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
     started = time.time()
 
     from src.data.gsm8k_loader import load_gsm8k_rows
-    from src.models.student import load_tokenizer
+    from src.models.student import load_model_config, load_tokenizer
 
-    tokenizer = load_tokenizer(cfg.model.name)
-    test_rows = load_gsm8k_rows(cfg.data, cfg.data.test_split)
-    train_rows = load_gsm8k_rows(cfg.data, cfg.data.train_split)
+    try:
+        tokenizer = load_tokenizer(cfg.model.name)
+        load_model_config(cfg.model.name)  # before any engine starts: vLLM's own error is a long traceback
+        test_rows = load_gsm8k_rows(cfg.data, cfg.data.test_split)
+        train_rows = load_gsm8k_rows(cfg.data, cfg.data.train_split)
+    except ResourceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     seed = cfg.training.seed
     indices = select_subset(len(test_rows), args.n_samples, seed)
     task = get_task(cfg.data.task)

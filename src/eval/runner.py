@@ -8,6 +8,9 @@ rewritten atomically, so the JSON never lists an entry whose predictions are mis
 at most the entry in flight: on the next run, prediction lines of entries the JSON does not list are
 dropped and those entries are evaluated again; finished entries are skipped (unless overwrite).
 A results file made with another model, subset, sampling or prompt setup is refused, never mixed.
+So is a damaged one (`DamagedResultsError`): a JSON that does not parse, a predictions file with a
+non-JSON line other than a last line cut short by a crash, or fewer/more prediction rows for a
+finished entry than its `total`; the message names `--overwrite`.
 
     store = ResultsStore("experiments/eval.json", header, overwrite=False)
     failures = run_targets(targets, store, open_backend, prompts_for, golds, indices)
@@ -27,6 +30,7 @@ from src.eval.backends import Backend, Generation
 from src.eval.conditions import EvalTarget
 from src.tasks import Task, get_task
 from src.utils.io import atomic_write_json, atomic_write_text
+from src.utils.resources import ResourceError
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +40,10 @@ COMPATIBILITY_KEYS = ("model", "subset_indices", "sampling", "prompting", "data_
 
 class IncompatibleResultsError(ValueError):
     """The existing results file was produced with a different evaluation setup."""
+
+
+class DamagedResultsError(IncompatibleResultsError):
+    """The existing results JSON or predictions file is damaged (not what this code wrote)."""
 
 
 def predictions_path(output: str | Path) -> Path:
@@ -70,11 +78,16 @@ class ResultsStore:
         if not self.output.is_file():
             return None
         try:
-            return json.loads(self.output.read_text())
-        except json.JSONDecodeError as error:
-            raise IncompatibleResultsError(
+            existing = json.loads(self.output.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise DamagedResultsError(
                 f"{self.output} exists but is not valid JSON ({error}); pass --overwrite to replace it "
                 "or choose another --output") from None
+        problem = results_layout_problem(existing)
+        if problem:
+            raise DamagedResultsError(f"{self.output} is not a results file of this evaluation ({problem}); "
+                                      "pass --overwrite to replace it or choose another --output")
+        return existing
 
     def _check_compatible(self, existing: dict, header: dict) -> None:
         for key in COMPATIBILITY_KEYS:
@@ -86,20 +99,28 @@ class ResultsStore:
 
     def _keep_finished_predictions(self, overwrite: bool) -> None:
         """Drop prediction lines of entries the JSON does not list (the entry in flight at a crash)."""
-        if overwrite or not self.predictions.is_file():
+        finished = {(c, label): metrics for c, labels in self.data["conditions"].items()
+                    for label, metrics in labels.items()}
+        if overwrite or (not self.predictions.is_file() and not finished):
             atomic_write_text(self.predictions, "")
             return
-        kept = []
-        for line in self.predictions.read_text().splitlines():
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash
-            if self.is_done(row.get("condition"), row.get("label")):
-                kept.append(line + "\n")
-        atomic_write_text(self.predictions, "".join(kept))
+        fix = "pass --overwrite to evaluate everything again, or choose another --output"
+        if not self.predictions.is_file():
+            raise DamagedResultsError(f"{self.predictions} is missing, but {self.output} lists {len(finished)} "
+                                      f"finished entries; {fix}")
+        try:
+            rows = read_prediction_rows(self.predictions.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as error:
+            raise DamagedResultsError(f"{self.predictions} is damaged ({error}); {fix}") from None
+        kept = [(row, line) for row, line in rows if (row["condition"], row["label"]) in finished]
+        for (condition, label), metrics in finished.items():
+            expected = metrics.get("total") if isinstance(metrics, dict) else None
+            found = sum(1 for row, _ in kept if (row["condition"], row["label"]) == (condition, label))
+            if isinstance(expected, int) and found != expected:
+                raise DamagedResultsError(
+                    f"{self.predictions} has {found} prediction rows for {condition}/{label}, but {self.output} "
+                    f"counts {expected}; {fix}")
+        atomic_write_text(self.predictions, "".join(line for _, line in kept))
 
     def is_done(self, condition: str, label: str) -> bool:
         return label in self.data["conditions"].get(condition, {})
@@ -112,6 +133,43 @@ class ResultsStore:
         self.data["conditions"].setdefault(target.condition, {})[target.label] = metrics
         self.data["sources"].setdefault(target.condition, {})[target.label] = target.adapter_path or target.model_path
         atomic_write_json(self.output, self.data)
+
+
+def results_layout_problem(existing) -> str | None:
+    """Why a parsed results JSON is not `{..., "conditions": {name: {label: {metrics}}}}`, or None."""
+    if not isinstance(existing, dict):
+        return f"the top level is a {type(existing).__name__}, not an object"
+    conditions = existing.get("conditions", {})
+    if not isinstance(conditions, dict):
+        return "'conditions' is not an object"
+    for name, labels in conditions.items():
+        if not isinstance(labels, dict) or not all(isinstance(m, dict) for m in labels.values()):
+            return f"'conditions.{name}' is not an object of label -> metrics"
+    return None
+
+
+def read_prediction_rows(text: str) -> list[tuple[dict, str]]:
+    """(row, its line with newline) for every prediction line; ValueError naming a damaged line.
+
+    A last line without its newline that does not parse is the line a crash cut short: dropped. Any
+    other line that is not a JSON object with condition, label and index is damage.
+    """
+    lines = text.splitlines(keepends=True)
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines) and not line.endswith("\n"):
+                logger.info("dropping the last predictions line, cut short by an interrupted run")
+                continue
+            raise ValueError(f"line {number} is not JSON") from None
+        if not isinstance(row, dict) or not {"condition", "label", "index"} <= row.keys():
+            raise ValueError(f"line {number} is not a prediction row (needs condition, label, index)")
+        rows.append((row, line if line.endswith("\n") else line + "\n"))
+    return rows
 
 
 def score(target: EvalTarget, generations: Sequence[Generation], golds: Sequence[str],
@@ -161,6 +219,10 @@ def run_targets(targets: Sequence[EvalTarget], store: ResultsStore, open_backend
         logger.info("loading %s for %d entries to evaluate", model_path, len(pending))
         try:
             backend = open_backend(model_path)
+        except ResourceError as error:  # the message says it all; a traceback would bury it
+            logger.error("could not load %s: %s", model_path, error)
+            failures.extend((t, str(error)) for t in pending)
+            continue
         except Exception as error:  # e.g. a full-weight checkpoint the engine cannot load
             logger.error("could not load %s:\n%s", model_path, traceback.format_exc())
             failures.extend((t, f"loading {model_path}: {type(error).__name__}: {error}") for t in pending)

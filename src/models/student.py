@@ -12,11 +12,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from src.utils.resources import MODEL_FIX, loading
+
 
 def load_tokenizer(name: str):
+    """The tokenizer of `name` (hub id or folder); ResourceError (one line) when it cannot be found."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name)
+    with loading("tokenizer", name, fix=MODEL_FIX):
+        tokenizer = AutoTokenizer.from_pretrained(name)
     if tokenizer.pad_token_id is None:
         raise ValueError(
             f"Tokenizer of {name!r} has no pad token. Set one in its tokenizer_config.json "
@@ -25,12 +29,22 @@ def load_tokenizer(name: str):
 
 
 def load_base_model(name: str, bf16: bool, attn_implementation: str = "sdpa"):
+    """The causal LM `name` (hub id or folder); ResourceError (one line) when it cannot be found."""
     from transformers import AutoModelForCausalLM
 
     # Frozen base weights are stored in bf16 when training in bf16 (half the memory); the LoRA
     # weights peft adds stay in float32 and autocast mixes the two.
-    return AutoModelForCausalLM.from_pretrained(
-        name, dtype=torch.bfloat16 if bf16 else torch.float32, attn_implementation=attn_implementation)
+    with loading("model", name, fix=MODEL_FIX):
+        return AutoModelForCausalLM.from_pretrained(
+            name, dtype=torch.bfloat16 if bf16 else torch.float32, attn_implementation=attn_implementation)
+
+
+def load_model_config(name: str):
+    """The model's config only (no weights): a cheap check that `name` can be loaded at all."""
+    from transformers import AutoConfig
+
+    with loading("model", name, fix=MODEL_FIX):
+        return AutoConfig.from_pretrained(name)
 
 
 def add_lora(base_model, lora_cfg, gradient_checkpointing: bool = False):

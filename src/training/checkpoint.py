@@ -5,9 +5,12 @@
         tokenizer files, run_config.yaml                  everything evaluation needs
         training_state.pt                                 optimizer, scheduler, step, data position
         rng_state_{rank}.pt                               per-rank RNG states (LoRA dropout, sampler)
+        manifest.json                                     size + sha256 of every other file (written last)
 
 Each checkpoint is written to `checkpoint-{step}.tmp/` and renamed when complete, so an interrupted
-save never leaves a folder that resume or evaluation would pick up.
+save never leaves a folder that resume or evaluation would pick up. The manifest catches damage done
+after the rename (`verify_checkpoint`); `--resume` goes back to the newest intact checkpoint
+(`find_resume_checkpoint`). Checkpoints without a manifest (written before it existed) still load.
 """
 
 from __future__ import annotations
@@ -21,19 +24,30 @@ import torch
 
 from src.run_identity import checkpoint_step
 from src.utils.io import publish_folder
+from src.utils.manifest import DAMAGED, MANIFEST, UNVERIFIED, FolderCheck, verify_manifest, write_manifest
 
 TRAINING_STATE = "training_state.pt"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+class CheckpointError(ValueError):
+    """No usable checkpoint to resume from, or one that cannot be loaded; the message names the fix."""
 
 
 def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
     """Complete checkpoints (with their training state), sorted by step."""
+    return [(step, folder) for step, folder in checkpoint_folders(output_dir) if (folder / TRAINING_STATE).is_file()]
+
+
+def checkpoint_folders(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """Every `checkpoint-{N}` folder by step, with or without its training state (resume verifies them)."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return []
     found = []
     for child in output_dir.iterdir():
         step = checkpoint_step(child.name)
-        if step is not None and child.is_dir() and (child / TRAINING_STATE).is_file():
+        if step is not None and child.is_dir():
             found.append((step, child))
     return sorted(found)
 
@@ -69,6 +83,7 @@ def save_checkpoint(accelerator, folder: Path, peft_model, tokenizer, config_yam
         torch.save(training_state, tmp / TRAINING_STATE)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        write_manifest(tmp)  # last: after every rank's files, so a listed folder was complete
         publish_folder(tmp, folder)
     accelerator.wait_for_everyone()
     return folder
@@ -81,21 +96,82 @@ def save_adapter(folder: Path, peft_model, tokenizer, config_yaml: str) -> None:
     peft_model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / "run_config.yaml").write_text(config_yaml)
+    write_manifest(tmp)
     publish_folder(tmp, folder)
+
+
+def is_training_only(name: str) -> bool:
+    """Files only resume needs (evaluation of an adapter ignores damage to them)."""
+    return name == TRAINING_STATE or (name.startswith("rng_state_") and name.endswith(".pt"))
+
+
+def verify_checkpoint(folder: str | Path, for_training: bool = True) -> FolderCheck:
+    """"ok", "unverified" (no manifest: written before manifests; still usable) or "damaged".
+
+    for_training=False checks only what evaluation loads (adapter, configs), not the optimizer state.
+    For resume, a checkpoint without a manifest gets the checks possible without one: its adapter and
+    training state exist and the safetensors header matches the file's length. (Evaluation reports
+    an unverified adapter that does not load as that entry's failure.)
+    """
+    folder = Path(folder)
+    check = verify_manifest(folder, include=None if for_training else (lambda name: not is_training_only(name)))
+    if check.status != UNVERIFIED or not for_training:
+        return check
+    needed = [ADAPTER_WEIGHTS, TRAINING_STATE]
+    problems = [f"{name}: missing" for name in needed if not (folder / name).is_file()]
+    if not problems:
+        from safetensors import safe_open
+
+        try:
+            with safe_open(folder / ADAPTER_WEIGHTS, framework="pt"):
+                pass
+        except Exception as error:  # safetensors raises its own error type for a cut-short file
+            problems.append(f"{ADAPTER_WEIGHTS}: unreadable ({str(error).splitlines()[0][:120]})")
+    return FolderCheck(folder, DAMAGED, tuple(problems)) if problems else check
+
+
+def find_resume_checkpoint(output_dir: str | Path) -> tuple[Path | None, list[str]]:
+    """The newest checkpoint that verifies (or has no manifest), and one note per checkpoint skipped
+    or unverified on the way, newest first. (None, notes) when no checkpoint is intact."""
+    notes = []
+    for step, folder in reversed(checkpoint_folders(output_dir)):
+        check = verify_checkpoint(folder)
+        if check.damaged:
+            notes.append(f"{check.describe()}; skipped")
+            continue
+        if check.status == UNVERIFIED:
+            notes.append(check.describe())
+        return folder, notes
+    return None, notes
 
 
 def load_checkpoint(folder: Path, peft_model, optimizer, scheduler, process_index: int) -> dict:
     """Restore adapter weights, optimizer, scheduler and this rank's RNG; return the training state."""
+    try:
+        return _load_checkpoint(folder, peft_model, optimizer, scheduler, process_index)
+    except CheckpointError:
+        raise
+    except (OSError, RuntimeError, EOFError, KeyError, ValueError) as error:
+        if (folder / MANIFEST).is_file():
+            raise  # verified files that do not load: a bug, keep the traceback
+        # Unverified (pre-manifest) checkpoints can hide damage the light checks miss.
+        raise CheckpointError(
+            f"{folder} (no {MANIFEST}, so not verified) cannot be loaded: {type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200] if str(error) else ''}. Delete or move that folder to resume "
+            "from the one before, or start again with --overwrite.") from None
+
+
+def _load_checkpoint(folder: Path, peft_model, optimizer, scheduler, process_index: int) -> dict:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    adapter_file = folder / "adapter_model.safetensors"
+    adapter_file = folder / ADAPTER_WEIGHTS
     if not adapter_file.is_file():
-        raise FileNotFoundError(f"{folder} has no adapter_model.safetensors: not a complete checkpoint")
+        raise CheckpointError(f"{folder} has no {ADAPTER_WEIGHTS}: not a complete checkpoint")
     result = set_peft_model_state_dict(peft_model, load_file(adapter_file))
     unexpected = getattr(result, "unexpected_keys", None)
     if unexpected:
-        raise ValueError(f"{folder}: adapter weights do not match this LoRA config ({unexpected[:3]} ...). "
+        raise CheckpointError(f"{folder}: adapter weights do not match this LoRA config ({unexpected[:3]} ...). "
                          "Resume with the config the run was started with.")
     state = torch.load(folder / TRAINING_STATE, weights_only=False)
     optimizer.load_state_dict(state["optimizer"])

@@ -23,8 +23,9 @@ from torch.utils.data import DataLoader
 
 from src.config import Config, ConfigError, config_to_dict, config_to_yaml, load_config
 from src.run_identity import (CHECKPOINT_PREFIX, FINAL_DIR, RUN_INFO_FILE, checkpoint_dir, checkpoint_dir_name,
-                              run_identity_fields)
-from src.training.checkpoint import list_checkpoints, load_checkpoint, save_adapter, save_checkpoint
+                              checkpoint_step, run_identity_fields)
+from src.training.checkpoint import (CheckpointError, find_resume_checkpoint, list_checkpoints, load_checkpoint,
+                                     save_adapter, save_checkpoint)
 
 logger = logging.getLogger("fewshot_distill")
 
@@ -61,7 +62,7 @@ def exit_on_user_error(main: Callable[[], None]) -> None:
 
     try:
         main()
-    except (ConfigError, AlignmentError, FileNotFoundError) as error:
+    except (ConfigError, AlignmentError, FileNotFoundError, CheckpointError) as error:
         raise SystemExit(f"error: {error}") from None
 
 
@@ -96,10 +97,20 @@ def check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> Path | 
     """The checkpoint to resume from, or None for a fresh run; refuses to mix two runs' outputs."""
     checkpoints = list_checkpoints(output_dir)
     if resume:
-        if not checkpoints:
+        folder, notes = find_resume_checkpoint(output_dir)
+        for note in notes:
+            logger.warning("%s", note)
+        if folder is None and notes:
+            raise SystemExit(f"--resume: no intact checkpoint in {output_dir} (newest: "
+                             f"{notes[0].removesuffix('; skipped')}). Start "
+                             "again with --overwrite, or restore a checkpoint from a backup.")
+        if folder is None:
             raise SystemExit(f"--resume: no complete checkpoint-* folder in {output_dir}. Start a fresh "
                              "run without --resume.")
-        return checkpoints[-1][1]
+        if any(note.endswith("; skipped") for note in notes):
+            logger.warning("going back to %s (step %s), the newest intact checkpoint", folder,
+                           checkpoint_step(folder.name))
+        return folder
     leftovers = [c.name for _, c in checkpoints] + [n for n in (FINAL_DIR, "metrics.jsonl")
                                                      if (output_dir / n).exists()]
     if leftovers and not overwrite:
@@ -107,6 +118,34 @@ def check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> Path | 
                          "Pass --resume to continue that run, --overwrite to replace it, or choose "
                          "another --output_dir.")
     return None
+
+
+def _decide_on_main(accelerator, decide: Callable[[], object]):
+    """`decide()` on the main process only; every rank gets its result (or stops with it).
+
+    Used for the resume checkpoint: every rank must load the same one, and reading (hashing) the
+    files once is cheaper than on every rank.
+    """
+    outcome = [None]
+    if accelerator.is_main_process:
+        try:
+            outcome = [("ok", decide())]
+        except SystemExit as stop:
+            outcome = [("exit", stop.code)]
+        except Exception as error:
+            outcome = [("error", error)]
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(outcome)
+    kind, value = outcome[0]
+    if kind == "ok":
+        return value
+    if not accelerator.is_main_process:
+        raise SystemExit(1)  # the main process prints the reason
+    if kind == "exit":
+        raise SystemExit(value)
+    raise value
 
 
 def _clear_previous_run(output_dir: Path) -> None:
@@ -152,7 +191,7 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
     _configure_logging(accelerator.is_main_process)
     output_dir = Path(train_cfg.output_dir)
-    resume_from = check_output_dir(output_dir, args.resume, args.overwrite)
+    resume_from = _decide_on_main(accelerator, lambda: check_output_dir(output_dir, args.resume, args.overwrite))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if args.overwrite:
@@ -248,6 +287,15 @@ class _MetricsWindow:
         self.tokens += tokens
 
 
+def _logged_step(line: str) -> int | None:
+    """The step of a metrics.jsonl line, or None for a blank or unreadable one."""
+    try:
+        record = json.loads(line)
+        return int(record["step"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
 class MetricsLogger:
     """TensorBoard scalars + metrics.jsonl, main process only. Resume truncates later entries."""
 
@@ -260,8 +308,12 @@ class MetricsLogger:
         from torch.utils.tensorboard import SummaryWriter
 
         if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= start_step]
+            lines = [(line, _logged_step(line)) for line in self.path.read_text(errors="replace").splitlines()
+                     if line.strip()]
+            kept = [line for line, step in lines if step is not None and step <= start_step]
+            dropped = sum(1 for _, step in lines if step is None)
+            if dropped:  # e.g. the line a hard kill cut short; the checkpoint's state is unaffected
+                logger.warning("%s: dropped %d unreadable line(s)", self.path, dropped)
             self.path.write_text("".join(line + "\n" for line in kept))
         self.writer = SummaryWriter(str(output_dir / "tb"), purge_step=start_step + 1 if start_step else None)
 

@@ -19,7 +19,9 @@ returns exactly the float32 values and int64 ids the online teacher returned. Wi
 Modes: "memory" (a dict per process; under DDP each micro-batch's new entries are all-gathered, so an
 example first seen on rank 0 is a hit on rank 1 in a later epoch) or "disk" (one file per entry under
 a folder every rank reads and writes, default `{output_dir}/teacher_cache`; it survives restarts and
-resumes; several nodes need a shared filesystem).
+resumes; several nodes need a shared filesystem). A disk entry also stores its key and the sha256 of
+its tensors; an entry that is cut short, unreadable, changed or of the wrong shape / dtype / K /
+answer length is counted (`stats()["damaged"]`), deleted and recomputed like a miss, never used.
 
     cache = TeacherTopKCache("memory", teacher_cache_context(teacher, "Qwen/Qwen3-1.7B", 256, "seed"))
     teacher_top_k = cached_teacher_top_k(online_teacher_top_k(teacher, 256, "seed"), cache)
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -38,6 +41,12 @@ import torch
 from src import distillation as D
 
 CACHE_MODES = ("none", "memory", "disk")
+VALUE_DTYPES = (torch.bfloat16, torch.float32)
+ID_DTYPE = torch.int32
+# Tensors of a disk entry, in the order `get` returns them ("tail": only with a top-K tail bucket).
+ENTRY_TENSORS = ("values", "ids", "tail")
+
+logger = logging.getLogger("fewshot_distill")
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
@@ -99,8 +108,10 @@ class TeacherTopKCache:
             self.folder = Path(folder) / self.context_hash[:16]
             self.folder.mkdir(parents=True, exist_ok=True)
             (self.folder / "context.json").write_text(context)
+        self.k = _context_k(context)
         self.hits = 0
         self.misses = 0
+        self.damaged = 0
 
     def key(self, teacher_ids: torch.Tensor, n_answer: int) -> str:
         digest = hashlib.sha256(self.context_hash.encode())
@@ -111,17 +122,36 @@ class TeacherTopKCache:
     def _path(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.pt"
 
-    def get(self, key: str) -> tuple[torch.Tensor, ...] | None:
-        """(values float32, ids int64[, tail float32]) on the CPU, or None."""
+    def get(self, key: str, n_answer: int | None = None) -> tuple[torch.Tensor, ...] | None:
+        """(values float32 [n_answer, K], ids int64 [n_answer, K][, tail float32 [n_answer]]) on the CPU, or None.
+
+        Disk mode: a damaged entry is deleted and returns None (the caller recomputes and rewrites it).
+        """
         stored = self.entries.get(key)
         if stored is None and self.mode == "disk":
-            path = self._path(key)
-            if path.is_file():
-                data = torch.load(path, map_location="cpu", weights_only=True)
-                stored = (data["values"], data["ids"]) + ((data["tail"],) if "tail" in data else ())
+            stored = self._read_disk_entry(key, n_answer)
         if stored is None:
             return None
         return (stored[0].float(), stored[1].long(), *stored[2:])
+
+    def _read_disk_entry(self, key: str, n_answer: int | None) -> tuple[torch.Tensor, ...] | None:
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # a cut-short or overwritten zip raises several error types
+            problem = f"unreadable ({type(error).__name__})"
+        else:
+            problem = entry_problem(data, key, n_answer, self.k)
+        if problem is None:
+            return tuple(data[name] for name in ENTRY_TENSORS if name in data)
+        self.damaged += 1
+        if self.damaged == 1:
+            logger.warning("teacher cache entry %s is damaged (%s): recomputed and rewritten (later ones "
+                           "are counted in the cache stats)", path, problem)
+        path.unlink(missing_ok=True)
+        return None
 
     def put(self, key: str, values: torch.Tensor, ids: torch.Tensor, tail: torch.Tensor | None = None) -> None:
         values, ids = values.detach().to("cpu", torch.float32), ids.detach().to("cpu", torch.int64)
@@ -138,7 +168,8 @@ class TeacherTopKCache:
         # Write then rename: another rank never reads a half-written entry.
         handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         os.close(handle)
-        torch.save({"values": stored[0], "ids": stored[1], **({"tail": stored[2]} if tail is not None else {})}, tmp)
+        entry = dict(zip(ENTRY_TENSORS, stored))
+        torch.save({**entry, "key": key, "sha256": tensors_sha256(*stored)}, tmp)
         os.replace(tmp, path)
 
     def __len__(self) -> int:
@@ -147,7 +178,54 @@ class TeacherTopKCache:
         return sum(1 for _ in self.folder.glob("*/*.pt"))
 
     def stats(self) -> dict:
-        return {"mode": self.mode, "hits": self.hits, "misses": self.misses, "context": self.context_hash[:16]}
+        return {"mode": self.mode, "hits": self.hits, "misses": self.misses, "damaged": self.damaged,
+                "context": self.context_hash[:16]}
+
+
+def _context_k(context: str) -> int | None:
+    """K from a `teacher_cache_context` string (None for a free-form context, as in unit tests)."""
+    try:
+        k = json.loads(context).get("k")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return k if isinstance(k, int) else None
+
+
+def tensors_sha256(*tensors: torch.Tensor) -> str:
+    """sha256 of the stored bytes of an entry's tensors (with their dtypes and shapes)."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def entry_problem(data, key: str, n_answer: int | None, k: int | None) -> str | None:
+    """Why a loaded disk entry must not be used, or None.
+
+    values [n_answer, K] bf16/fp32, ids [n_answer, K] int32, optional tail [n_answer] float32.
+    """
+    if not isinstance(data, dict) or not {"values", "ids", "key", "sha256"} <= data.keys():
+        return "not a cache entry (missing fields; written by an older version?)"
+    tensors = [data[name] for name in ENTRY_TENSORS if name in data]
+    if not all(isinstance(tensor, torch.Tensor) for tensor in tensors):
+        return "values/ids are not tensors"
+    values, ids = data["values"], data["ids"]
+    if data["key"] != key:
+        return "stored under another key"
+    if values.dtype not in VALUE_DTYPES or ids.dtype != ID_DTYPE:
+        return f"dtypes {values.dtype}/{ids.dtype}, expected bf16 or float32 / int32"
+    if values.dim() != 2 or ids.shape != values.shape:
+        return f"shapes {tuple(values.shape)} / {tuple(ids.shape)}, expected two equal [n_answer, K]"
+    if n_answer is not None and values.size(0) != n_answer:
+        return f"{values.size(0)} answer positions, expected {n_answer}"
+    if k is not None and values.size(1) != k:
+        return f"K = {values.size(1)}, expected {k}"
+    if "tail" in data and (data["tail"].dtype != torch.float32 or data["tail"].shape != values.shape[:1]):
+        return f"tail {data['tail'].dtype} {tuple(data['tail'].shape)}, expected float32 [{values.size(0)}]"
+    if data["sha256"] != tensors_sha256(*tensors):
+        return "sha256 differs (content changed)"
+    return None
 
 
 def _compact_values(values: torch.Tensor) -> torch.Tensor:
@@ -200,7 +278,7 @@ def cached_teacher_top_k(online_top_k, cache: TeacherTopKCache):
         n_answer = answer_mask.sum(dim=1).tolist()
         lengths = teacher_lengths.tolist()
         keys = [cache.key(teacher_ids[row, :lengths[row]], n_answer[row]) for row in range(len(lengths))]
-        found = [cache.get(key) for key in keys]
+        found = [cache.get(key, n_answer[row]) for row, key in enumerate(keys)]
         missing = [row for row, entry in enumerate(found) if entry is None]
         cache.hits += len(keys) - len(missing)
         cache.misses += len(missing)
