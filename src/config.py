@@ -21,6 +21,8 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from src.data.shots import SHOT_SAMPLING_MODES
+from src.data.teacher_context import TEACHER_CONTEXTS
 from src.tasks import TASKS
 
 PARENT_KEY = "base_config"
@@ -75,8 +77,8 @@ class DataConfig:
         _require(self.num_workers >= 0, "data.num_workers must be >= 0")
         _require(self.invalid_rows in ("error", "skip"),
                  f"data.invalid_rows must be 'error' or 'skip', got {self.invalid_rows!r}")
-        _require(self.shot_sampling in ("per_example", "fixed"),
-                 f"data.shot_sampling must be 'per_example' or 'fixed', got {self.shot_sampling!r}")
+        _require(self.shot_sampling in SHOT_SAMPLING_MODES,
+                 f"data.shot_sampling must be one of {SHOT_SAMPLING_MODES}, got {self.shot_sampling!r}")
 
 
 @dataclass
@@ -168,8 +170,9 @@ class DistillationConfig:
                  f"distillation.alignment must be 'seed' or 'predict', got {self.alignment!r}")
         _require(self.teacher_cache in ("none", "memory", "disk"),
                  f"distillation.teacher_cache must be 'none', 'memory' or 'disk', got {self.teacher_cache!r}")
-        _require(self.teacher_context in ("fewshot", "zeroshot", "shuffled_answers"),
-                 "distillation.teacher_context must be 'fewshot', 'zeroshot' or 'shuffled_answers', "
+        # The registry is the list of valid names: a new context needs no change here.
+        _require(self.teacher_context in TEACHER_CONTEXTS,
+                 f"distillation.teacher_context must be one of {sorted(TEACHER_CONTEXTS)}, "
                  f"got {self.teacher_context!r}")
         from src.losses import loss_settings_problem  # the loss registry is the list of valid names
 

@@ -14,8 +14,8 @@ teacher sequence is then `[shots][question][answer]` (`render_prompt`), the same
 All are deterministic per (seed, index), so a teacher-cache entry stays valid across epochs; the
 context name also enters the cache key (src/training/teacher_cache.py `teacher_cache_context`).
 
-Adding a context: one function here plus its name in `TEACHER_CONTEXTS` and in the allowed values of
-`distillation.teacher_context` (src/config.py, configs/base.yaml), and a config under configs/ablations/.
+Adding a context: one function here plus its name in `TEACHER_CONTEXTS` (src/config.py validates
+against it), the value list in configs/base.yaml's comment, and a config under configs/ablations/.
 """
 
 from __future__ import annotations
