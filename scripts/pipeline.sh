@@ -62,8 +62,16 @@ if [ "${CONTROLS:-auto}" = yes ] || { [ "${CONTROLS:-auto}" = auto ] && has_teac
 fi
 train_seconds=$(( SECONDS - start ))
 
-K=$($PYTHON -c "from src.config import load_config; import sys; print(load_config(sys.argv[1], sys.argv[2:]).data.num_fewshot_examples)" "$BASE_CONFIG" "${EVAL_ARGS_[@]}")
-ICL="icl_${K}shot"
+# The few-shot base row: icl_{k}shot for this config's k when evaluation knows that name, else its ICL row.
+ICL=$($PYTHON - "$BASE_CONFIG" "${EVAL_ARGS_[@]}" <<'PY'
+import sys
+from src.config import load_config
+from src.eval.conditions import BASE_CONDITIONS
+k = load_config(sys.argv[1], sys.argv[2:]).data.num_fewshot_examples
+few_shot = [name for name, with_shots in BASE_CONDITIONS.items() if with_shots]
+print(f"icl_{k}shot" if f"icl_{k}shot" in few_shot else few_shot[0])
+PY
+)
 
 if [ "${ACCURACY:-no}" = yes ]; then
   echo "== accuracy of every checkpoint ($(date -u +%H:%M:%S))"
