@@ -18,6 +18,8 @@ export PYTHON=${PYTHON:-python}
 export OUT=${OUT:-mini_out}
 ASSETS=${ASSETS-assets/mini}
 export ACCELERATE_USE_CPU=${ACCELERATE_USE_CPU:-true}
+# accelerate launch sets 1 thread per process unless told otherwise; one process uses every core here.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 MODEL=${MODEL:-models/smollm2-135m-instruct}
@@ -30,7 +32,8 @@ export LAUNCH=${LAUNCH:---num_processes 1}
 export TRAIN_OVERRIDES="model.name=$MODEL data.path=$DATA ${TRAIN_OVERRIDES:-}"
 export EVAL_OVERRIDES="model.name=$MODEL data.path=$DATA ${EVAL_OVERRIDES:-}"
 export CONTROLS=${CONTROLS:-auto} ACCURACY=no
-export DIAG_SAMPLES=${DIAG_SAMPLES:-24} DIAG_BATCH=${DIAG_BATCH:-4}
+export CONTROL_OVERRIDES=${CONTROL_OVERRIDES:-eval.held_out_examples=0}
+export DIAG_SAMPLES=${DIAG_SAMPLES:-8} DIAG_BATCH=${DIAG_BATCH:-1}
 summary=$($PYTHON - "$BASE_CONFIG" $TRAIN_OVERRIDES <<'PY'
 import sys
 from src.config import load_config

@@ -8,6 +8,7 @@
 #   LAUNCH          accelerate launch arguments, e.g. "--num_processes 1" or "--multi_gpu --num_processes 4"
 #   TRAIN_OVERRIDES extra key=value overrides for every training run (space-separated)
 #   EVAL_OVERRIDES  key=value overrides for evaluation and diagnostics (space-separated)
+#   CONTROL_OVERRIDES extra key=value overrides of the two control runs
 #   CONTROLS        "auto" (run the 0-shot-teacher and shuffled-answer controls when the code has
 #                   distillation.teacher_context), "yes" or "no"
 #   ACCURACY        "yes": GSM8K accuracy of every checkpoint with scripts/eval_checkpoints.py ($EVAL_ARGS)
@@ -56,20 +57,21 @@ RUNS=(baseline online_v1)
 train_run baseline train_baseline.py "$BASE_CONFIG"
 train_run online_v1 train_online_v1.py "$ONLINE_CONFIG"
 if [ "${CONTROLS:-auto}" = yes ] || { [ "${CONTROLS:-auto}" = auto ] && has_teacher_context; }; then
-  train_run online_zeroshot train_online_v1.py "$ONLINE_CONFIG" distillation.teacher_context=zeroshot
-  train_run online_shuffled train_online_v1.py "$ONLINE_CONFIG" distillation.teacher_context=shuffled_answers
+  # = configs/ablations/{zeroshot_teacher,shuffled_answers}.yaml on top of $ONLINE_CONFIG
+  read -r -a CONTROL_ARGS <<< "${CONTROL_OVERRIDES:-}"
+  train_run online_zeroshot train_online_v1.py "$ONLINE_CONFIG" distillation.teacher_context=zeroshot "${CONTROL_ARGS[@]}"
+  train_run online_shuffled train_online_v1.py "$ONLINE_CONFIG" distillation.teacher_context=shuffled_answers \
+    "${CONTROL_ARGS[@]}"
   RUNS+=(online_zeroshot online_shuffled)
 fi
 train_seconds=$(( SECONDS - start ))
 
-# The few-shot base row: icl_{k}shot for this config's k when evaluation knows that name, else its ICL row.
+# The few-shot base row, icl_{k}shot for this config's k (src/run_identity.py).
 ICL=$($PYTHON - "$BASE_CONFIG" "${EVAL_ARGS_[@]}" <<'PY'
 import sys
 from src.config import load_config
-from src.eval.conditions import BASE_CONDITIONS
-k = load_config(sys.argv[1], sys.argv[2:]).data.num_fewshot_examples
-few_shot = [name for name, with_shots in BASE_CONDITIONS.items() if with_shots]
-print(f"icl_{k}shot" if f"icl_{k}shot" in few_shot else few_shot[0])
+from src.run_identity import icl_condition
+print(icl_condition(load_config(sys.argv[1], sys.argv[2:]).data.num_fewshot_examples))
 PY
 )
 

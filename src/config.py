@@ -21,6 +21,8 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from src.tasks import TASKS
+
 PARENT_KEY = "base_config"
 
 
@@ -43,6 +45,8 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
+    # Task (src/tasks/): row validation, question text, gold parsing and answer extraction.
+    task: str = "gsm8k"
     dataset: str = "openai/gsm8k"
     subset: str = "main"
     train_split: str = "train"
@@ -60,10 +64,13 @@ class DataConfig:
     # Sort the examples of each optimizer step by teacher length (less padding; same examples per step,
     # but micro-batch composition, hence per-token loss weights, change). See docs/performance.md.
     group_by_length: bool = False
+    # Shots per example ("per_example": seed + index, the paper's) or one seeded set for all ("fixed").
+    shot_sampling: str = "per_example"
     # Train on a seeded subset of this many rows (picked before tokenization); null = the whole split.
     max_train_examples: Optional[int] = None
 
     def __post_init__(self) -> None:
+        _require(self.task in TASKS, f"data.task must be one of {sorted(TASKS)}, got {self.task!r}")
         _require(self.max_train_examples is None or self.max_train_examples > 0,
                  "data.max_train_examples must be > 0, or null for the whole split")
         _require(self.num_fewshot_examples >= 0, "data.num_fewshot_examples must be >= 0")
@@ -72,6 +79,8 @@ class DataConfig:
         _require(self.num_workers >= 0, "data.num_workers must be >= 0")
         _require(self.invalid_rows in ("error", "skip"),
                  f"data.invalid_rows must be 'error' or 'skip', got {self.invalid_rows!r}")
+        _require(self.shot_sampling in ("per_example", "fixed"),
+                 f"data.shot_sampling must be 'per_example' or 'fixed', got {self.shot_sampling!r}")
 
 
 @dataclass
@@ -139,6 +148,9 @@ class DistillationConfig:
     alignment: str = "seed"
     # Teacher top-K memoisation across epochs: "none" (online every step), "memory" or "disk".
     teacher_cache: str = "none"
+    # What the teacher reads before the answer (src/data/teacher_context.py): "fewshot" (the paper's),
+    # "zeroshot" ([question][answer]) or "shuffled_answers" (shots' answers deranged among the shots).
+    teacher_context: str = "fewshot"
 
     def __post_init__(self) -> None:
         _require(self.n_top_logits >= 0, "distillation.n_top_logits must be >= 0")
@@ -147,6 +159,9 @@ class DistillationConfig:
                  f"distillation.alignment must be 'seed' or 'predict', got {self.alignment!r}")
         _require(self.teacher_cache in ("none", "memory", "disk"),
                  f"distillation.teacher_cache must be 'none', 'memory' or 'disk', got {self.teacher_cache!r}")
+        _require(self.teacher_context in ("fewshot", "zeroshot", "shuffled_answers"),
+                 "distillation.teacher_context must be 'fewshot', 'zeroshot' or 'shuffled_answers', "
+                 f"got {self.teacher_context!r}")
 
 
 @dataclass

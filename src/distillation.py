@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from src.constants import IGNORE_INDEX
 from src.data.prompts import AlignmentError
 
-IGNORE_INDEX = -100
 ALIGNMENTS = ("seed", "predict")
 
 

@@ -1,4 +1,5 @@
-"""Tests for src.eval.answers: GSM8K answer extraction, gold parsing, matching and accuracy."""
+"""GSM8K answer extraction (flexible) and gold parsing (src/tasks/gsm8k.py), numeric matching and accuracy
+(src/eval/answers.py). Strict vs flexible extraction: tests/test_tasks.py."""
 
 import json
 import re
@@ -9,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from src.eval.answers import accuracy, answers_match, extract_answer, parse_gold_answer
+from src.eval.answers import accuracy, answers_match
+from src.tasks.gsm8k import extract_answer, parse_gold_answer
 
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 GSM8K_TEST = SHARED_DIR / "data" / "gsm8k" / "test.jsonl"

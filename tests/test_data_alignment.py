@@ -5,8 +5,9 @@ import torch
 
 from src import distillation as D
 from src.config import DataConfig
-from src.data.gsm8k_loader import (IGNORE_INDEX, build_example, build_examples, collate_examples,
-                                   load_gsm8k_rows, sample_shot_indices, validate_rows)
+from src.constants import IGNORE_INDEX
+from src.data.gsm8k_loader import build_example, build_examples, collate_examples, load_gsm8k_rows
+from src.tasks import get_task, validate_rows
 from src.data.prompts import AlignmentError, Shot, render_answer, render_prompt, tokenize_prompt_and_answer
 from tests.conftest import GSM8K_DIR, SMOKE_DATA
 
@@ -62,16 +63,6 @@ def test_labels_mask_exactly_the_prompt_and_padding(real_examples, qwen3_tokeniz
     D.check_aligned_token_ids(batch["teacher_input_ids"], batch["teacher_attention_mask"].sum(1), answer_ids, mask)
 
 
-def test_shots_are_deterministic_and_never_the_example_itself():
-    for index in range(50):
-        shots = sample_shot_indices(100, index, 8, seed=42)
-        assert index not in shots and len(set(shots)) == 8
-        assert shots == sample_shot_indices(100, index, 8, seed=42)
-    assert sample_shot_indices(100, 3, 8, seed=1) != sample_shot_indices(100, 3, 8, seed=2)
-    with pytest.raises(ValueError, match="Cannot draw 8 shots"):
-        sample_shot_indices(5, 0, 8, seed=0)
-
-
 def test_long_teacher_sequences_drop_shots_not_answer_tokens(qwen3_tokenizer, gsm8k_train_rows):
     full = build_example(qwen3_tokenizer, gsm8k_train_rows, 7, DataConfig(), seed=42, with_teacher=True)
     limit = len(full.teacher_input_ids) - 1
@@ -123,8 +114,8 @@ def test_invalid_rows_error_lists_them_or_are_skipped_and_counted():
     rows = [{"question": "q1", "answer": "a\n#### 1"}, {"question": "", "answer": "#### 2"},
             {"question": "q3", "answer": "no marker"}, {"question": "q4"}]
     with pytest.raises(ValueError, match=r"3 invalid rows.*row 1: no question; row 2: answer has no '####'"):
-        validate_rows(rows)
-    kept, skipped = validate_rows(rows, policy="skip")
+        validate_rows(rows, get_task("gsm8k"))
+    kept, skipped = validate_rows(rows, get_task("gsm8k"), policy="skip")
     assert kept == rows[:1] and skipped == 3
 
 

@@ -147,13 +147,13 @@ def test_eval_diagnostics_script_outputs_resume_and_file_kind(tiny_model_dir, tm
     from src.results.load import load_results
 
     output = tmp_path / "diag.json"
-    argv = ["--config", "configs/online_v1.yaml", "--conditions", "base_0shot", "icl_8shot", "--n_samples", "6",
+    argv = ["--config", "configs/online_v1.yaml", "--conditions", "base_0shot", "icl_2shot", "--n_samples", "6",
             "--output", str(output), f"model.name={tiny_model_dir}", f"data.path={SMOKE_DATA}",
             "data.num_fewshot_examples=2", "eval.mse_top_k=16"]
     assert main(argv) == 0
     data = load_diagnostics(output)
-    assert set(data["conditions"]) == {"base_0shot", "icl_8shot"}
-    teacher = data["conditions"]["icl_8shot"]["base"]
+    assert set(data["conditions"]) == {"base_0shot", "icl_2shot"}
+    teacher = data["conditions"]["icl_2shot"]["base"]
     assert teacher["kl"] == 0.0 and teacher["gap_closed_nll"] == 1.0 and teacher["rows"] == 6
     assert data["conditions"]["base_0shot"]["base"]["gap_closed_nll"] == 0.0
     rows = [json.loads(line) for line in output.with_name("diag.rows.jsonl").read_text().splitlines()]

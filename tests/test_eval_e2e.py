@@ -88,7 +88,8 @@ def check_outputs(output: Path, n_test: int = N_TEST, max_new_tokens: int = MAX_
     assert len(lines) == 4 * n_test
     generated = {}
     for line in lines:
-        assert set(line) == {"condition", "label", "index", "generated", "extracted", "gold", "correct"}
+        assert set(line) == {"condition", "label", "index", "generated", "extracted", "gold", "correct",
+                             "extracted_strict", "correct_strict"}
         assert line["index"] in indices
         assert line["gold"] == str(3 * line["index"] + 3)
         generated[(line["condition"], line["label"], line["index"])] = line["generated"]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from src.eval.prompts import (build_prompts, icl_shot_indices, max_model_len, rows_fingerprint,
-                              select_subset, tokenize_prompts)
+from src.eval.prompts import build_prompts, max_model_len, rows_fingerprint, select_subset, tokenize_prompts
 
 EMPTY_THINK = "<think>\n\n</think>\n\n"
 
@@ -25,24 +24,6 @@ def test_subset_is_seeded_sorted_and_full_when_large_enough():
     assert select_subset(10, 50, seed=0) == list(range(10))
     with pytest.raises(ValueError, match="empty"):
         select_subset(0, 5, seed=0)
-
-
-def test_shots_are_deterministic_per_test_index_and_drawn_from_train():
-    train = rows("train", 50)
-    a = icl_shot_indices(train, "test q", 3, n_shots=8, seed=42)
-    assert a == icl_shot_indices(train, "test q", 3, n_shots=8, seed=42)
-    assert len(a) == len(set(a)) == 8
-    assert a != icl_shot_indices(train, "test q", 4, n_shots=8, seed=42)
-
-
-def test_a_training_row_asking_the_test_question_is_never_a_shot():
-    train = rows("train", 10)
-    test_question = train[4]["question"]
-    for test_index in range(200):
-        shots = icl_shot_indices(train, "  " + test_question.replace(" ", "  "), test_index, n_shots=8, seed=0)
-        assert 4 not in shots and len(shots) == 8
-    with pytest.raises(ValueError, match="usable training rows"):
-        icl_shot_indices(train, test_question, 0, n_shots=10, seed=0)
 
 
 def test_icl_prompts_with_real_qwen3_tokenizer(qwen3_tokenizer):

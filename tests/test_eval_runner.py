@@ -78,12 +78,17 @@ def read_predictions(tmp_path):
 
 def test_score_rows_and_metrics():
     target = TARGETS[2]
-    metrics, rows = score(target, [Generation((1,), "x = 4\n#### 4"), Generation((1,), "no number")], ["4", "5"],
-                          [10, 20])
-    assert metrics == {"accuracy": 0.5, "correct": 1, "total": 2}
+    generations = [Generation((1,), "x = 4\n#### 4"), Generation((1,), "no number"),
+                   Generation((1,), "so 3 + 3 = 6")]
+    metrics, rows = score(target, generations, ["4", "5", "6"], [10, 20, 30])
+    assert metrics == {"accuracy": 2 / 3, "correct": 2, "total": 3, "strict_accuracy": 1 / 3, "strict_correct": 1}
     assert rows[0] == {"condition": "baseline", "label": "step_200", "index": 10, "generated": "x = 4\n#### 4",
-                       "extracted": "4", "gold": "4", "correct": True}
+                       "extracted": "4", "gold": "4", "correct": True,
+                       "extracted_strict": "4", "correct_strict": True}
     assert rows[1]["extracted"] is None and rows[1]["correct"] is False
+    # no '####' line: flexible takes the last number, strict has none
+    assert (rows[2]["extracted"], rows[2]["correct"]) == ("6", True)
+    assert (rows[2]["extracted_strict"], rows[2]["correct_strict"]) == (None, False)
 
 
 def test_full_run_writes_schema_and_one_prediction_per_example_and_entry(tmp_path):
@@ -92,11 +97,10 @@ def test_full_run_writes_schema_and_one_prediction_per_example_and_entry(tmp_pat
     assert failures == [] and opened == ["base-model"] and backend.closed == 1
     data = json.loads((tmp_path / "eval.json").read_text())
     assert data["subset_indices"] == INDICES and data["model"] == "base-model"
-    assert data["conditions"] == {
-        "base_0shot": {"base": {"accuracy": 1 / 3, "correct": 1, "total": 3}},
-        "icl_8shot": {"base": {"accuracy": 1 / 3, "correct": 1, "total": 3}},
-        "baseline": {"step_200": {"accuracy": 1 / 3, "correct": 1, "total": 3},
-                     "step_400": {"accuracy": 1.0, "correct": 3, "total": 3}}}
+    one, three = ({"accuracy": n / 3, "correct": n, "total": 3, "strict_accuracy": n / 3, "strict_correct": n}
+                  for n in (1, 3))
+    assert data["conditions"] == {"base_0shot": {"base": one}, "icl_8shot": {"base": one},
+                                  "baseline": {"step_200": one, "step_400": three}}
     assert data["sources"]["baseline"]["step_400"] == "runs/baseline/checkpoint-400"
     predictions = read_predictions(tmp_path)
     assert len(predictions) == 4 * 3

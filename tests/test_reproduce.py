@@ -45,7 +45,7 @@ def test_reproduce_trains_evaluates_plots_and_resumes(tiny_model_dir, tmp_path):
         config = (out / "experiments" / run / "run_config.yaml").read_text()
         assert "gradient_accumulation_steps: 2" in config
     accuracy = json.loads((out / "eval.json").read_text())["conditions"]
-    assert set(accuracy) == {"base_0shot", "icl_8shot", "baseline", "online_v1"}
+    assert set(accuracy) == {"base_0shot", "icl_2shot", "baseline", "online_v1"}
     assert set(accuracy["online_v1"]) == {"step_2", "step_4"}
     diagnostics = json.loads((out / "diagnostics.json").read_text())
     assert set(diagnostics["conditions"]["baseline"]) == {"step_2", "step_4"}

@@ -303,15 +303,20 @@ def test_moving_average():
         moving_average([1.0], 0)
 
 
-def test_run_label_from_resolved_training_config(tmp_path):
-    config = ("model:\n  name: Qwen/Qwen3-1.7B\ntraining:\n  output_dir: x\n"
-              "distillation:\n  n_top_logits: {k}\n  lambda_distill: {w}\n")
-    sft = write_metrics_run(tmp_path / "run_a")
-    (sft / "run_config.yaml").write_text(config.format(k=0, w=0.0))
+def test_run_label_from_run_info_not_guessed_from_the_config(tmp_path):
+    distillation_config = ("model:\n  name: Qwen/Qwen3-1.7B\ntraining:\n  output_dir: x\n"
+                           "distillation:\n  n_top_logits: 256\n  lambda_distill: 0.5\n")
+    sft = write_metrics_run(tmp_path / "run_a")  # SFT launched with a distillation config: still SFT
+    (sft / "run_config.yaml").write_text(distillation_config)
+    (sft / "run_info.json").write_text(json.dumps({"method": "baseline"}))
     dist = write_metrics_run(tmp_path / "run_b")
-    (dist / "run_config.yaml").write_text(config.format(k=256, w=0.5))
+    (dist / "run_config.yaml").write_text(distillation_config)
+    (dist / "run_info.json").write_text(json.dumps({"method": "online_v1"}))
     assert run_label(sft) == "LoRA SFT"
     assert run_label(dist) == "LoRA SFT + Few-Shot Distillation"
+    guessed = write_metrics_run(tmp_path / "run_c")  # no run_info.json: no guess from lambda/K
+    (guessed / "run_config.yaml").write_text(distillation_config)
+    assert run_label(guessed) == "run_c"
     assert condition_from_config({"training": {"run_name": "ablation_k64"}}) == "ablation_k64"
     assert condition_from_config({"model": {"name": "Qwen/Qwen3-1.7B"}}) is None  # model.name is not a run name
 

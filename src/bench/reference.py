@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from src.constants import IGNORE_INDEX
 
 
 def reference_distillation_losses(teacher_model, student_model, batch: dict, k: int, lambda_distill: float,

@@ -1,9 +1,12 @@
-"""GSM8K rows -> tokenized teacher/student training examples -> padded batches.
+"""Task rows -> tokenized teacher/student training examples -> padded batches.
 
-Rows come from the hub (`openai/gsm8k`, `main`) or, when `data.path` is set, from a local folder with
-`{split}.jsonl` files of `{"question", "answer"}` rows. Each training example i gets its own shots,
-drawn with `random.Random(seed + i)` from the other rows of the same split (never row i itself), so
-the teacher input of an example is the same in every epoch and on every rank.
+Rows come from the hub (`data.dataset`/`data.subset`, GSM8K by default) or, when `data.path` is set,
+from a local folder with `{split}.jsonl` files; the task (`data.task`, src/tasks/) maps records to
+`{"question", "answer"}` rows and says which rows are usable. Each training example i gets its shots from
+src/data/shots.py (`data.shot_sampling`; by default drawn with `random.Random(seed + i)` from the other
+rows of the same split, never row i itself), and the teacher reads them as `distillation.teacher_context`
+says (src/data/teacher_context.py), so the teacher input of an example is the same in every epoch and
+on every rank.
 
     rows = load_gsm8k_rows(cfg.data, cfg.data.train_split)
     examples, stats = build_examples(rows, tokenizer, cfg.data, seed=cfg.training.seed, with_teacher=True)
@@ -12,17 +15,17 @@ the teacher input of an example is the same in every epoch and on every rank.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from src.data.prompts import AlignmentError, Shot, render_answer, render_prompt, tokenize_prompt_and_answer
-
-IGNORE_INDEX = -100
-ANSWER_MARKER = "####"
+from src.constants import IGNORE_INDEX
+from src.data.prompts import AlignmentError, render_answer, render_prompt, tokenize_prompt_and_answer
+from src.data.shots import training_shot_indices
+from src.data.teacher_context import teacher_shots
+from src.tasks import get_task, validate_rows
 
 
 @dataclass
@@ -32,7 +35,8 @@ class TrainingExample:
     student_prompt_len: int
     answer_ids: list[int]           # the supervised tokens, identical at the end of both sequences
     teacher_input_ids: list[int] | None = None
-    n_shots: int = 0
+    n_shots: int = 0                # shots the teacher sequence holds
+    shots_dropped: int = 0          # shots its context offered that did not fit max_seq_len_teacher
 
 
 @dataclass
@@ -46,7 +50,7 @@ class BuildStats:
 
 
 def load_gsm8k_rows(data_cfg, split: str) -> list[dict]:
-    """Rows `{"question", "answer"}` of one split, validated (see `validate_rows`)."""
+    """Rows `{"question", "answer"}` of one split of `data.task`'s dataset, validated by that task."""
     import datasets  # imported here: the pure helpers of this module do not need it
 
     if data_cfg.path:
@@ -60,51 +64,19 @@ def load_gsm8k_rows(data_cfg, split: str) -> list[dict]:
         dataset = datasets.load_dataset("json", data_files={split: str(file)}, split=split)
     else:
         dataset = datasets.load_dataset(data_cfg.dataset, data_cfg.subset, split=split)
-    rows = [{"question": r.get("question"), "answer": r.get("answer")} for r in dataset]
-    rows, _ = validate_rows(rows, policy=data_cfg.invalid_rows, source=f"{split} split")
+    task = get_task(data_cfg.task)
+    rows = [task.to_row(record) for record in dataset]
+    rows, _ = validate_rows(rows, task, policy=data_cfg.invalid_rows, source=f"{split} split")
     return rows
 
 
-def row_problem(row: dict) -> str | None:
-    """Why a row cannot be used, or None if it is fine."""
-    question, answer = row.get("question"), row.get("answer")
-    if not isinstance(question, str) or not question.strip():
-        return "no question"
-    if not isinstance(answer, str) or not answer.strip():
-        return "no answer"
-    if ANSWER_MARKER not in answer:
-        return f"answer has no '{ANSWER_MARKER}' line"
-    return None
-
-
-def validate_rows(rows: Sequence[dict], policy: str = "error", source: str = "dataset",
-                  max_listed: int = 5) -> tuple[list[dict], int]:
-    """Keep valid rows. policy "error": raise listing the first bad rows; "skip": drop and count them."""
-    problems = [(i, p) for i, p in ((i, row_problem(r)) for i, r in enumerate(rows)) if p]
-    if problems and policy == "error":
-        listed = "; ".join(f"row {i}: {p}" for i, p in problems[:max_listed])
-        raise ValueError(f"{len(problems)} invalid rows in {source} ({listed}). Fix the data or set "
-                         "data.invalid_rows=skip to drop them.")
-    bad = {i for i, _ in problems}
-    return [r for i, r in enumerate(rows) if i not in bad], len(problems)
-
-
-def sample_shot_indices(n_rows: int, index: int, n_shots: int, seed: int) -> list[int]:
-    """Shots for example `index`: deterministic in (seed, index), never `index` itself."""
-    if n_shots > n_rows - 1:
-        raise ValueError(f"Cannot draw {n_shots} shots from {n_rows - 1} other rows; lower "
-                         "data.num_fewshot_examples or use more data.")
-    rng = random.Random(seed + index)
-    drawn = rng.sample(range(n_rows), n_shots + 1)
-    return [i for i in drawn if i != index][:n_shots]
-
-
 def build_example(tokenizer, rows: Sequence[dict], index: int, data_cfg, seed: int,
-                  with_teacher: bool) -> TrainingExample:
+                  with_teacher: bool, teacher_context: str = "fewshot") -> TrainingExample:
     row = rows[index]
     question, answer = row["question"], row["answer"]
-    student_prompt = render_prompt(tokenizer, question)
-    answer_text = render_answer(tokenizer, question, answer)
+    task = get_task(data_cfg.task)
+    student_prompt = render_prompt(tokenizer, question, task=task)
+    answer_text = render_answer(tokenizer, question, answer, task=task)
     student_prompt_ids, answer_ids = tokenize_prompt_and_answer(tokenizer, student_prompt, answer_text)
     student_len = len(student_prompt_ids) + len(answer_ids)
     if student_len > data_cfg.max_seq_len_student:
@@ -115,11 +87,12 @@ def build_example(tokenizer, rows: Sequence[dict], index: int, data_cfg, seed: i
                               student_prompt_len=len(student_prompt_ids), answer_ids=answer_ids)
     if not with_teacher:
         return example
-    shot_indices = sample_shot_indices(len(rows), index, data_cfg.num_fewshot_examples, seed)
+    shot_indices = training_shot_indices(len(rows), index, data_cfg.num_fewshot_examples, seed,
+                                         data_cfg.shot_sampling)
+    offered = teacher_shots(teacher_context, rows, index, shot_indices, seed)
     # Drop shots from the end until the teacher sequence fits; the answer itself is never cut.
-    for n_shots in range(len(shot_indices), -1, -1):
-        shots = [Shot(rows[i]["question"], rows[i]["answer"]) for i in shot_indices[:n_shots]]
-        teacher_prompt = render_prompt(tokenizer, question, shots)
+    for n_shots in range(len(offered), -1, -1):
+        teacher_prompt = render_prompt(tokenizer, question, offered[:n_shots], task=task)
         teacher_prompt_ids, teacher_answer_ids = tokenize_prompt_and_answer(
             tokenizer, teacher_prompt, answer_text)
         if len(teacher_prompt_ids) + len(teacher_answer_ids) <= data_cfg.max_seq_len_teacher:
@@ -135,23 +108,24 @@ def build_example(tokenizer, rows: Sequence[dict], index: int, data_cfg, seed: i
             "tokens). Use a tokenizer/template whose prompt ends at a token boundary.")
     example.teacher_input_ids = teacher_prompt_ids + teacher_answer_ids
     example.n_shots = n_shots
+    example.shots_dropped = len(offered) - n_shots
     return example
 
 
 def build_examples(rows: Sequence[dict], tokenizer, data_cfg, seed: int, with_teacher: bool,
-                   indices: Sequence[int] | None = None, progress: bool = False
-                   ) -> tuple[list[TrainingExample], BuildStats]:
+                   indices: Sequence[int] | None = None, progress: bool = False,
+                   teacher_context: str = "fewshot") -> tuple[list[TrainingExample], BuildStats]:
     from tqdm.auto import tqdm
 
     indices = range(len(rows)) if indices is None else indices
     examples, stats = [], BuildStats()
     for index in tqdm(indices, desc="tokenizing", disable=not progress):
-        example = build_example(tokenizer, rows, index, data_cfg, seed, with_teacher)
+        example = build_example(tokenizer, rows, index, data_cfg, seed, with_teacher, teacher_context)
         examples.append(example)
         stats.max_student_len = max(stats.max_student_len, len(example.student_input_ids))
         if example.teacher_input_ids is not None:
             stats.max_teacher_len = max(stats.max_teacher_len, len(example.teacher_input_ids))
-            stats.teacher_shots_dropped += example.n_shots < data_cfg.num_fewshot_examples
+            stats.teacher_shots_dropped += example.shots_dropped > 0
             stats.shot_counts[example.n_shots] = stats.shot_counts.get(example.n_shots, 0) + 1
     stats.examples = len(examples)
     return examples, stats

@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-QUESTION_PREFIX = "Question: "
+from src.tasks import Task, get_task
+
 # Plain-text format for tokenizers without a chat template (e.g. base-model tokenizers).
 PLAIN_SHOT_SEPARATOR = "\n\n"
 PLAIN_ANSWER_PREFIX = "\nAnswer:"
@@ -32,17 +33,18 @@ class Shot:
     answer: str
 
 
-def format_question(question: str) -> str:
-    return f"{QUESTION_PREFIX}{question}"
+def build_messages(question: str, shots: Sequence[Shot] = (), answer: str | None = None,
+                   task: Task | None = None) -> list[dict]:
+    """Chat messages: one user/assistant pair per shot, then the question (and its answer if given).
 
-
-def build_messages(question: str, shots: Sequence[Shot] = (), answer: str | None = None) -> list[dict]:
-    """Chat messages: one user/assistant pair per shot, then the question (and its answer if given)."""
+    User turns are written by the task (`task.format_question`; GSM8K: `Question: ...`); None = gsm8k.
+    """
+    task = task or get_task()
     messages = []
     for shot in shots:
-        messages.append({"role": "user", "content": format_question(shot.question)})
+        messages.append({"role": "user", "content": task.format_question(shot.question)})
         messages.append({"role": "assistant", "content": shot.answer})
-    messages.append({"role": "user", "content": format_question(question)})
+    messages.append({"role": "user", "content": task.format_question(question)})
     if answer is not None:
         messages.append({"role": "assistant", "content": answer})
     return messages
@@ -52,20 +54,21 @@ def has_chat_template(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def render_prompt(tokenizer, question: str, shots: Sequence[Shot] = ()) -> str:
+def render_prompt(tokenizer, question: str, shots: Sequence[Shot] = (), task: Task | None = None) -> str:
     """The text the model reads before it answers (used for training prompts and for evaluation)."""
+    task = task or get_task()
     if has_chat_template(tokenizer):
         # enable_thinking=False goes to apply_chat_template directly: Qwen3's template then emits an
         # empty `<think>\n\n</think>\n\n` block and the model answers without reasoning traces.
         return tokenizer.apply_chat_template(
-            build_messages(question, shots), tokenize=False, add_generation_prompt=True,
+            build_messages(question, shots, task=task), tokenize=False, add_generation_prompt=True,
             enable_thinking=False)
-    parts = [f"{format_question(s.question)}{PLAIN_ANSWER_PREFIX} {s.answer}" for s in shots]
-    parts.append(f"{format_question(question)}{PLAIN_ANSWER_PREFIX}")
+    parts = [f"{task.format_question(s.question)}{PLAIN_ANSWER_PREFIX} {s.answer}" for s in shots]
+    parts.append(f"{task.format_question(question)}{PLAIN_ANSWER_PREFIX}")
     return PLAIN_SHOT_SEPARATOR.join(parts)
 
 
-def render_answer(tokenizer, question: str, answer: str) -> str:
+def render_answer(tokenizer, question: str, answer: str, task: Task | None = None) -> str:
     """The supervised continuation of `render_prompt`: the answer plus the end-of-turn marker.
 
     Surrounding whitespace is stripped (chat templates strip leading newlines of the final turn).
@@ -76,8 +79,8 @@ def render_answer(tokenizer, question: str, answer: str) -> str:
             raise ValueError("Tokenizer has neither a chat template nor an eos_token; set one so the "
                              "model can learn where an answer ends.")
         return f" {answer}{tokenizer.eos_token}"
-    prompt = render_prompt(tokenizer, question)
-    full = tokenizer.apply_chat_template(build_messages(question, answer=answer), tokenize=False,
+    prompt = render_prompt(tokenizer, question, task=task)
+    full = tokenizer.apply_chat_template(build_messages(question, answer=answer, task=task), tokenize=False,
                                          enable_thinking=False)
     if not full.startswith(prompt + answer):
         raise AlignmentError(

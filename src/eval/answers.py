@@ -1,10 +1,9 @@
-"""Answer extraction and scoring for GSM8K-style outputs.
+"""Numeric answers: find numbers in free text, canonicalise them, compare them exactly, count accuracy.
 
-GSM8K answers end with a line ``#### N``. Model outputs follow the same format when the
-model has learned it, but they come with all kinds of decoration around the number
-(``$1,234.50.``, ``**42**``, ``-3 dollars``, ``25%``) and are sometimes cut off by the
-token limit before the ``####`` line. The functions here turn both the model output and
-the gold answer into one canonical numeric string so that scoring is an exact numeric
+Task-agnostic. Which number of a model output is its answer (GSM8K: after `####`, else the last one)
+is the task's decision (src/tasks/); this module only reads and compares numbers. Model outputs come
+with all kinds of decoration around a number (``$1,234.50.``, ``**42**``, ``-3 dollars``, ``25%``);
+the functions here turn it into one canonical numeric string so that scoring is an exact numeric
 comparison (``Decimal``), never a float or raw-string comparison.
 
 Canonical numeric string: plain decimal notation, no thousands separators, no exponent,
@@ -13,9 +12,9 @@ e.g. ``"1234"``, ``"-3"``, ``"0.5"``, ``"3.5"``.
 
 Example::
 
-    >>> extract_answer("She pays 3 * $4 = $<<3*4=12>>12.\\n#### $1,234.50.")
+    >>> last_number("She pays 3 * $4 = $<<3*4=12>>12, total $1,234.50.")
     '1234.5'
-    >>> answers_match(extract_answer("... #### 72.0"), parse_gold_answer("... #### 72"))
+    >>> answers_match("72.0", "72")
     True
 """
 
@@ -24,8 +23,6 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Iterable
-
-ANSWER_MARKER = "####"
 
 # One number as it appears in free text. ASCII digits only ([0-9], not \d) so that other
 # scripts' digits never leak into an answer.
@@ -67,67 +64,18 @@ def _match_to_canonical(match: re.Match) -> str:
     return _canonical(value)
 
 
-def _first_number(text: str) -> str | None:
+def first_number(text: str) -> str | None:
+    """The first number in `text` as a canonical numeric string, or None."""
     match = NUMBER_PATTERN.search(text)
     return None if match is None else _match_to_canonical(match)
 
 
-def _last_number(text: str) -> str | None:
+def last_number(text: str) -> str | None:
+    """The last number in `text` as a canonical numeric string, or None."""
     last_match = None
     for last_match in NUMBER_PATTERN.finditer(text):
         pass
     return None if last_match is None else _match_to_canonical(last_match)
-
-
-def extract_answer(text: str) -> str | None:
-    """Extract the final numeric answer from a model output, as a canonical numeric string.
-
-    The answer is the first number after the LAST ``####`` marker. Decoration around it is
-    ignored: currency and unit prefixes/suffixes (``$``, ``€``, ``%``, ``dollars``),
-    whitespace, markdown bold, and trailing punctuation (a sentence period in ``"5."`` is
-    not a decimal point). Thousands separators must be commas in groups of three.
-
-    Fallback: when the text has no ``####`` (e.g. generation was cut off before it), or
-    nothing numeric follows the last ``####``, the LAST number anywhere in the text is
-    used; for GSM8K-style reasoning with calculator annotations (``<<48/2=24>>24``) that
-    is the most recent intermediate result.
-
-    Returns None when the text contains no number at all.
-
-    Limitations (by design, GSM8K gold answers are integers): fractions ("3/4") and
-    scientific notation ("1e3") are not evaluated, only their first number is taken
-    after ``####``.
-    """
-    marker_position = text.rfind(ANSWER_MARKER)
-    if marker_position != -1:
-        after_marker = _first_number(text[marker_position + len(ANSWER_MARKER):])
-        if after_marker is not None:
-            return after_marker
-    return _last_number(text)
-
-
-def parse_gold_answer(answer: str) -> str:
-    """Parse the gold answer of a GSM8K row (its ``answer`` field) into a canonical numeric string.
-
-    Takes the number after the last ``####`` the same way :func:`extract_answer` does, but
-    without any fallback: a gold answer must be explicit.
-
-    Raises:
-        ValueError: if the row has no ``####`` line, or no number follows it.
-    """
-    marker_position = answer.rfind(ANSWER_MARKER)
-    if marker_position == -1:
-        raise ValueError(
-            f"GSM8K gold answer has no '{ANSWER_MARKER}' line; expected the answer text to end "
-            f"with '{ANSWER_MARKER} <number>' (is this the 'answer' field of a GSM8K row?): "
-            f"{answer[-200:]!r}"
-        )
-    number = _first_number(answer[marker_position + len(ANSWER_MARKER):])
-    if number is None:
-        raise ValueError(
-            f"GSM8K gold answer has no number after its '{ANSWER_MARKER}' marker: {answer[-200:]!r}"
-        )
-    return number
 
 
 def _to_decimal(number: str, role: str) -> Decimal:
@@ -138,8 +86,8 @@ def _to_decimal(number: str, role: str) -> Decimal:
         value = None
     if value is None or not value.is_finite():
         raise ValueError(
-            f"{role} answer {number!r} is not a number; pass the output of "
-            "extract_answer / parse_gold_answer"
+            f"{role} answer {number!r} is not a number; pass the output of a task's "
+            "extract / parse_gold (src/tasks/)"
         )
     return value
 

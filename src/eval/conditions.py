@@ -1,7 +1,8 @@
 """Which (condition, label) entries to evaluate, and what model/adapter each one is.
 
-A condition is either one of the two base-model rows (`base_0shot`, `icl_8shot`, label `base`) or a
-training run folder holding `checkpoint-{step}/` (and `final/`) folders. A run folder is found as
+A condition is either one of the two base-model rows (`base_0shot`, `icl_{k}shot` with
+k = data.num_fewshot_examples, label `base`) or a training run folder holding `checkpoint-{step}/`
+(and `final/`) folders. Names and labels come from src/run_identity.py. A run folder is found as
 `base_dir/NAME`, `base_dir/poc/NAME` (the seed's layout, e.g. experiments/poc/baseline) or NAME as a
 literal path. Each checkpoint folder is a peft adapter (adapter_config.json: evaluated as a LoRA on
 the base model) or a full model (config.json: evaluated as its own model).
@@ -20,12 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from src.training.checkpoint import CHECKPOINT_PATTERN
+from src.run_identity import (BASE_LABEL, FINAL_DIR, FINAL_LABEL, base_conditions, checkpoint_dir_of_label,
+                              checkpoint_step, icl_condition, icl_shot_count, step_label)
 
-BASE_LABEL = "base"
-FINAL_LABEL = "final"
-# Base-model conditions: name -> whether the prompt carries the few-shot context.
-BASE_CONDITIONS = {"base_0shot": False, "icl_8shot": True}
 ADAPTER_CONFIG = "adapter_config.json"
 MODEL_CONFIG = "config.json"
 
@@ -36,7 +34,7 @@ class EvalTarget:
     label: str                     # "base", "step_{N}" or "final"
     model_path: str                # base model (hub id or folder) or a full-weight checkpoint folder
     adapter_path: str | None = None  # peft adapter folder evaluated on top of model_path
-    n_shots: int = 0               # few-shot examples in the prompt (icl_8shot only)
+    n_shots: int = 0               # few-shot examples in the prompt (icl_{k}shot only)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -49,10 +47,6 @@ class Problem:
     label: str | None
     message: str
     fatal: bool  # True: the requested entry cannot be evaluated as asked (exit status 1)
-
-
-def step_label(step: int) -> str:
-    return f"step_{step}"
 
 
 def parse_checkpoint_selector(text: str) -> str:
@@ -70,7 +64,7 @@ def condition_key(argument: str) -> str:
     return Path(argument).name if "/" in argument else argument
 
 
-def find_condition_dir(name: str, base_dir: str | Path) -> Path:
+def find_condition_dir(name: str, base_dir: str | Path, icl_shots: int = 8) -> Path:
     """The run folder of condition `name`: base_dir/NAME, base_dir/poc/NAME, or NAME as a path."""
     base_dir = Path(base_dir)
     candidates = [base_dir / name, base_dir / "poc" / name, Path(name)]
@@ -81,7 +75,7 @@ def find_condition_dir(name: str, base_dir: str | Path) -> Path:
     raise FileNotFoundError(
         f"Condition {name!r}: no run folder found (tried {tried}). Pass --base_dir pointing at the "
         f"folder that holds it, or the run folder's path as the condition name; the base-model rows "
-        f"are called {', '.join(BASE_CONDITIONS)}.")
+        f"are called {', '.join(base_conditions(icl_shots))}.")
 
 
 def checkpoint_kind(folder: str | Path) -> str:
@@ -104,11 +98,11 @@ def available_checkpoints(run_dir: str | Path) -> dict[str, Path]:
     Half-written folders (`checkpoint-200.tmp`) do not match and are ignored.
     """
     run_dir = Path(run_dir)
-    steps = sorted((int(m.group(1)), child) for child in run_dir.iterdir()
-                   if child.is_dir() and (m := CHECKPOINT_PATTERN.match(child.name)))
+    steps = sorted((step, child) for child in run_dir.iterdir()
+                   if child.is_dir() and (step := checkpoint_step(child.name)) is not None)
     found = {step_label(step): folder for step, folder in steps}
-    if (run_dir / FINAL_LABEL).is_dir():
-        found[FINAL_LABEL] = run_dir / FINAL_LABEL
+    if (run_dir / FINAL_DIR).is_dir():
+        found[FINAL_LABEL] = run_dir / FINAL_DIR
     return found
 
 
@@ -122,7 +116,7 @@ def checkpoint_targets(condition: str, run_dir: Path, labels: Sequence[str] | No
     for label in labels:
         folder = found.get(label)
         if folder is None:
-            expected = run_dir / (FINAL_LABEL if label == FINAL_LABEL else f"checkpoint-{label[5:]}")
+            expected = checkpoint_dir_of_label(run_dir, label)
             have = ", ".join(found) or "none"
             problems.append(Problem(condition, label, f"missing checkpoint {expected} (have: {have}); "
                                     "skipped", fatal=False))
@@ -150,13 +144,19 @@ def discover_targets(conditions: Sequence[str], base_dir: str | Path, checkpoint
                          f"{list(conditions)}")
     targets: list[EvalTarget] = []
     problems: list[Problem] = []
+    base_rows = base_conditions(icl_shots)
     for argument, condition in zip(conditions, keys):
-        if condition in BASE_CONDITIONS:
-            n_shots = icl_shots if BASE_CONDITIONS[condition] else 0
-            targets.append(EvalTarget(condition, BASE_LABEL, model_path=base_model, n_shots=n_shots))
+        if condition in base_rows:
+            targets.append(EvalTarget(condition, BASE_LABEL, model_path=base_model, n_shots=base_rows[condition]))
+            continue
+        asked_shots = icl_shot_count(condition)
+        if asked_shots is not None and argument == condition:
+            problems.append(Problem(condition, None, (
+                f"{condition} asks for {asked_shots} shots but data.num_fewshot_examples={icl_shots}; "
+                f"ask for {icl_condition(icl_shots)} or set data.num_fewshot_examples={asked_shots}"), fatal=True))
             continue
         try:
-            run_dir = find_condition_dir(argument, base_dir)
+            run_dir = find_condition_dir(argument, base_dir, icl_shots)
         except FileNotFoundError as error:
             problems.append(Problem(condition, None, str(error), fatal=True))
             continue

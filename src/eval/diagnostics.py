@@ -218,7 +218,10 @@ def build_heldout_batches(tokenizer, rows: Sequence[dict], indices: Sequence[int
     """
     from src.data.gsm8k_loader import build_examples, collate_examples
 
-    examples, _ = build_examples(rows, tokenizer, data_cfg, seed=seed, with_teacher=True, indices=indices)
+    # Always the k-shot teacher, whatever distillation.teacher_context a run trained with: the
+    # diagnostics measure the distance to the paper's teacher.
+    examples, _ = build_examples(rows, tokenizer, data_cfg, seed=seed, with_teacher=True, indices=indices,
+                                 teacher_context="fewshot")
     return [collate_examples(examples[i: i + batch_size], pad_token_id=tokenizer.pad_token_id)
             for i in range(0, len(examples), batch_size)]
 

@@ -24,10 +24,11 @@ import torch
 from src.config import config_to_dict
 from src.data.prompts import has_chat_template
 from src.eval import diagnostics as diag
-from src.eval.conditions import BASE_CONDITIONS, discover_targets
+from src.eval.conditions import discover_targets
 from src.eval.evaluate import build_parser, parse_args
 from src.eval.prompts import rows_fingerprint, select_subset
 from src.eval.runner import IncompatibleResultsError, ResultsStore
+from src.run_identity import ZERO_SHOT_CONDITION, icl_condition
 from src.utils.run_info import collect_run_info
 
 logger = logging.getLogger("fewshot_distill.diagnostics")
@@ -133,10 +134,9 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
         reference = diag.build_reference(base_lm, batches, top_k, alignment, device)
         logger.info("teacher reference (%d-shot, %d rows): %.1f s, %.1f MB kept", n_shots, len(indices),
                     time.time() - t0, reference.nbytes() / 2**20)
-        fixed = {"base_0shot": (reference.base0, reference.base0_rows)}
-        for name, few_shot in BASE_CONDITIONS.items():
-            if few_shot:
-                fixed[name] = (reference.teacher, reference.teacher_rows)
+        # The base rows are the reference itself: base_0shot, and icl_{k}shot = the teacher (KL 0).
+        fixed = {ZERO_SHOT_CONDITION: (reference.base0, reference.base0_rows),
+                 icl_condition(n_shots): (reference.teacher, reference.teacher_rows)}
         for target in pending:
             t0 = time.time()
             try:

@@ -15,12 +15,12 @@ from typing import Sequence
 
 from src.config import ConfigError, config_to_dict, load_config
 from src.data.prompts import has_chat_template
-from src.eval.answers import parse_gold_answer
 from src.eval.backends import (DTYPES, EngineSettings, cuda_available, default_backend, make_backend,
                                resolve_dtype)
 from src.eval.conditions import adapter_rank, discover_targets, parse_checkpoint_selector
 from src.eval.prompts import build_prompts, max_model_len, rows_fingerprint, select_subset, tokenize_prompts
 from src.eval.runner import IncompatibleResultsError, ResultsStore, predictions_path, run_targets, summary_table
+from src.tasks import get_task
 from src.utils.run_info import collect_run_info
 
 logger = logging.getLogger("fewshot_distill.eval")
@@ -32,7 +32,7 @@ def build_parser(description: str | None = None, generation: bool = True) -> arg
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML config (model, data, seed), e.g. configs/base.yaml")
     parser.add_argument("--conditions", nargs="+", required=True,
-                        help="base_0shot, icl_8shot, and/or run folders (NAME under --base_dir or "
+                        help="base_0shot, icl_{k}shot (k = data.num_fewshot_examples, icl_8shot by default), and/or run folders (NAME under --base_dir or "
                              "--base_dir/poc, or a path)")
     parser.add_argument("--base_dir", default="experiments", help="folder holding the run folders")
     parser.add_argument("--checkpoint_steps", nargs="+", default=None, metavar="STEP",
@@ -88,7 +88,8 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
     train_rows = load_gsm8k_rows(cfg.data, cfg.data.train_split)
     seed = cfg.training.seed
     indices = select_subset(len(test_rows), args.n_samples, seed)
-    golds = [parse_gold_answer(test_rows[i]["answer"]) for i in indices]
+    task = get_task(cfg.data.task)
+    golds = [task.parse_gold(test_rows[i]["answer"]) for i in indices]
     icl_shots = cfg.data.num_fewshot_examples
 
     targets, problems = discover_targets(args.conditions, args.base_dir, args.checkpoint_labels,
@@ -104,7 +105,8 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
 
     def prompts_for(n_shots: int) -> list[list[int]]:
         if n_shots not in prompt_cache:
-            texts = build_prompts(tokenizer, test_rows, indices, train_rows, n_shots, seed)
+            texts = build_prompts(tokenizer, test_rows, indices, train_rows, n_shots, seed,
+                                  cfg.data.shot_sampling, task)
             prompt_cache[n_shots] = tokenize_prompts(tokenizer, texts)
         return prompt_cache[n_shots]
 
@@ -125,6 +127,7 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
         "subset_indices": indices,
         "sampling": {"temperature": 0.0, "max_new_tokens": args.max_new_tokens},
         "prompting": {"icl_shots": icl_shots, "shot_seed": seed, "shot_split": cfg.data.train_split,
+                      "shot_sampling": cfg.data.shot_sampling, "task": cfg.data.task,
                       "chat_template": has_chat_template(tokenizer), "enable_thinking": False},
         "data_fingerprint": rows_fingerprint([test_rows[i] for i in indices]) + ":" + rows_fingerprint(train_rows),
         "engine": {"backend": args.backend, "dtype": dtype},
@@ -141,7 +144,7 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
         rank = max(ranks, default=0) if model_path == cfg.model.name else 0
         return make_backend(args.backend, model_path, tokenizer, replace(settings, max_lora_rank=rank))
 
-    failures = run_targets(targets, store, open_backend, prompts_for, golds, indices)
+    failures = run_targets(targets, store, open_backend, prompts_for, golds, indices, task)
 
     print(summary_table(store.data["conditions"]))
     print(f"results: {store.output}\npredictions: {predictions_path(store.output)}")

@@ -22,9 +22,10 @@ import traceback
 from pathlib import Path
 from typing import Callable, Sequence
 
-from src.eval.answers import accuracy, answers_match, extract_answer
+from src.eval.answers import accuracy
 from src.eval.backends import Backend, Generation
 from src.eval.conditions import EvalTarget
+from src.tasks import Task, get_task
 from src.utils.io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -115,22 +116,33 @@ class ResultsStore:
 
 
 def score(target: EvalTarget, generations: Sequence[Generation], golds: Sequence[str],
-          indices: Sequence[int]) -> tuple[dict, list[dict]]:
-    """{accuracy, correct, total} and one prediction row per test example."""
+          indices: Sequence[int], task: Task | None = None) -> tuple[dict, list[dict]]:
+    """Entry metrics and one prediction row per test example (task None = gsm8k).
+
+    `accuracy`/`correct`/`total` use the task's flexible extraction (as always);
+    `strict_accuracy`/`strict_correct` its strict one. Each row holds both: `extracted`/`correct`
+    (flexible) and `extracted_strict`/`correct_strict`.
+    """
+    task = task or get_task()
     if not (len(generations) == len(golds) == len(indices)):
         raise ValueError(f"{len(generations)} generations for {len(golds)} gold answers / {len(indices)} indices")
     rows = []
     for generation, gold, index in zip(generations, golds, indices):
-        extracted = extract_answer(generation.text)
+        extraction = task.extract(generation.text)
         rows.append({"condition": target.condition, "label": target.label, "index": int(index),
-                     "generated": generation.text, "extracted": extracted, "gold": gold,
-                     "correct": answers_match(extracted, gold)})
-    return accuracy(row["correct"] for row in rows), rows
+                     "generated": generation.text, "extracted": extraction.flexible, "gold": gold,
+                     "correct": task.answers_match(extraction.flexible, gold),
+                     "extracted_strict": extraction.strict,
+                     "correct_strict": task.answers_match(extraction.strict, gold)})
+    metrics = accuracy(row["correct"] for row in rows)
+    strict = accuracy(row["correct_strict"] for row in rows)
+    metrics.update(strict_accuracy=strict["accuracy"], strict_correct=strict["correct"])
+    return metrics, rows
 
 
 def run_targets(targets: Sequence[EvalTarget], store: ResultsStore, open_backend: Callable[[str], Backend],
                 prompts_for: Callable[[int], Sequence[Sequence[int]]], golds: Sequence[str],
-                indices: Sequence[int]) -> list[tuple[EvalTarget, str]]:
+                indices: Sequence[int], task: Task | None = None) -> list[tuple[EvalTarget, str]]:
     """Evaluate every unfinished target; returns the (target, error) pairs that failed.
 
     Targets are grouped by model so each engine starts once (the base model serves the base rows and
@@ -159,7 +171,7 @@ def run_targets(targets: Sequence[EvalTarget], store: ResultsStore, open_backend
                 logger.info("evaluating %s/%s", target.condition, target.label)
                 try:
                     generations = backend.generate(prompts_for(target.n_shots), adapter_path=target.adapter_path)
-                    metrics, rows = score(target, generations, golds, indices)
+                    metrics, rows = score(target, generations, golds, indices, task)
                 except Exception as error:  # one bad checkpoint must not cost the others' results
                     logger.error("%s/%s failed:\n%s", target.condition, target.label, traceback.format_exc())
                     failures.append((target, f"{type(error).__name__}: {error}"))

@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
+
+from src.run_identity import label_step
 
 # accuracy is stored as a float; allow it to be rounded (e.g. to 4 decimals) but not to disagree with correct/total.
 ACCURACY_TOLERANCE = 5e-4
 
-_STEP_RE = re.compile(r"^step_(\d+)$")
-
-
 def parse_step(checkpoint: str) -> int | None:
     """Training step of a checkpoint key ("step_1000" -> 1000); None for "base" and other non-step keys."""
-    match = _STEP_RE.match(checkpoint)
-    return int(match.group(1)) if match else None
+    return label_step(checkpoint)
 
 
 def validate_entry(entry: Any, where: str) -> None:

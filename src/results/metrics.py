@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from src.results.labels import DISTILLATION_CONDITION, SFT_CONDITION, label_for
+from src.results.labels import label_for
+from src.run_identity import read_run_identity
 
 METRICS_FILE = "metrics.jsonl"
 TB_DIR = "tb"
@@ -122,10 +123,9 @@ def moving_average(values: list[float], window: int) -> list[float]:
 
 
 def condition_from_config(config: Any) -> str | None:
-    """Condition name of a resolved training config, or None if it does not say.
+    """Condition name stated by a config (`condition` / `run_name`, top level or under `training`), else None.
 
-    An explicit `condition` / `run_name` (top level or under `training`) wins; otherwise the distillation section
-    decides: a positive lambda_distill and n_top_logits mean the distillation condition, zeros mean LoRA SFT.
+    Never guessed from lambda or K: a run's method is read from its run_info.json (src/run_identity.py).
     """
     if not isinstance(config, dict):
         return None
@@ -134,21 +134,17 @@ def condition_from_config(config: Any) -> str | None:
         for key in ("condition", "run_name"):
             if isinstance(section.get(key), str) and section[key]:
                 return section[key]
-    distillation = config.get("distillation")
-    if isinstance(distillation, dict) and "lambda_distill" in distillation:
-        weight = distillation.get("lambda_distill") or 0
-        top_k = distillation.get("n_top_logits", 1) or 0
-        return DISTILLATION_CONDITION if weight > 0 and top_k > 0 else SFT_CONDITION
     return None
 
 
 def run_label(run_dir: str | Path) -> str:
-    """Legend label of a run: the condition named by its run_config.yaml (see condition_from_config), else the
-    folder name, mapped through labels.label_for."""
+    """Legend label of a run: the condition in its run_info.json (written by training), else the one named by its
+    run_config.yaml (see condition_from_config), else the folder name; mapped through labels.label_for."""
     run_dir = Path(run_dir)
-    name = None
+    identity = read_run_identity(run_dir)
+    name = identity["condition"] if identity else None
     config_path = run_dir / RUN_CONFIG_FILE
-    if config_path.is_file():
+    if name is None and config_path.is_file():
         try:
             name = condition_from_config(yaml.safe_load(config_path.read_text()))
         except yaml.YAMLError:

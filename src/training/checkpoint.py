@@ -13,16 +13,15 @@ save never leaves a folder that resume or evaluation would pick up.
 from __future__ import annotations
 
 import random
-import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from src.run_identity import checkpoint_step
 from src.utils.io import publish_folder
 
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 TRAINING_STATE = "training_state.pt"
 
 
@@ -33,9 +32,9 @@ def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
         return []
     found = []
     for child in output_dir.iterdir():
-        match = CHECKPOINT_PATTERN.match(child.name)
-        if match and child.is_dir() and (child / TRAINING_STATE).is_file():
-            found.append((int(match.group(1)), child))
+        step = checkpoint_step(child.name)
+        if step is not None and child.is_dir() and (child / TRAINING_STATE).is_file():
+            found.append((step, child))
     return sorted(found)
 
 

@@ -22,6 +22,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from src.config import Config, ConfigError, config_to_dict, config_to_yaml, load_config
+from src.run_identity import (CHECKPOINT_PREFIX, FINAL_DIR, RUN_INFO_FILE, checkpoint_dir, checkpoint_dir_name,
+                              run_identity_fields)
 from src.training.checkpoint import list_checkpoints, load_checkpoint, save_adapter, save_checkpoint
 from src.training.heldout_eval import build_heldout_evaluator
 
@@ -97,7 +99,7 @@ def check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> Path | 
             raise SystemExit(f"--resume: no complete checkpoint-* folder in {output_dir}. Start a fresh "
                              "run without --resume.")
         return checkpoints[-1][1]
-    leftovers = [c.name for _, c in checkpoints] + [n for n in ("final", "metrics.jsonl")
+    leftovers = [c.name for _, c in checkpoints] + [n for n in (FINAL_DIR, "metrics.jsonl")
                                                      if (output_dir / n).exists()]
     if leftovers and not overwrite:
         raise SystemExit(f"{output_dir} already holds another run's outputs ({', '.join(leftovers[:4])}). "
@@ -107,11 +109,11 @@ def check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> Path | 
 
 
 def _clear_previous_run(output_dir: Path) -> None:
-    for child in output_dir.glob("checkpoint-*"):
+    for child in output_dir.glob(f"{CHECKPOINT_PREFIX}*"):
         shutil.rmtree(child, ignore_errors=True)
-    for name in ("final", "final.tmp", "tb"):
+    for name in (FINAL_DIR, f"{FINAL_DIR}.tmp", "tb"):
         shutil.rmtree(output_dir / name, ignore_errors=True)
-    for name in ("metrics.jsonl", "run_config.yaml", "run_info.json"):
+    for name in ("metrics.jsonl", "run_config.yaml", RUN_INFO_FILE):
         (output_dir / name).unlink(missing_ok=True)
 
 
@@ -166,7 +168,8 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
     # come from the whole split.
     indices = select_subset(len(rows), cfg.data.max_train_examples, train_cfg.seed)
     examples, stats = build_examples(rows, tokenizer, cfg.data, seed=train_cfg.seed, with_teacher=with_teacher,
-                                     indices=indices, progress=accelerator.is_main_process)
+                                     indices=indices, progress=accelerator.is_main_process,
+                                     teacher_context=cfg.distillation.teacher_context)
     data_stats = {"train_examples": stats.examples, "max_student_len": stats.max_student_len,
                   "max_teacher_len": stats.max_teacher_len,
                   "teacher_shots_dropped": stats.teacher_shots_dropped,
@@ -212,8 +215,9 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
               resume_from=resume_from, method=method, data_stats=data_stats)
     if accelerator.is_main_process:
         atomic_write_text(output_dir / "run_config.yaml", run.config_yaml)
-        atomic_write_json(output_dir / "run_info.json", collect_run_info(
-            method=method, world_size=accelerator.num_processes, mixed_precision=accelerator.mixed_precision,
+        atomic_write_json(output_dir / RUN_INFO_FILE, collect_run_info(
+            **run_identity_fields(method, cfg.distillation.teacher_context),
+            world_size=accelerator.num_processes, mixed_precision=accelerator.mixed_precision,
             resumed_from=str(resume_from) if resume_from else None, data=data_stats))
     return run
 
@@ -298,7 +302,7 @@ def train(run: Run, loss_step: LossStep) -> Path:
                 "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict()}
 
     def save(at_step: int) -> Path:
-        return save_checkpoint(accelerator, run.output_dir / f"checkpoint-{at_step}", run.peft_model,
+        return save_checkpoint(accelerator, checkpoint_dir(run.output_dir, at_step), run.peft_model,
                                run.tokenizer, run.config_yaml, checkpoint_state())
 
     metrics = MetricsLogger(run.output_dir, step, accelerator.is_main_process)
@@ -356,7 +360,7 @@ def train(run: Run, loss_step: LossStep) -> Path:
             if step % train_cfg.save_steps == 0:
                 last_saved = save(step)
             if _stop_requested(accelerator, stop):
-                if last_saved is None or last_saved.name != f"checkpoint-{step}":
+                if last_saved is None or last_saved.name != checkpoint_dir_name(step):
                     last_saved = save(step)
                 progress.close()
                 metrics.close()
@@ -371,7 +375,7 @@ def train(run: Run, loss_step: LossStep) -> Path:
     progress.close()
     metrics.close()
 
-    final_dir = run.output_dir / "final"
+    final_dir = run.output_dir / FINAL_DIR
     if accelerator.is_main_process:
         save_adapter(final_dir, run.peft_model, run.tokenizer, run.config_yaml)
         logger.info("done: %d steps in %.1f s; adapter in %s", step, time.perf_counter() - run_start, final_dir)

@@ -51,7 +51,7 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 
 
 def teacher_cache_context(teacher: torch.nn.Module, model_name: str, k: int, alignment: str,
-                          compute_dtype: str = "float32") -> str:
+                          compute_dtype: str = "float32", teacher_context: str = "fewshot") -> str:
     """Everything besides the input ids that determines the teacher's top-K, as one string.
 
     `teacher` is the AnswerWindowLM (or any module whose `named_parameters` are the model's).
@@ -66,6 +66,7 @@ def teacher_cache_context(teacher: torch.nn.Module, model_name: str, k: int, ali
     return json.dumps({
         "model_name": str(model_name), "model_config": model_config, "attn_implementation": attn,
         "weights": weights_fingerprint(base), "compute_dtype": compute_dtype, "k": k, "alignment": alignment,
+        "teacher_context": teacher_context,
     }, sort_keys=True, default=str)
 
 
@@ -221,11 +222,12 @@ def cached_teacher_top_k(online_top_k, cache: TeacherTopKCache):
 
 
 def build_teacher_cache(mode: str, teacher: torch.nn.Module, model_name: str, k: int, alignment: str,
-                        compute_dtype: str, folder: str | Path | None = None) -> TeacherTopKCache | None:
+                        compute_dtype: str, folder: str | Path | None = None,
+                        teacher_context: str = "fewshot") -> TeacherTopKCache | None:
     """None for mode "none"; else a cache keyed by this teacher's context."""
     if mode not in CACHE_MODES:
         raise ValueError(f"distillation.teacher_cache must be one of {CACHE_MODES}, got {mode!r}")
     if mode == "none":
         return None
-    return TeacherTopKCache(mode, teacher_cache_context(teacher, model_name, k, alignment, compute_dtype),
-                            folder)
+    return TeacherTopKCache(mode, teacher_cache_context(teacher, model_name, k, alignment, compute_dtype,
+                                                        teacher_context), folder)

@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     # distillation.teacher_cache: reuse each example's teacher top-K after its first epoch.
     cache = build_teacher_cache(dist_cfg.teacher_cache, teacher, cfg.model.name, dist_cfg.n_top_logits,
                                 dist_cfg.alignment, "bfloat16" if cfg.training.bf16 else "float32",
-                                folder=run.output_dir / "teacher_cache")
+                                folder=run.output_dir / "teacher_cache",
+                                teacher_context=dist_cfg.teacher_context)
     if cache is not None:
         teacher_top_k = cached_teacher_top_k(teacher_top_k, cache)
     loss_step = partial(distillation_loss_step, teacher_top_k=teacher_top_k,

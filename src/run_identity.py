@@ -1,0 +1,146 @@
+"""Run identity, in one place: checkpoint folder names, result labels, condition names, a run's method.
+
+    checkpoint folders   {output_dir}/checkpoint-{N}/ (N = optimizer step) and {output_dir}/final/
+    result labels        "step_{N}" for checkpoint-{N}, "final" for final/, "base" for base-model rows
+    base-model rows      "base_0shot" and "icl_{k}shot" (k = data.num_fewshot_examples; "icl_8shot" by default)
+    training conditions  "baseline" (LoRA SFT), "online_v1" (distillation, few-shot teacher),
+                         "online_zeroshot" / "online_shuffled" (teacher contexts zeroshot / shuffled_answers)
+
+A training run writes its method and condition into `{output_dir}/run_info.json` (src/training/loop.py
+`setup_run`); readers take them from there (`read_run_identity`) instead of guessing from the
+config: an SFT run launched with a distillation config is still `baseline`.
+
+    checkpoint_dir("experiments/online_v1", 200)   # experiments/online_v1/checkpoint-200
+    label_step("step_200")                          # 200
+    icl_condition(8)                                # "icl_8shot"
+    read_run_identity("experiments/online_zeroshot")["condition"]   # "online_zeroshot"
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+CHECKPOINT_PREFIX = "checkpoint-"
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")  # "checkpoint-200.tmp" (half-written) does not match
+FINAL_DIR = "final"
+
+STEP_LABEL_PATTERN = re.compile(r"^step_(\d+)$")
+BASE_LABEL = "base"
+FINAL_LABEL = "final"
+
+ZERO_SHOT_CONDITION = "base_0shot"
+ICL_CONDITION_PATTERN = re.compile(r"^icl_(\d+)shot$")
+
+RUN_INFO_FILE = "run_info.json"
+SFT_METHOD = "baseline"             # src/training/train_baseline.py
+DISTILLATION_METHOD = "online_v1"   # src/training/train_online_v1.py
+# Distillation condition per teacher context; a context not listed is named "online_{context}".
+TEACHER_CONTEXT_CONDITIONS = {"fewshot": "online_v1", "zeroshot": "online_zeroshot",
+                              "shuffled_answers": "online_shuffled"}
+
+
+# --- checkpoint folders --------------------------------------------------------------------------------------
+
+def checkpoint_dir_name(step: int) -> str:
+    return f"{CHECKPOINT_PREFIX}{int(step)}"
+
+
+def checkpoint_dir(output_dir: str | Path, step: int) -> Path:
+    return Path(output_dir) / checkpoint_dir_name(step)
+
+
+def checkpoint_step(folder_name: str) -> int | None:
+    """Step of a complete checkpoint folder name ("checkpoint-200" -> 200); None for anything else."""
+    match = CHECKPOINT_PATTERN.match(folder_name)
+    return int(match.group(1)) if match else None
+
+
+# --- result labels -------------------------------------------------------------------------------------------
+
+def step_label(step: int) -> str:
+    return f"step_{int(step)}"
+
+
+def label_step(label: str) -> int | None:
+    """Training step of a result label ("step_1000" -> 1000); None for "base", "final" and others."""
+    match = STEP_LABEL_PATTERN.match(label)
+    return int(match.group(1)) if match else None
+
+
+def label_of_checkpoint_dir(folder_name: str) -> str | None:
+    """Result label of a run's checkpoint folder ("checkpoint-200" -> "step_200", "final" -> "final")."""
+    if folder_name == FINAL_DIR:
+        return FINAL_LABEL
+    step = checkpoint_step(folder_name)
+    return None if step is None else step_label(step)
+
+
+def checkpoint_dir_of_label(run_dir: str | Path, label: str) -> Path:
+    """The folder a result label names in a run ("step_200" -> run_dir/checkpoint-200, "final" -> run_dir/final)."""
+    if label == FINAL_LABEL:
+        return Path(run_dir) / FINAL_DIR
+    step = label_step(label)
+    if step is None:
+        raise ValueError(f"Label {label!r} names no checkpoint folder; expected 'step_N' or '{FINAL_LABEL}'")
+    return checkpoint_dir(run_dir, step)
+
+
+# --- base-model rows -----------------------------------------------------------------------------------------
+
+def icl_condition(n_shots: int) -> str:
+    """Name of the few-shot base-model row: "icl_{k}shot"."""
+    return f"icl_{int(n_shots)}shot"
+
+
+def icl_shot_count(condition: str) -> int | None:
+    """k of an "icl_{k}shot" name; None for other names."""
+    match = ICL_CONDITION_PATTERN.match(condition)
+    return int(match.group(1)) if match else None
+
+
+def base_conditions(n_shots: int) -> dict[str, int]:
+    """Base-model rows (name -> shots in the prompt) for data.num_fewshot_examples = n_shots."""
+    return {ZERO_SHOT_CONDITION: 0, icl_condition(n_shots): n_shots}
+
+
+# --- a training run's method and condition -------------------------------------------------------------------
+
+def training_condition(method: str, teacher_context: str | None = None) -> str:
+    """Condition name of a training run from its method (the script) and, for distillation, teacher context."""
+    if method == SFT_METHOD:
+        return SFT_METHOD
+    if method == DISTILLATION_METHOD:
+        context = teacher_context or "fewshot"
+        return TEACHER_CONTEXT_CONDITIONS.get(context, f"online_{context}")
+    raise ValueError(f"Unknown training method {method!r}; expected {SFT_METHOD!r} or {DISTILLATION_METHOD!r}")
+
+
+def run_identity_fields(method: str, teacher_context: str | None) -> dict:
+    """What training writes into run_info.json: method, condition and (distillation only) teacher context."""
+    context = teacher_context if method == DISTILLATION_METHOD else None
+    return {"method": method, "condition": training_condition(method, context), "teacher_context": context}
+
+
+def read_run_identity(run_dir: str | Path) -> dict | None:
+    """{"method", "condition", "teacher_context"} from a run's run_info.json; None without a readable one.
+
+    Runs written before `condition` existed get it from their `method` (the teacher context then
+    counted as the default, "fewshot").
+    """
+    path = Path(run_dir) / RUN_INFO_FILE
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    method = info.get("method") if isinstance(info, dict) else None
+    if not isinstance(method, str):
+        return None
+    condition = info.get("condition")
+    if not isinstance(condition, str) or not condition:
+        try:
+            condition = training_condition(method, info.get("teacher_context"))
+        except ValueError:
+            condition = method
+    return {"method": method, "condition": condition, "teacher_context": info.get("teacher_context")}
