@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -21,15 +22,13 @@ def reproduce(out, model_dir, **env_overrides) -> subprocess.CompletedProcess:
              "training.save_steps=2 training.logging_steps=1 training.eval_steps=4 training.bf16=false "
              "data.num_fewshot_examples=2 data.max_train_examples=16 eval.held_out_examples=4 eval.mse_top_k=16")
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "HF_HUB_OFFLINE": "1", "PYTHON": os.environ.get("PYTHON_FOR_TESTS", "python"),
+           "HF_HUB_OFFLINE": "1", "PYTHON": sys.executable,
            "OUT": str(out), "N_GPUS": "2", "PER_DEVICE": "2", "GLOBAL_BATCH": "8", "CONTROLS": "no",
            "TRAIN_OVERRIDES": train,
            "EVAL_OVERRIDES": f"model.name={model_dir} data.path={SMOKE_DATA} data.num_fewshot_examples=2 "
                              "eval.mse_top_k=16",
            "EVAL_ARGS": "--n_samples 4 --backend hf --max_new_tokens 8",
            "DIAG_SAMPLES": "4", **env_overrides}
-    import sys
-    env["PYTHON"] = sys.executable
     return subprocess.run(["bash", "scripts/reproduce.sh"], cwd=REPO_ROOT, env=env, capture_output=True,
                           text=True, timeout=900)
 
