@@ -44,7 +44,12 @@ print(f"{cfg.data.max_train_examples} train rows, {t.max_steps} steps x batch {b
       f"{cfg.data.num_fewshot_examples}-shot teacher, CPU fp32")
 PY
 )
-export TITLE=${TITLE:-"SmolLM2-135M-Instruct (real weights), GSM8K: $summary; held-out: $DIAG_SAMPLES test rows"}
+if [ "$MODEL" = models/smollm2-135m-instruct ]; then
+  model_text="SmolLM2-135M-Instruct (real weights)"
+else
+  model_text="model $(basename "$MODEL")"
+fi
+export TITLE=${TITLE:-"$model_text, GSM8K: $summary; held-out: $DIAG_SAMPLES test rows"}
 
 start=$SECONDS
 bash scripts/pipeline.sh

@@ -81,6 +81,19 @@ def measured_markdown(mini: Path, published: Path) -> str:
 
         lines.append(f"| {label_for(run)} | {timing['steps']} | {fmt(timing['final_ce'], 4)} | "
                      f"{fmt(timing['step_seconds'])} | {timing['evals']} | {fmt(timing['eval_seconds'])} |")
+    lines += ["", "Seconds are wall-clock on a machine shared with other jobs whose load changed during the run, "
+              "so they compare badly across runs; each eval pass scores the in-training held-out rows once.", ""]
+    evals = [r for r in read_metrics_jsonl(mini / "online_v1" / "metrics.jsonl") if "eval/nll" in r]
+    if evals:
+        lines += [f"In-training held-out eval of the distillation run (`eval.held_out_examples` = "
+                  f"{cfg['eval']['held_out_examples']} test rows, every {training['eval_steps']} steps; step 0 = "
+                  "the base model):", "",
+                  "| step | answer NLL | top-1 | KL(teacher ‖ model) | top-K MSE | ICL gap closed (NLL) | "
+                  "ICL gap closed (KL) | s |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in evals:
+            lines.append(f"| {r['step']} | {r['eval/nll']:.4f} | {r['eval/top1']:.4f} | {r['eval/kl']:.4f} | "
+                         f"{r['eval/topk_mse']:.3f} | {r.get('eval/gap_closed_nll', float('nan')):.3f} | "
+                         f"{r.get('eval/gap_closed_kl', float('nan')):.3f} | {r['eval/seconds']:.1f} |")
     lines += ["", "The paper's published numbers (Qwen3-1.7B, GSM8K test accuracy; not measured here):", "",
               results_markdown(load_many([published]), sources=[str(published)]).strip()]
     return "\n".join(lines) + "\n"
