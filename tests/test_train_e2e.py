@@ -207,7 +207,8 @@ def test_ddp_heldout_eval_logs_eval_scalars_equal_to_one_process(tiny_model_dir,
                       "data.max_train_examples=24", "eval.mse_top_k=16")
     ddp, single = tmp_path / "ddp", tmp_path / "single"
     train("online_v1", ddp, tiny_model_dir, *eval_overrides)
-    train("online_v1", single, tiny_model_dir, *eval_overrides, "training.max_steps=1", processes=1)
+    train("online_v1", single, tiny_model_dir, *eval_overrides, "training.max_steps=1", "training.eval_steps=1",
+          processes=1)
     by_step = {m["step"]: m for m in read_metrics(ddp) if "eval/nll" in m}
     assert sorted(by_step) == [0, 3, 6]
     expected = {"eval/nll", "eval/top1", "eval/kl", "eval/topk_mse", "eval/gap_closed_nll", "eval/gap_closed_kl"}
