@@ -66,6 +66,9 @@ class HeldOutEvaluator:
         scalars = {f"eval/{key}": float(value) for key, value in metrics.items()
                    if key not in ("tokens", "rows") and value is not None}
         scalars["eval/seconds"] = time.perf_counter() - started
+        if self.reference_seconds is not None:  # the one-off teacher/base-0 set-up, logged with the first pass
+            scalars["eval/setup_seconds"] = self.reference_seconds
+            self.reference_seconds = None
         return scalars
 
 
