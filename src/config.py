@@ -68,9 +68,13 @@ class DataConfig:
     group_by_length: bool = False
     # Shots per example ("per_example": seed + index, the paper's) or one seeded set for all ("fixed").
     shot_sampling: str = "per_example"
+    # Train on a seeded subset of this many rows (picked before tokenization); null = the whole split.
+    max_train_examples: Optional[int] = None
 
     def __post_init__(self) -> None:
         _require(self.task in TASKS, f"data.task must be one of {sorted(TASKS)}, got {self.task!r}")
+        _require(self.max_train_examples is None or self.max_train_examples > 0,
+                 "data.max_train_examples must be > 0, or null for the whole split")
         _require(self.num_fewshot_examples >= 0, "data.num_fewshot_examples must be >= 0")
         _require(self.max_seq_len_teacher > 0, "data.max_seq_len_teacher must be > 0")
         _require(self.max_seq_len_student > 0, "data.max_seq_len_student must be > 0")
@@ -87,7 +91,8 @@ class TrainingConfig:
     # Every output of a run (checkpoints, logs, resolved config) lives under this folder.
     output_dir: str = "experiments/run"
     logging_steps: int = 10
-    # Kept for the paper's config schema; evaluation runs offline with scripts/eval_checkpoints.py.
+    # Held-out diagnostics (see EvalConfig) every eval_steps optimizer steps; accuracy is evaluated
+    # offline with scripts/eval_checkpoints.py.
     eval_steps: int = 200
     save_steps: int = 200
     max_steps: int = 1000
@@ -182,12 +187,26 @@ class DistillationConfig:
 
 
 @dataclass
+class EvalConfig:
+    # Test rows the loop scores every training.eval_steps steps (teacher-forced NLL, KL to the k-shot
+    # teacher, top-K MSE, ICL gap closed; src/eval/diagnostics.py). 0 turns the in-training eval off.
+    held_out_examples: int = 64
+    # K of the top-K MSE diagnostic (the training objective's term; the paper uses 256).
+    mse_top_k: int = 256
+
+    def __post_init__(self) -> None:
+        _require(self.held_out_examples >= 0, "eval.held_out_examples must be >= 0 (0 turns it off)")
+        _require(self.mse_top_k > 0, "eval.mse_top_k must be > 0")
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     distillation: DistillationConfig = field(default_factory=DistillationConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
         if self.distillation.reuse_shot_prefix:

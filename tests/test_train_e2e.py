@@ -231,3 +231,25 @@ def test_length_grouped_run_trains_and_logs(tiny_model_dir, tmp_path):
     out = tmp_path / "grouped"
     train("online_v1", out, tiny_model_dir, "data.group_by_length=true", "training.max_steps=2", processes=1)
     assert [m["step"] for m in read_metrics(out)] == [1, 2] and (out / "final" / "adapter_config.json").is_file()
+
+
+def test_ddp_heldout_eval_logs_eval_scalars_equal_to_one_process(tiny_model_dir, tmp_path):
+    """eval/* at steps 0, 3, 6 under 2-process DDP (rows sharded, sums all-reduced); the step-0 values
+    (the base model) equal a 1-process run's, so the sharding loses or double-counts no row."""
+    eval_overrides = ("eval.held_out_examples=5", "training.eval_steps=3", "data.num_fewshot_examples=2",
+                      "data.max_train_examples=24", "eval.mse_top_k=16")
+    ddp, single = tmp_path / "ddp", tmp_path / "single"
+    train("online_v1", ddp, tiny_model_dir, *eval_overrides)
+    train("online_v1", single, tiny_model_dir, *eval_overrides, "training.max_steps=1", "training.eval_steps=1",
+          processes=1)
+    by_step = {m["step"]: m for m in read_metrics(ddp) if "eval/nll" in m}
+    assert sorted(by_step) == [0, 3, 6]
+    expected = {"eval/nll", "eval/top1", "eval/kl", "eval/topk_mse", "eval/gap_closed_nll", "eval/gap_closed_kl"}
+    assert expected <= set(by_step[6])
+    assert by_step[0]["eval/gap_closed_nll"] == pytest.approx(0.0, abs=1e-9)
+    reference = next(m for m in read_metrics(single) if m["step"] == 0)
+    for key in expected:
+        assert by_step[0][key] == pytest.approx(reference[key], rel=1e-5, abs=1e-9), key
+    assert "eval/nll" in event_scalars(ddp)
+    info = json.loads((ddp / "run_info.json").read_text())
+    assert info["data"]["train_examples"] == 24  # data.max_train_examples: the subset only

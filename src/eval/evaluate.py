@@ -27,7 +27,8 @@ from src.utils.run_info import collect_run_info
 logger = logging.getLogger("fewshot_distill.eval")
 
 
-def build_parser(description: str | None = None) -> argparse.ArgumentParser:
+def build_parser(description: str | None = None, generation: bool = True) -> argparse.ArgumentParser:
+    """The evaluation flags; generation=False leaves out the generation-only ones (scripts/eval_diagnostics.py)."""
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML config (model, data, seed), e.g. configs/base.yaml")
@@ -42,22 +43,24 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="results JSON; predictions go to {stem}.predictions.jsonl")
     parser.add_argument("--overwrite", action="store_true",
                         help="discard an existing results file instead of resuming it")
-    parser.add_argument("--backend", choices=("vllm", "hf"), default=None,
-                        help="default: vllm when installed, else hf (batched transformers generate)")
-    parser.add_argument("--max_new_tokens", type=int, default=512)
-    parser.add_argument("--tensor_parallel_size", type=int, default=1, help="vLLM: GPUs per engine")
-    parser.add_argument("--batch_size", type=int, default=16, help="hf backend: prompts per generate call")
-    parser.add_argument("--dtype", choices=DTYPES, default="auto",
-                        help="auto = bfloat16 on GPU, float32 on CPU")
+    if generation:
+        parser.add_argument("--backend", choices=("vllm", "hf"), default=None,
+                            help="default: vllm when installed, else hf (batched transformers generate)")
+        parser.add_argument("--max_new_tokens", type=int, default=512)
+        parser.add_argument("--tensor_parallel_size", type=int, default=1, help="vLLM: GPUs per engine")
+        parser.add_argument("--batch_size", type=int, default=16, help="hf backend: prompts per generate call")
+        parser.add_argument("--dtype", choices=DTYPES, default="auto",
+                            help="auto = bfloat16 on GPU, float32 on CPU")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. model.name=/tmp/tiny data.path=data/smoke")
     return parser
 
 
-def parse_args(argv: Sequence[str] | None, description: str | None = None):
-    parser = build_parser(description)
+def parse_args(argv: Sequence[str] | None, description: str | None = None,
+               parser: argparse.ArgumentParser | None = None):
+    parser = parser or build_parser(description)
     args = parser.parse_args(argv)
-    if args.max_new_tokens <= 0:
+    if getattr(args, "max_new_tokens", 1) <= 0:
         parser.error("--max_new_tokens must be positive")
     if args.n_samples is not None and args.n_samples <= 0:
         parser.error("--n_samples must be positive")
@@ -67,7 +70,8 @@ def parse_args(argv: Sequence[str] | None, description: str | None = None):
         cfg = load_config(args.config, args.overrides)
     except (ValueError, ConfigError) as error:
         parser.error(str(error))
-    args.backend = args.backend or default_backend()
+    if hasattr(args, "backend"):
+        args.backend = args.backend or default_backend()
     return args, cfg
 
 

@@ -60,9 +60,10 @@ def _describe(value) -> str:
 class ResultsStore:
     """The results JSON and its predictions file, resumable."""
 
-    def __init__(self, output: str | Path, header: dict, overwrite: bool = False):
+    def __init__(self, output: str | Path, header: dict, overwrite: bool = False, rows_path: str | Path | None = None):
         self.output = Path(output)
-        self.predictions = predictions_path(self.output)
+        # rows_path: the per-row file when it is not predictions (held-out diagnostics: {stem}.rows.jsonl)
+        self.predictions = Path(rows_path) if rows_path else predictions_path(self.output)
         self.data = {**header, "conditions": {}}
         existing = None if overwrite else self._read_existing()
         if existing is not None:

@@ -26,6 +26,7 @@ from src.run_identity import (CHECKPOINT_PREFIX, FINAL_DIR, RUN_INFO_FILE, check
                               checkpoint_step, run_identity_fields)
 from src.training.checkpoint import (CheckpointError, find_resume_checkpoint, list_checkpoints, load_checkpoint,
                                      save_adapter, save_checkpoint)
+from src.training.heldout_eval import build_heldout_evaluator
 
 logger = logging.getLogger("fewshot_distill")
 
@@ -179,6 +180,7 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
 
     from src.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
     from src.data.sampling import LengthGroupedSampler
+    from src.eval.prompts import select_subset
     from src.models.student import AnswerWindowLM, add_lora, load_base_model, load_tokenizer, vocab_size
     from src.utils.io import atomic_write_json, atomic_write_text
     from src.utils.run_info import collect_run_info
@@ -203,8 +205,11 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
 
     tokenizer = load_tokenizer(cfg.model.name)
     rows = load_gsm8k_rows(cfg.data, cfg.data.train_split)
+    # data.max_train_examples: a seeded subset of row indices, chosen before tokenizing; shots still
+    # come from the whole split.
+    indices = select_subset(len(rows), cfg.data.max_train_examples, train_cfg.seed)
     examples, stats = build_examples(rows, tokenizer, cfg.data, seed=train_cfg.seed, with_teacher=with_teacher,
-                                     progress=accelerator.is_main_process,
+                                     indices=indices, progress=accelerator.is_main_process,
                                      teacher_context=cfg.distillation.teacher_context)
     data_stats = {"train_examples": stats.examples, "max_student_len": stats.max_student_len,
                   "max_teacher_len": stats.max_teacher_len,
@@ -321,7 +326,7 @@ class MetricsLogger:
         if not self.enabled:
             return
         for name, value in scalars.items():
-            if name.startswith("train/"):
+            if name.startswith(("train/", "eval/")):
                 self.writer.add_scalar(name, value, step)
         with self.path.open("a") as handle:
             handle.write(json.dumps({"step": step, **scalars}) + "\n")
@@ -356,6 +361,10 @@ def train(run: Run, loss_step: LossStep) -> Path:
                                run.tokenizer, run.config_yaml, checkpoint_state())
 
     metrics = MetricsLogger(run.output_dir, step, accelerator.is_main_process)
+    # eval.held_out_examples test rows scored every eval_steps (src/training/heldout_eval.py); step 0 = base model
+    evaluator = build_heldout_evaluator(run)
+    if evaluator is not None and step == 0:
+        metrics.log(0, evaluator())
     stop = _StopRequest()
     trainable = [p for p in model.parameters() if p.requires_grad]
     window = _MetricsWindow()
@@ -389,14 +398,20 @@ def train(run: Run, loss_step: LossStep) -> Path:
             run.scheduler.step()
             step += 1
             progress.update(1)
+            eval_scalars = {}
+            if evaluator is not None and step % train_cfg.eval_steps == 0:
+                eval_scalars = evaluator()
+                window.started += eval_scalars["eval/seconds"]  # keep train/tokens_per_s a training rate
             if step % train_cfg.logging_steps == 0 or step == train_cfg.max_steps:
                 scalars = _reduce_window(accelerator, window, run.scheduler.get_last_lr()[0], float(grad_norm),
                                          epoch + batches_done_in_epoch / len(run.dataloader),
                                          time.perf_counter() - run_start)
-                metrics.log(step, scalars)
+                metrics.log(step, scalars | eval_scalars)
                 progress.set_postfix({k.split("/")[-1]: f"{v:.4f}" for k, v in scalars.items()
                                       if k.endswith("_loss")})
                 window = _MetricsWindow()
+            elif eval_scalars:
+                metrics.log(step, eval_scalars)
             if step % train_cfg.save_steps == 0:
                 last_saved = save(step)
             if _stop_requested(accelerator, stop):

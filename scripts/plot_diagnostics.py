@@ -1,0 +1,50 @@
+"""Figures and a Markdown table from a held-out diagnostics file (scripts/eval_diagnostics.py).
+
+Writes into --out_dir: diagnostics_per_checkpoint.png (NLL, KL to the teacher, ICL gap closed vs step),
+icl_gap_closed.png (bars for the last checkpoint of each run and the base rows), diagnostics.md, and with
+--runs eval_curves.png (the in-training eval/* scalars of those run folders).
+
+    python scripts/plot_diagnostics.py --results mini_out/diagnostics.json --out_dir mini_out \
+        --runs mini_out/experiments/baseline mini_out/experiments/online_v1 --title "SmolLM2-135M, 32 rows"
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from src.results.diagnostics import (diagnostics_markdown, eval_curves_figure, gap_bars_figure, load_diagnostics,
+                                     per_checkpoint_figure)
+from src.results.figures import save_figure
+from src.results.metrics import load_run_scalars
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", required=True, help="diagnostics JSON")
+    parser.add_argument("--out_dir", required=True)
+    parser.add_argument("--runs", nargs="*", default=[], help="training run folders (for eval_curves.png)")
+    parser.add_argument("--title", default="", help="text on every figure, e.g. model and scale")
+    args = parser.parse_args(argv)
+    try:
+        data = load_diagnostics(args.results)
+        out = Path(args.out_dir)
+        conditions = data["conditions"]
+        written = [save_figure(per_checkpoint_figure(conditions, args.title), out / "diagnostics_per_checkpoint.png"),
+                   save_figure(gap_bars_figure(conditions, args.title), out / "icl_gap_closed.png")]
+        runs = [(Path(r).name, load_run_scalars(r)) for r in args.runs]
+        if any("eval/nll" in scalars for _, scalars in runs):
+            written.append(save_figure(eval_curves_figure(runs, args.title), out / "eval_curves.png"))
+        table = out / "diagnostics.md"
+        table.write_text(diagnostics_markdown(conditions) + "\n")
+        written.append(table)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# make reproduce: the paper's pipeline on a GPU machine, from training to figures, in one command.
+#
+#   make reproduce                   # or: PYTHON=python OUT=reproduce_out bash scripts/reproduce.sh
+#
+# 1. trains LoRA SFT (configs/base.yaml) and SFT + 8-shot distillation (configs/online_v1.yaml), and the
+#    0-shot-teacher / shuffled-answer controls when CONTROLS=yes (or auto and the code has them);
+# 2. evaluates base_0shot, icl_8shot and every checkpoint of every run with vLLM (eval_checkpoints.py);
+# 3. runs the held-out diagnostics (eval_diagnostics.py) on the same entries;
+# 4. regenerates the figures and tables into $OUT.
+# The global batch stays GLOBAL_BATCH (32, the paper's): gradient accumulation = 32 / (GPUs x per-device
+# batch 4). Re-running the same command continues: finished runs are skipped, interrupted ones resumed
+# with --resume, evaluation and diagnostics resume from their results files.
+#
+# Environment overrides (the CPU test runs the whole script with a tiny model this way):
+#   N_GPUS (default: torch.cuda.device_count()), PER_DEVICE (4), GLOBAL_BATCH (32), LAUNCH_EXTRA,
+#   TRAIN_OVERRIDES, EVAL_OVERRIDES, EVAL_ARGS (default "--n_samples 1319"), DIAG_SAMPLES (64),
+#   BASE_CONFIG, ONLINE_CONFIG, CONTROLS (auto), OUT (reproduce_out).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export PYTHON=${PYTHON:-python}
+export OUT=${OUT:-reproduce_out}
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-0}
+N_GPUS=${N_GPUS:-$($PYTHON -c "import torch; print(torch.cuda.device_count())")}
+PER_DEVICE=${PER_DEVICE:-4}
+GLOBAL_BATCH=${GLOBAL_BATCH:-32}
+if [ "$N_GPUS" -lt 1 ]; then
+  echo "error: no GPU found (torch.cuda.device_count() = 0); make reproduce needs GPUs (set N_GPUS=1 with ACCELERATE_USE_CPU=true only for tests, or run make mini on CPU)" >&2
+  exit 1
+fi
+if (( GLOBAL_BATCH % (N_GPUS * PER_DEVICE) != 0 )); then
+  echo "error: the global batch $GLOBAL_BATCH is not divisible by $N_GPUS GPUs x $PER_DEVICE per device; use a GPU count that divides it (1, 2, 4, 8) or set PER_DEVICE" >&2
+  exit 1
+fi
+ACCUMULATION=$(( GLOBAL_BATCH / (N_GPUS * PER_DEVICE) ))
+echo "== $N_GPUS processes x $PER_DEVICE per device x $ACCUMULATION accumulation = global batch $GLOBAL_BATCH"
+
+if [ "$N_GPUS" -gt 1 ]; then
+  export LAUNCH="--multi_gpu --num_processes $N_GPUS ${LAUNCH_EXTRA:-}"
+else
+  export LAUNCH="--num_processes 1 ${LAUNCH_EXTRA:-}"
+fi
+export BASE_CONFIG=${BASE_CONFIG:-configs/base.yaml} ONLINE_CONFIG=${ONLINE_CONFIG:-configs/online_v1.yaml}
+export TRAIN_OVERRIDES="training.per_device_train_batch_size=$PER_DEVICE training.gradient_accumulation_steps=$ACCUMULATION ${TRAIN_OVERRIDES:-}"
+export EVAL_OVERRIDES=${EVAL_OVERRIDES:-}
+export EVAL_ARGS=${EVAL_ARGS:-"--n_samples 1319"}
+export ACCURACY=yes CONTROLS=${CONTROLS:-auto}
+# The teacher reference is kept in host memory: rows x ~130 answer tokens x 151,936 x 4 bytes (~5 GB for 64).
+export DIAG_SAMPLES=${DIAG_SAMPLES:-64} DIAG_BATCH=${DIAG_BATCH:-8}
+export TITLE=${TITLE:-"paper setting: $BASE_CONFIG / $ONLINE_CONFIG, $N_GPUS GPUs, global batch $GLOBAL_BATCH"}
+bash scripts/pipeline.sh

@@ -1,0 +1,128 @@
+"""The README section "Measured in this repository", generated from the committed `make mini` outputs.
+
+Reads assets/mini/ (diagnostics.json, pipeline_times.json, {run}/metrics.jsonl, {run}/run_config.yaml)
+and the published numbers (assets/published_results.json); writes assets/mini/measured.md and, with
+--readme, replaces the text between the README's `<!-- measured:start -->` / `<!-- measured:end -->`
+markers. No number in that section is typed by hand.
+
+    python scripts/write_measured.py --mini assets/mini --readme README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from src.results.diagnostics import diagnostics_markdown, load_diagnostics
+from src.results.labels import label_for
+from src.results.load import load_many, last_checkpoint
+from src.results.metrics import read_metrics_jsonl
+from src.results.tables import results_markdown
+
+START, END = "<!-- measured:start -->", "<!-- measured:end -->"
+
+
+def run_timing(records: list[dict]) -> dict:
+    """Mean seconds per optimizer step (eval passes excluded) and per in-training eval pass."""
+    train = [r for r in records if "elapsed_s" in r and r["step"] > 0]
+    evals = [r for r in records if "eval/seconds" in r]
+    in_loop_evals = sum(r["eval/seconds"] for r in evals if r["step"] > 0)
+    steps = train[-1]["step"] if train else 0
+    step_seconds = (train[-1]["elapsed_s"] - in_loop_evals) / steps if steps else None
+    eval_seconds = sum(r["eval/seconds"] for r in evals) / len(evals) if evals else None
+    return {"steps": steps, "step_seconds": step_seconds, "eval_seconds": eval_seconds, "evals": len(evals),
+            "final_ce": train[-1].get("train/ce_loss") if train else None}
+
+
+def measured_markdown(mini: Path, published: Path) -> str:
+    diagnostics = load_diagnostics(mini / "diagnostics.json")
+    conditions = diagnostics["conditions"]
+    times = json.loads((mini / "pipeline_times.json").read_text())
+    runs = sorted(p.name for p in mini.iterdir() if (p / "metrics.jsonl").is_file())
+    cfg = yaml.safe_load((mini / "online_v1" / "run_config.yaml").read_text())
+    data, training = cfg["data"], cfg["training"]
+    batch = training["per_device_train_batch_size"] * training["gradient_accumulation_steps"]
+    header = diagnostics["engine"]
+    lines = [
+        f"Model `{diagnostics['model']}` (SmolLM2-135M-Instruct, real pretrained weights, `make real-model`), "
+        f"trained by `make mini` on CPU in float32: {data['max_train_examples']} GSM8K train rows, "
+        f"{training['max_steps']} optimizer steps of batch {batch} (lr {training['lr']}), "
+        f"{data['num_fewshot_examples']}-shot teacher, K = {cfg['distillation']['n_top_logits']}, "
+        f"lambda = {cfg['distillation']['lambda_distill']}. Held-out diagnostics on "
+        f"{len(diagnostics['subset_indices'])} GSM8K test rows (teacher-forced on the gold answers; top-K MSE "
+        f"with K = {header['mse_top_k']}, {header['alignment']} alignment). `make mini` wall time: "
+        f"{times['mini_wall_seconds']} s (training {times['train_seconds']} s, diagnostics "
+        f"{times['diagnostics_seconds']} s) on a 2-core machine shared with other jobs.",
+        "",
+        "Last checkpoint of each run and the two base rows:",
+        "",
+        diagnostics_markdown({c: dict([last_checkpoint(labels)]) for c, labels in conditions.items()}),
+        "",
+        "<details><summary>Every checkpoint</summary>",
+        "",
+        diagnostics_markdown(conditions),
+        "",
+        "</details>",
+        "",
+        "Training runs (from each run's metrics.jsonl):",
+        "",
+        "| run | steps | final train CE | s / optimizer step | in-training eval passes | s / eval pass |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for run in runs:
+        timing = run_timing(read_metrics_jsonl(mini / run / "metrics.jsonl"))
+
+        def fmt(value, digits=1):
+            return "–" if value is None else f"{value:.{digits}f}"
+
+        lines.append(f"| {label_for(run)} | {timing['steps']} | {fmt(timing['final_ce'], 4)} | "
+                     f"{fmt(timing['step_seconds'])} | {timing['evals']} | {fmt(timing['eval_seconds'])} |")
+    lines += ["", "Seconds are wall-clock on a machine shared with other jobs whose load changed during the run, "
+              "so they compare badly across runs; each eval pass scores the in-training held-out rows once.", ""]
+    evals = [r for r in read_metrics_jsonl(mini / "online_v1" / "metrics.jsonl") if "eval/nll" in r]
+    if evals:
+        lines += [f"In-training held-out eval of the distillation run (`eval.held_out_examples` = "
+                  f"{cfg['eval']['held_out_examples']} test rows, every {training['eval_steps']} steps; step 0 = "
+                  "the base model):", "",
+                  "| step | answer NLL | top-1 | KL(teacher ‖ model) | top-K MSE | ICL gap closed (NLL) | "
+                  "ICL gap closed (KL) | s |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in evals:
+            lines.append(f"| {r['step']} | {r['eval/nll']:.4f} | {r['eval/top1']:.4f} | {r['eval/kl']:.4f} | "
+                         f"{r['eval/topk_mse']:.3f} | {r.get('eval/gap_closed_nll', float('nan')):.3f} | "
+                         f"{r.get('eval/gap_closed_kl', float('nan')):.3f} | {r['eval/seconds']:.1f} |")
+    lines += ["", "The paper's published numbers (Qwen3-1.7B, GSM8K test accuracy; not measured here):", "",
+              results_markdown(load_many([published]), sources=[str(published)]).strip()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mini", default="assets/mini", help="folder with the copied make mini outputs")
+    parser.add_argument("--published", default="assets/published_results.json")
+    parser.add_argument("--readme", default=None, help="README to update between the measured: markers")
+    args = parser.parse_args(argv)
+    mini = Path(args.mini)
+    try:
+        markdown = measured_markdown(mini, Path(args.published))
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        raise SystemExit(f"error: {error}") from None
+    (mini / "measured.md").write_text(markdown)
+    print(f"wrote {mini / 'measured.md'}")
+    if args.readme:
+        readme = Path(args.readme)
+        text = readme.read_text()
+        if START not in text or END not in text:
+            raise SystemExit(f"error: {readme} lacks the {START} / {END} markers")
+        head, rest = text.split(START, 1)
+        _, tail = rest.split(END, 1)
+        readme.write_text(f"{head}{START}\n{markdown}{END}{tail}")
+        print(f"updated {readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Held-out diagnostics results (scripts/eval_diagnostics.py): load, tabulate, plot.
+
+A diagnostics file has the evaluation layout (`conditions.{name}.{label}` = metrics) with
+`"kind": "diagnostics"` and metrics {nll, top1, kl, topk_mse, gap_closed_nll, gap_closed_kl, tokens,
+rows}; it is not an accuracy file, so src/results/load.py refuses it and this module reads it.
+
+    data = load_diagnostics("assets/mini/diagnostics.json")
+    print(diagnostics_markdown(data["conditions"]))
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from src.results.figures import color_for, plt
+from src.results.labels import REFERENCE_CONDITIONS, label_for, ordered_conditions
+from src.results.load import checkpoint_series, last_checkpoint, parse_step
+
+KIND = "diagnostics"
+REQUIRED = ("nll", "top1", "kl", "topk_mse", "gap_closed_nll", "gap_closed_kl", "tokens", "rows")
+
+
+def validate_diagnostics(data, source: str) -> None:
+    if not isinstance(data, dict) or data.get("kind") != KIND:
+        raise ValueError(f"{source}: not a diagnostics file (no \"kind\": \"{KIND}\"); pass the JSON written by "
+                         "scripts/eval_diagnostics.py")
+    conditions = data.get("conditions")
+    if not isinstance(conditions, dict) or not conditions:
+        raise ValueError(f"{source}: 'conditions' must be a non-empty object of condition -> label -> metrics")
+    for condition, labels in conditions.items():
+        for label, metrics in labels.items():
+            missing = [key for key in REQUIRED if key not in metrics]
+            if missing:
+                raise ValueError(f"{source}: conditions.{condition}.{label} lacks {', '.join(missing)}")
+            for key in ("nll", "top1", "kl", "topk_mse"):
+                if not isinstance(metrics[key], (int, float)) or not math.isfinite(metrics[key]):
+                    raise ValueError(f"{source}: conditions.{condition}.{label}.{key} must be a finite number")
+
+
+def load_diagnostics(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"diagnostics file not found: {path} (run scripts/eval_diagnostics.py first)")
+    data = json.loads(path.read_text())
+    validate_diagnostics(data, str(path))
+    return data
+
+
+def _fmt(value, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def diagnostics_markdown(conditions: dict) -> str:
+    """One row per (condition, label): the numbers as stored, rounded for reading."""
+    lines = ["| condition | checkpoint | answer NLL (nats/token) | top-1 agreement | KL(teacher ‖ model) | "
+             "top-K MSE | ICL gap closed (NLL) | ICL gap closed (KL) | rows | tokens |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for condition in ordered_conditions(conditions):
+        labels = conditions[condition]
+        for label in sorted(labels, key=lambda name: (parse_step(name) is None and name != "base",
+                                                      parse_step(name) or -1)):
+            m = labels[label]
+            lines.append(f"| {label_for(condition)} | {label} | {_fmt(m['nll'], 4)} | {_fmt(m['top1'], 4)} | "
+                         f"{_fmt(m['kl'], 4)} | {_fmt(m['topk_mse'], 3)} | {_fmt(m['gap_closed_nll'], 3)} | "
+                         f"{_fmt(m['gap_closed_kl'], 3)} | {m['rows']} | {m['tokens']} |")
+    return "\n".join(lines)
+
+
+PANELS = (("nll", "Answer NLL (nats/token)"), ("kl", "KL(k-shot teacher ‖ model)"),
+          ("gap_closed_nll", "ICL gap closed (NLL)"))
+
+
+def per_checkpoint_figure(conditions: dict, title: str = ""):
+    """NLL, KL and gap closed vs training step; base rows as dashed horizontal lines."""
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(5.2 * len(PANELS), 4.3), dpi=150, layout="constrained")
+    taken: set[str] = set()
+    colors = {c: color_for(c, taken) for c in ordered_conditions(conditions)}
+    for ax, (key, name) in zip(axes, PANELS):
+        for condition in ordered_conditions(conditions):
+            series = checkpoint_series(conditions[condition])
+            if series:
+                steps = [s for s, m in series if m[key] is not None]
+                ax.plot(steps, [m[key] for _, m in series if m[key] is not None], marker="o",
+                        color=colors[condition], label=label_for(condition))
+            elif condition in REFERENCE_CONDITIONS and "base" in conditions[condition]:
+                value = conditions[condition]["base"][key]
+                if value is not None:
+                    ax.axhline(value, linestyle="--", color=colors[condition], label=label_for(condition))
+        ax.set_title(name)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def gap_bars_figure(conditions: dict, title: str = ""):
+    """Share of the ICL gap closed (NLL and KL) by the last checkpoint of each run, with the base rows."""
+    names, nll_gap, kl_gap = [], [], []
+    for condition in ordered_conditions(conditions):
+        label, metrics = last_checkpoint(conditions[condition])
+        names.append(label_for(condition) + ("" if label == "base" else f"\n({label})"))
+        nll_gap.append(metrics["gap_closed_nll"] or 0.0)
+        kl_gap.append(metrics["gap_closed_kl"] or 0.0)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * len(names)), 4.5), dpi=150, layout="constrained")
+    width = 0.38
+    xs = range(len(names))
+    bars = ax.bar([x - width / 2 for x in xs], nll_gap, width, label="by answer NLL", color="tab:blue")
+    bars_kl = ax.bar([x + width / 2 for x in xs], kl_gap, width, label="by KL to the teacher", color="tab:orange")
+    for bar_set in (bars, bars_kl):
+        ax.bar_label(bar_set, fmt="%.2f", fontsize=8)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(list(xs), names, fontsize=8)
+    ax.set_ylabel("share of the 0-shot → k-shot gap closed")
+    ax.legend(fontsize=8)
+    ax.set_title("ICL gap closed (0 = 0-shot base model, 1 = k-shot teacher)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def eval_curves_figure(runs: list[tuple[str, dict]], title: str = ""):
+    """In-training eval/* scalars (metrics.jsonl) of each run: NLL and gap closed vs step."""
+    keys = [("eval/nll", "held-out answer NLL"), ("eval/kl", "KL(teacher ‖ model)"),
+            ("eval/gap_closed_nll", "ICL gap closed (NLL)")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 4.0), dpi=150, layout="constrained")
+    taken: set[str] = set()
+    for label, scalars in runs:
+        color = color_for(label, taken)
+        for ax, (key, _) in zip(axes, keys):
+            if key in scalars:
+                steps, values = scalars[key]
+                ax.plot(steps, values, marker=".", color=color, label=label_for(label))
+    for ax, (_, name) in zip(axes, keys):
+        ax.set_title(f"in training: {name}")
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
