@@ -15,8 +15,9 @@ import math
 from pathlib import Path
 
 from src.results.figures import color_for, plt
-from src.results.labels import REFERENCE_CONDITIONS, label_for, ordered_conditions
+from src.results.labels import label_for, ordered_conditions
 from src.results.load import checkpoint_series, last_checkpoint, parse_step
+from src.run_identity import BASE_LABEL
 
 KIND = "diagnostics"
 REQUIRED = ("nll", "top1", "kl", "topk_mse", "gap_closed_nll", "gap_closed_kl", "tokens", "rows")
@@ -59,7 +60,7 @@ def diagnostics_markdown(conditions: dict) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for condition in ordered_conditions(conditions):
         labels = conditions[condition]
-        for label in sorted(labels, key=lambda name: (parse_step(name) is None and name != "base",
+        for label in sorted(labels, key=lambda name: (parse_step(name) is None and name != BASE_LABEL,
                                                       parse_step(name) or -1)):
             m = labels[label]
             lines.append(f"| {label_for(condition)} | {label} | {_fmt(m['nll'], 4)} | {_fmt(m['top1'], 4)} | "
@@ -84,8 +85,8 @@ def per_checkpoint_figure(conditions: dict, title: str = ""):
                 steps = [s for s, m in series if m[key] is not None]
                 ax.plot(steps, [m[key] for _, m in series if m[key] is not None], marker="o",
                         color=colors[condition], label=label_for(condition))
-            elif condition in REFERENCE_CONDITIONS and "base" in conditions[condition]:
-                value = conditions[condition]["base"][key]
+            elif BASE_LABEL in conditions[condition]:  # base_0shot and icl_{k}shot: reference lines
+                value = conditions[condition][BASE_LABEL][key]
                 if value is not None:
                     ax.axhline(value, linestyle="--", color=colors[condition], label=label_for(condition))
         ax.set_title(name)
@@ -102,7 +103,7 @@ def gap_bars_figure(conditions: dict, title: str = ""):
     names, nll_gap, kl_gap = [], [], []
     for condition in ordered_conditions(conditions):
         label, metrics = last_checkpoint(conditions[condition])
-        names.append(label_for(condition) + ("" if label == "base" else f"\n({label})"))
+        names.append(label_for(condition) + ("" if label == BASE_LABEL else f"\n({label})"))
         nll_gap.append(metrics["gap_closed_nll"] or 0.0)
         kl_gap.append(metrics["gap_closed_kl"] or 0.0)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * len(names)), 4.5), dpi=150, layout="constrained")
