@@ -81,23 +81,33 @@ def _lora_model(model_dir, seed=1):
     return peft_model.eval()
 
 
-def _full_sequence_reference(model, tokenizer, rows, indices, data_cfg, seed):
-    """NLL and KL per answer token from whole-sequence logits, positions taken from the token lists."""
-    from src.data.gsm8k_loader import build_example
+def _full_sequence_reference(model, tokenizer, rows, indices, data_cfg, seed, train_rows):
+    """NLL and KL per answer token from whole-sequence logits, positions taken from the token lists.
+
+    The teacher reads the evaluation's few-shot prompt (`build_prompts`, shots from `train_rows`).
+    """
+    from src.data.prompts import render_answer, render_prompt, tokenize_prompt_and_answer
+    from src.eval.prompts import build_prompts
 
     nll_student, nll_teacher, nll_base, kl_entry, kl_base, tokens = 0.0, 0.0, 0.0, 0.0, 0.0, 0
-    for index in indices:
-        example = build_example(tokenizer, rows, index, data_cfg, seed, with_teacher=True)
-        n = len(example.answer_ids)
-        student = torch.tensor([example.student_input_ids])
-        teacher_ids = torch.tensor([example.teacher_input_ids])
-        answer = torch.tensor(example.answer_ids)
+    teacher_prompts = build_prompts(tokenizer, rows, indices, train_rows, data_cfg.num_fewshot_examples, seed)
+    for index, teacher_prompt in zip(indices, teacher_prompts):
+        question = rows[index]["question"]
+        answer_text = render_answer(tokenizer, question, rows[index]["answer"])
+        student_prompt_ids, answer_ids = tokenize_prompt_and_answer(tokenizer, render_prompt(tokenizer, question),
+                                                                    answer_text)
+        teacher_prompt_ids, teacher_answer_ids = tokenize_prompt_and_answer(tokenizer, teacher_prompt, answer_text)
+        assert teacher_answer_ids == answer_ids
+        n = len(answer_ids)
+        student = torch.tensor([student_prompt_ids + answer_ids])
+        teacher_ids = torch.tensor([teacher_prompt_ids + answer_ids])
+        answer = torch.tensor(answer_ids)
         with torch.no_grad():
             entry_logp = F.log_softmax(model(student).logits[0].double(), -1)
             with model.disable_adapter():
                 base_logp = F.log_softmax(model(student).logits[0].double(), -1)
                 teacher_logp = F.log_softmax(model(teacher_ids).logits[0].double(), -1)
-        s = torch.arange(example.student_prompt_len - 1, example.student_prompt_len - 1 + n)
+        s = torch.arange(len(student_prompt_ids) - 1, len(student_prompt_ids) - 1 + n)
         t = torch.arange(teacher_ids.size(1) - n - 1, teacher_ids.size(1) - 1)
         nll_student += -entry_logp[s, answer].sum().item()
         nll_base += -base_logp[s, answer].sum().item()
@@ -118,17 +128,19 @@ def test_diagnostics_equal_a_full_sequence_hand_computation(tiny_model_dir):
                           max_seq_len_student=512, num_workers=0)
     tokenizer = load_tokenizer(str(tiny_model_dir))
     rows = load_gsm8k_rows(data_cfg, "test")
+    train_rows = load_gsm8k_rows(data_cfg, "train")
     indices = [3, 7, 11, 20, 41]
     model = _lora_model(tiny_model_dir)
     window_lm = AnswerWindowLM(model)
-    batches = diag.build_heldout_batches(tokenizer, rows, indices, data_cfg, seed=5, batch_size=2)
+    batches = diag.build_heldout_batches(tokenizer, rows, indices, data_cfg, seed=5, batch_size=2,
+                                         shot_rows=train_rows)
     reference = diag.build_reference(window_lm, batches, top_k=16, alignment="seed", device="cpu")
     entry = diag.Totals()
     for _, sums in diag.entry_rows(window_lm, reference, 16, "seed", "cpu"):
         entry.add(sums)
     metrics = diag.summarize(entry, reference.base0, reference.teacher)
 
-    expected = _full_sequence_reference(model, tokenizer, rows, indices, data_cfg, seed=5)
+    expected = _full_sequence_reference(model, tokenizer, rows, indices, data_cfg, seed=5, train_rows=train_rows)
     assert metrics["tokens"] == expected["tokens"] and metrics["rows"] == len(indices)
     assert metrics["nll"] == pytest.approx(expected["nll"], rel=1e-5)
     assert reference.base0.mean("nll") == pytest.approx(expected["nll_base"], rel=1e-5)

@@ -23,7 +23,7 @@ import torch
 
 from src.constants import IGNORE_INDEX
 from src.data.prompts import AlignmentError, render_answer, render_prompt, tokenize_prompt_and_answer
-from src.data.shots import training_shot_indices
+from src.data.shots import evaluation_shot_indices, question_index, training_shot_indices
 from src.data.teacher_context import teacher_shots
 from src.tasks import get_task, validate_rows
 from src.utils.resources import DATA_FIX, ResourceError, loading
@@ -73,7 +73,15 @@ def load_gsm8k_rows(data_cfg, split: str) -> list[dict]:
 
 
 def build_example(tokenizer, rows: Sequence[dict], index: int, data_cfg, seed: int,
-                  with_teacher: bool, teacher_context: str = "fewshot") -> TrainingExample:
+                  with_teacher: bool, teacher_context: str = "fewshot",
+                  shot_rows: Sequence[dict] | None = None,
+                  shot_questions: dict[str, list[int]] | None = None) -> TrainingExample:
+    """Student (and teacher) token ids of row `index`.
+
+    Shots come from `rows` itself (training: never row `index`) or, with `shot_rows`, from that other
+    split (held-out rows: the training split, never a row asking the same question), chosen exactly
+    as for the evaluation's few-shot base row. `shot_questions` is `question_index(shot_rows)`, cached.
+    """
     row = rows[index]
     question, answer = row["question"], row["answer"]
     task = get_task(data_cfg.task)
@@ -89,9 +97,14 @@ def build_example(tokenizer, rows: Sequence[dict], index: int, data_cfg, seed: i
                               student_prompt_len=len(student_prompt_ids), answer_ids=answer_ids)
     if not with_teacher:
         return example
-    shot_indices = training_shot_indices(len(rows), index, data_cfg.num_fewshot_examples, seed,
-                                         data_cfg.shot_sampling)
-    offered = teacher_shots(teacher_context, rows, index, shot_indices, seed)
+    if shot_rows is None:
+        shot_rows = rows
+        shot_indices = training_shot_indices(len(rows), index, data_cfg.num_fewshot_examples, seed,
+                                             data_cfg.shot_sampling)
+    else:
+        shot_indices = evaluation_shot_indices(shot_rows, question, index, data_cfg.num_fewshot_examples, seed,
+                                               data_cfg.shot_sampling, shot_questions)
+    offered = teacher_shots(teacher_context, shot_rows, index, shot_indices, seed)
     # Drop shots from the end until the teacher sequence fits; the answer itself is never cut.
     for n_shots in range(len(offered), -1, -1):
         teacher_prompt = render_prompt(tokenizer, question, offered[:n_shots], task=task)
@@ -116,13 +129,18 @@ def build_example(tokenizer, rows: Sequence[dict], index: int, data_cfg, seed: i
 
 def build_examples(rows: Sequence[dict], tokenizer, data_cfg, seed: int, with_teacher: bool,
                    indices: Sequence[int] | None = None, progress: bool = False,
-                   teacher_context: str = "fewshot") -> tuple[list[TrainingExample], BuildStats]:
+                   teacher_context: str = "fewshot", shot_rows: Sequence[dict] | None = None
+                   ) -> tuple[list[TrainingExample], BuildStats]:
+    """`build_example` for each index (all rows by default); `shot_rows` as there."""
     from tqdm.auto import tqdm
+
+    shot_questions = question_index(shot_rows) if shot_rows is not None and with_teacher else None
 
     indices = range(len(rows)) if indices is None else indices
     examples, stats = [], BuildStats()
     for index in tqdm(indices, desc="tokenizing", disable=not progress):
-        example = build_example(tokenizer, rows, index, data_cfg, seed, with_teacher, teacher_context)
+        example = build_example(tokenizer, rows, index, data_cfg, seed, with_teacher, teacher_context,
+                                shot_rows, shot_questions)
         examples.append(example)
         stats.max_student_len = max(stats.max_student_len, len(example.student_input_ids))
         if example.teacher_input_ids is not None:

@@ -1,6 +1,6 @@
 """What the teacher reads before the answer: `distillation.teacher_context` names one function here.
 
-Each function gets the example's rows, its index, the shot rows chosen for it by src/data/shots.py,
+Each function gets the rows the shot indices point into, the example's index, the shot rows chosen for it by src/data/shots.py,
 and the seed, and returns the shots the teacher's prompt shows (earlier chat turns, in order). The
 teacher sequence is then `[shots][question][answer]` (`render_prompt`), the same for every context.
 

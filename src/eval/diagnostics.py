@@ -14,9 +14,10 @@ answer window (src/distillation.py: window[:, :A] predicts answer token j, windo
     gap_closed_nll = (nll_base0 - nll) / (nll_base0 - nll_teacher)
     gap_closed_kl  = (kl_base0 - kl) / kl_base0          (the teacher's own KL is 0)
 
-The teacher is the base model reading k shots before the question (built by training's
-`build_example(..., with_teacher=True)` on the held-out split, so positions and alignment checks are
-training's); its window logits are computed once and reused for every entry.
+The teacher is the base model reading k shots from the training split before the question, the
+prompt of the evaluation's `icl_{k}shot` row (`build_heldout_batches`: training's `build_example`, so
+positions and alignment checks are training's); its window logits are computed once and reused for
+every entry.
 
 Shapes: B rows, A = longest answer, W = A + 1 window positions, V vocabulary, K top-K.
 """
@@ -210,18 +211,20 @@ def entry_rows(window_lm, reference: TeacherReference, top_k: int, alignment: st
 
 
 def build_heldout_batches(tokenizer, rows: Sequence[dict], indices: Sequence[int], data_cfg, seed: int,
-                          batch_size: int) -> list[dict]:
-    """Held-out rows -> collated batches with teacher (k shots from the same split) and student sequences.
+                          batch_size: int, shot_rows: Sequence[dict]) -> list[dict]:
+    """Held-out rows -> collated batches with teacher (k shots from `shot_rows`) and student sequences.
 
-    Examples are built exactly as for training (`build_example(..., with_teacher=True)`): shots for
-    row i are drawn with `random.Random(seed + i)` from the other rows of `rows`, never row i.
+    Examples are built by training's `build_example(..., with_teacher=True)`, so positions and
+    alignment checks are training's; the shots are those of the evaluation's few-shot base row
+    (`shot_rows` = the training split, `src.data.shots.evaluation_shot_indices`), so the teacher here
+    reads exactly the prompt the `icl_{k}shot` accuracy row generates from.
     """
     from src.data.gsm8k_loader import build_examples, collate_examples
 
     # Always the k-shot teacher, whatever distillation.teacher_context a run trained with: the
     # diagnostics measure the distance to the paper's teacher.
     examples, _ = build_examples(rows, tokenizer, data_cfg, seed=seed, with_teacher=True, indices=indices,
-                                 teacher_context="fewshot")
+                                 teacher_context="fewshot", shot_rows=shot_rows)
     return [collate_examples(examples[i: i + batch_size], pad_token_id=tokenizer.pad_token_id)
             for i in range(0, len(examples), batch_size)]
 

@@ -89,6 +89,7 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
 
     tokenizer = load_tokenizer(cfg.model.name)
     test_rows = load_gsm8k_rows(cfg.data, cfg.data.test_split)
+    train_rows = load_gsm8k_rows(cfg.data, cfg.data.train_split)  # the teacher's shots
     seed, n_shots = cfg.training.seed, cfg.data.num_fewshot_examples
     top_k, alignment = cfg.eval.mse_top_k, cfg.distillation.alignment
     indices = select_subset(len(test_rows), args.n_samples, seed)
@@ -107,9 +108,10 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
         "model": cfg.model.name,
         "subset_indices": indices,
         "sampling": {"teacher_forced": True},
-        "prompting": {"teacher_shots": n_shots, "shot_seed": seed, "shot_split": cfg.data.test_split,
+        "prompting": {"teacher_shots": n_shots, "shot_seed": seed, "shot_split": cfg.data.train_split,
+                      "shot_sampling": cfg.data.shot_sampling,
                       "chat_template": has_chat_template(tokenizer)},
-        "data_fingerprint": rows_fingerprint(test_rows),
+        "data_fingerprint": rows_fingerprint(test_rows) + ":" + rows_fingerprint(train_rows),
         "engine": {"dtype": "float32", "mse_top_k": top_k, "alignment": alignment},
         "run_info": collect_run_info(),
     }
@@ -129,7 +131,8 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
         base = load_base_model(cfg.model.name, bf16=False, attn_implementation=cfg.model.attn_implementation)
         base.to(device).eval()
         base_lm = AnswerWindowLM(diag.PlainModel(base))
-        batches = diag.build_heldout_batches(tokenizer, test_rows, indices, cfg.data, seed, args.batch_size)
+        batches = diag.build_heldout_batches(tokenizer, test_rows, indices, cfg.data, seed, args.batch_size,
+                                             shot_rows=train_rows)
         t0 = time.time()
         reference = diag.build_reference(base_lm, batches, top_k, alignment, device)
         logger.info("teacher reference (%d-shot, %d rows): %.1f s, %.1f MB kept", n_shots, len(indices),

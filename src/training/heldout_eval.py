@@ -24,7 +24,7 @@ logger = logging.getLogger("fewshot_distill")
 
 
 class HeldOutEvaluator:
-    def __init__(self, run, rows: list[dict], indices: list[int]):
+    def __init__(self, run, rows: list[dict], indices: list[int], shot_rows: list[dict]):
         cfg, accelerator = run.cfg, run.accelerator
         self.accelerator = accelerator
         self.top_k, self.alignment = cfg.eval.mse_top_k, cfg.distillation.alignment
@@ -32,7 +32,8 @@ class HeldOutEvaluator:
         shard = indices[accelerator.process_index::accelerator.num_processes]
         started = time.perf_counter()
         batches = (diag.build_heldout_batches(run.tokenizer, rows, shard, cfg.data, cfg.training.seed,
-                                              cfg.training.per_device_train_batch_size) if shard else [])
+                                              cfg.training.per_device_train_batch_size, shot_rows)
+                   if shard else [])
         was_training = self.window_lm.training
         self.window_lm.eval()
         with accelerator.autocast():
@@ -81,8 +82,6 @@ def build_heldout_evaluator(run) -> HeldOutEvaluator | None:
     from src.eval.prompts import select_subset
 
     rows = load_gsm8k_rows(cfg.data, cfg.data.test_split)
-    if len(rows) < 2:
-        raise ValueError(f"eval.held_out_examples needs at least 2 rows in the {cfg.data.test_split} split "
-                         "(shots come from the other rows); set eval.held_out_examples=0 to turn it off")
     indices = select_subset(len(rows), cfg.eval.held_out_examples, cfg.training.seed)
-    return HeldOutEvaluator(run, rows, indices)
+    # The teacher's shots come from the training split, as in the icl_{k}shot evaluation row.
+    return HeldOutEvaluator(run, rows, indices, load_gsm8k_rows(cfg.data, cfg.data.train_split))
