@@ -33,7 +33,7 @@ export TRAIN_OVERRIDES="model.name=$MODEL data.path=$DATA ${TRAIN_OVERRIDES:-}"
 export EVAL_OVERRIDES="model.name=$MODEL data.path=$DATA ${EVAL_OVERRIDES:-}"
 export CONTROLS=${CONTROLS:-auto} ACCURACY=no
 export CONTROL_OVERRIDES=${CONTROL_OVERRIDES:-eval.held_out_examples=0}
-export DIAG_SAMPLES=${DIAG_SAMPLES:-8} DIAG_BATCH=${DIAG_BATCH:-1}
+export DIAG_SAMPLES=${DIAG_SAMPLES:-24} DIAG_BATCH=${DIAG_BATCH:-4}
 summary=$($PYTHON - "$BASE_CONFIG" $TRAIN_OVERRIDES <<'PY'
 import sys
 from src.config import load_config
