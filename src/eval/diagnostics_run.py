@@ -13,7 +13,6 @@ Same flags, target discovery and resumable results store as scripts/eval_checkpo
 from __future__ import annotations
 
 import logging
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -27,7 +26,7 @@ from src.eval import diagnostics as diag
 from src.eval.conditions import discover_targets
 from src.eval.evaluate import build_parser, parse_args
 from src.eval.prompts import rows_fingerprint, select_subset
-from src.eval.runner import IncompatibleResultsError, ResultsStore
+from src.eval.runner import IncompatibleResultsError, ResultsStore, report
 from src.run_identity import ZERO_SHOT_CONDITION, icl_condition
 from src.utils.run_info import collect_run_info
 
@@ -168,12 +167,6 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
             logger.info("%s/%s: nll %.4f kl %.4f gap_closed_nll %s (%.1f s)", target.condition, target.label,
                         metrics["nll"], metrics["kl"], metrics["gap_closed_nll"], metrics["seconds"])
 
-    print(summary_table(store.data["conditions"]))
-    print(f"results: {store.output}\nrows: {store.predictions}")
-    for problem in problems:
-        print(f"{'ERROR' if problem.fatal else 'skipped'}: {problem.condition}"
-              f"{'/' + problem.label if problem.label else ''}: {problem.message}", file=sys.stderr)
-    for target, message in failures:
-        print(f"FAILED: {target.condition}/{target.label}: {message}", file=sys.stderr)
+    exit_code = report(store, problems, failures, table=summary_table, rows_name="rows")
     logger.info("done in %.1f s", time.time() - started)
-    return 1 if failures or any(p.fatal for p in problems) else 0
+    return exit_code

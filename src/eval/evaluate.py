@@ -19,7 +19,7 @@ from src.eval.backends import (DTYPES, EngineSettings, cuda_available, default_b
                                resolve_dtype)
 from src.eval.conditions import adapter_rank, discover_targets, parse_checkpoint_selector
 from src.eval.prompts import build_prompts, max_model_len, rows_fingerprint, select_subset, tokenize_prompts
-from src.eval.runner import IncompatibleResultsError, ResultsStore, predictions_path, run_targets, summary_table
+from src.eval.runner import IncompatibleResultsError, ResultsStore, report, run_targets
 from src.tasks import get_task
 from src.utils.resources import ResourceError
 from src.utils.run_info import collect_run_info
@@ -152,12 +152,6 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
 
     failures = run_targets(targets, store, open_backend, prompts_for, golds, indices, task)
 
-    print(summary_table(store.data["conditions"]))
-    print(f"results: {store.output}\npredictions: {predictions_path(store.output)}")
-    for problem in problems:
-        print(f"{'ERROR' if problem.fatal else 'skipped'}: {problem.condition}"
-              f"{'/' + problem.label if problem.label else ''}: {problem.message}", file=sys.stderr)
-    for target, message in failures:
-        print(f"FAILED: {target.condition}/{target.label}: {message}", file=sys.stderr)
+    exit_code = report(store, problems, failures, rows_name="predictions")
     logger.info("done in %.1f s", time.time() - started)
-    return 1 if failures or any(p.fatal for p in problems) else 0
+    return exit_code

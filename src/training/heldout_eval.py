@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import time
 
-import torch
 
 from src.eval import diagnostics as diag
 
