@@ -65,6 +65,7 @@ real-model: $(STAMP)
 
 mini: $(STAMP)
 	PYTHON=$(PY) bash scripts/mini.sh
+	$(PY) scripts/write_measured.py --mini assets/mini --readme README.md
 
 # GPU machines (after make install-gpu): uses the current environment's python.
 reproduce:

@@ -6,8 +6,8 @@
 #   make mini                        # or: PYTHON=.venv/bin/python bash scripts/mini.sh
 #   OUT=/tmp/mini ASSETS= bash scripts/mini.sh    # elsewhere, without copying into assets/
 #
-# Trains LoRA SFT and 8-shot distillation (and the 0-shot-teacher and shuffled-answer controls when the
-# code has distillation.teacher_context and CONTROLS is not "no"), scores every checkpoint and both base
+# Trains LoRA SFT and 8-shot distillation (and the 0-shot-teacher and shuffled-answer controls unless
+# CONTROLS=no), scores every checkpoint and both base
 # rows on held-out test rows, draws the figures, and copies the small outputs (results JSON, per-row
 # JSONL, metrics.jsonl, run_info.json, figures, tables) into $ASSETS (default assets/mini/) and the
 # loss figure to assets/loss_comparison.png. Re-running continues where it stopped.
@@ -31,7 +31,7 @@ export BASE_CONFIG=configs/mini/baseline.yaml ONLINE_CONFIG=configs/mini/online_
 export LAUNCH=${LAUNCH:---num_processes 1}
 export TRAIN_OVERRIDES="model.name=$MODEL data.path=$DATA ${TRAIN_OVERRIDES:-}"
 export EVAL_OVERRIDES="model.name=$MODEL data.path=$DATA ${EVAL_OVERRIDES:-}"
-export CONTROLS=${CONTROLS:-auto} ACCURACY=no
+export CONTROLS=${CONTROLS:-yes} ACCURACY=no
 export CONTROL_OVERRIDES=${CONTROL_OVERRIDES:-eval.held_out_examples=0}
 export DIAG_SAMPLES=${DIAG_SAMPLES:-24} DIAG_BATCH=${DIAG_BATCH:-4}
 summary=$($PYTHON - "$BASE_CONFIG" $TRAIN_OVERRIDES <<'PY'

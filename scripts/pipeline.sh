@@ -9,8 +9,7 @@
 #   TRAIN_OVERRIDES extra key=value overrides for every training run (space-separated)
 #   EVAL_OVERRIDES  key=value overrides for evaluation and diagnostics (space-separated)
 #   CONTROL_OVERRIDES extra key=value overrides of the two control runs
-#   CONTROLS        "auto" (run the 0-shot-teacher and shuffled-answer controls when the code has
-#                   distillation.teacher_context), "yes" or "no"
+#   CONTROLS        "yes" (default: also train the 0-shot-teacher and shuffled-answer controls) or "no"
 #   ACCURACY        "yes": GSM8K accuracy of every checkpoint with scripts/eval_checkpoints.py ($EVAL_ARGS)
 #   DIAG_SAMPLES    held-out rows of scripts/eval_diagnostics.py; DIAG_BATCH rows per forward
 #   TITLE           text written on the figures (model and scale)
@@ -48,15 +47,11 @@ train_run() {  # NAME SCRIPT CONFIG [key=value ...]
   echo "== $name trained in $(( SECONDS - t0 )) s"
 }
 
-has_teacher_context() {
-  grep -q "teacher_context" src/config.py
-}
-
 start=$SECONDS
 RUNS=(baseline online_v1)
 train_run baseline train_baseline.py "$BASE_CONFIG"
 train_run online_v1 train_online_v1.py "$ONLINE_CONFIG"
-if [ "${CONTROLS:-auto}" = yes ] || { [ "${CONTROLS:-auto}" = auto ] && has_teacher_context; }; then
+if [ "${CONTROLS:-yes}" = yes ]; then
   # = configs/ablations/{zeroshot_teacher,shuffled_answers}.yaml on top of $ONLINE_CONFIG
   read -r -a CONTROL_ARGS <<< "${CONTROL_OVERRIDES:-}"
   train_run online_zeroshot train_online_v1.py "$ONLINE_CONFIG" distillation.teacher_context=zeroshot "${CONTROL_ARGS[@]}"

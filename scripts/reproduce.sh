@@ -4,7 +4,7 @@
 #   make reproduce                   # or: PYTHON=python OUT=reproduce_out bash scripts/reproduce.sh
 #
 # 1. trains LoRA SFT (configs/base.yaml) and SFT + 8-shot distillation (configs/online_v1.yaml), and the
-#    0-shot-teacher / shuffled-answer controls when CONTROLS=yes (or auto and the code has them);
+#    0-shot-teacher / shuffled-answer controls (CONTROLS=yes, the default; no skips them);
 # 2. evaluates base_0shot, icl_8shot and every checkpoint of every run with vLLM (eval_checkpoints.py);
 # 3. runs the held-out diagnostics (eval_diagnostics.py) on the same entries;
 # 4. regenerates the figures and tables into $OUT.
@@ -15,7 +15,7 @@
 # Environment overrides (the CPU test runs the whole script with a tiny model this way):
 #   N_GPUS (default: torch.cuda.device_count()), PER_DEVICE (4), GLOBAL_BATCH (32), LAUNCH_EXTRA,
 #   TRAIN_OVERRIDES, EVAL_OVERRIDES, EVAL_ARGS (default "--n_samples 1319"), DIAG_SAMPLES (64),
-#   BASE_CONFIG, ONLINE_CONFIG, CONTROLS (auto), OUT (reproduce_out).
+#   BASE_CONFIG, ONLINE_CONFIG, CONTROLS (yes), OUT (reproduce_out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,7 +45,7 @@ export BASE_CONFIG=${BASE_CONFIG:-configs/base.yaml} ONLINE_CONFIG=${ONLINE_CONF
 export TRAIN_OVERRIDES="training.per_device_train_batch_size=$PER_DEVICE training.gradient_accumulation_steps=$ACCUMULATION ${TRAIN_OVERRIDES:-}"
 export EVAL_OVERRIDES=${EVAL_OVERRIDES:-}
 export EVAL_ARGS=${EVAL_ARGS:-"--n_samples 1319"}
-export ACCURACY=yes CONTROLS=${CONTROLS:-auto}
+export ACCURACY=yes CONTROLS=${CONTROLS:-yes}
 # The teacher reference is kept in host memory: rows x ~130 answer tokens x 151,936 x 4 bytes (~5 GB for 64).
 export DIAG_SAMPLES=${DIAG_SAMPLES:-64} DIAG_BATCH=${DIAG_BATCH:-8}
 export TITLE=${TITLE:-"paper setting: $BASE_CONFIG / $ONLINE_CONFIG, $N_GPUS GPUs, global batch $GLOBAL_BATCH"}

@@ -21,7 +21,7 @@ from src.results.diagnostics import diagnostics_markdown, load_diagnostics
 from src.results.labels import label_for
 from src.results.load import load_many, last_checkpoint
 from src.results.metrics import read_metrics_jsonl
-from src.results.tables import results_markdown
+from src.results.tables import main_table
 
 START, END = "<!-- measured:start -->", "<!-- measured:end -->"
 
@@ -56,7 +56,7 @@ def measured_markdown(mini: Path, published: Path) -> str:
         f"{len(diagnostics['subset_indices'])} GSM8K test rows (teacher-forced on the gold answers; top-K MSE "
         f"with K = {header['mse_top_k']}, {header['alignment']} alignment). `make mini` wall time: "
         f"{times['mini_wall_seconds']} s (training {times['train_seconds']} s, diagnostics "
-        f"{times['diagnostics_seconds']} s) on a 2-core machine shared with other jobs.",
+        f"{times['diagnostics_seconds']} s) on a 2-core CPU machine.",
         "",
         "Last checkpoint of each run and the two base rows:",
         "",
@@ -81,8 +81,8 @@ def measured_markdown(mini: Path, published: Path) -> str:
 
         lines.append(f"| {label_for(run)} | {timing['steps']} | {fmt(timing['final_ce'], 4)} | "
                      f"{fmt(timing['step_seconds'])} | {timing['evals']} | {fmt(timing['eval_seconds'])} |")
-    lines += ["", "Seconds are wall-clock on a machine shared with other jobs whose load changed during the run, "
-              "so they compare badly across runs; each eval pass scores the in-training held-out rows once.", ""]
+    lines += ["", "Seconds are wall-clock on a 2-core virtual machine whose load was not controlled, so they "
+              "compare loosely across runs; each eval pass scores the in-training held-out rows once.", ""]
     evals = [r for r in read_metrics_jsonl(mini / "online_v1" / "metrics.jsonl") if "eval/nll" in r]
     if evals:
         lines += [f"In-training held-out eval of the distillation run (`eval.held_out_examples` = "
@@ -94,8 +94,9 @@ def measured_markdown(mini: Path, published: Path) -> str:
             lines.append(f"| {r['step']} | {r['eval/nll']:.4f} | {r['eval/top1']:.4f} | {r['eval/kl']:.4f} | "
                          f"{r['eval/topk_mse']:.3f} | {r.get('eval/gap_closed_nll', float('nan')):.3f} | "
                          f"{r.get('eval/gap_closed_kl', float('nan')):.3f} | {r['eval/seconds']:.1f} |")
-    lines += ["", "The paper's published numbers (Qwen3-1.7B, GSM8K test accuracy; not measured here):", "",
-              results_markdown(load_many([published]), sources=[str(published)]).strip()]
+    lines += ["", f"Beside it, the paper's published table (Qwen3-1.7B, GSM8K test accuracy, best checkpoint of "
+              f"each method; not measured here, from `{published}`):", "",
+              main_table(load_many([published])["conditions"], rule="best")]
     return "\n".join(lines) + "\n"
 
 

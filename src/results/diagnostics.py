@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from pathlib import Path
 
 from src.results.figures import color_for, plt
@@ -103,7 +104,8 @@ def gap_bars_figure(conditions: dict, title: str = ""):
     names, nll_gap, kl_gap = [], [], []
     for condition in ordered_conditions(conditions):
         label, metrics = last_checkpoint(conditions[condition])
-        names.append(label_for(condition) + ("" if label == BASE_LABEL else f"\n({label})"))
+        # Long method names wrap instead of running into their neighbours.
+        names.append(textwrap.fill(label_for(condition), 22) + ("" if label == BASE_LABEL else f"\n({label})"))
         nll_gap.append(metrics["gap_closed_nll"] or 0.0)
         kl_gap.append(metrics["gap_closed_kl"] or 0.0)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * len(names)), 4.5), dpi=150, layout="constrained")
