@@ -9,6 +9,8 @@ property (LoRA B = 0 at init => every loss is 0 at the first step).
 
 from __future__ import annotations
 
+import json
+
 import math
 from pathlib import Path
 
@@ -27,7 +29,7 @@ KL_FAMILY = ("forward_kl", "reverse_kl", "jsd")
 SPECS = [LossSpec("mse")] + [LossSpec(name, temperature, 0.3, tail)
                              for name in KL_FAMILY for temperature in (1.0, 2.5) for tail in L.TAIL_MODES]
 SPEC_IDS = [f"{s.name}-T{s.temperature}-{s.topk_tail}" for s in SPECS]
-GOLDEN = Path(__file__).parent / "data" / "mse_fused_golden.pt"
+GOLDEN = Path(__file__).parent / "data" / "mse_fused_golden.json"
 
 
 # --- plain torch references --------------------------------------------------------------------------
@@ -325,10 +327,24 @@ def test_fused_bucket_keeps_only_the_logits_for_backward():
     assert saved_vocab_bytes == [window.numel() * window.element_size()]
 
 
+def load_golden_cases(path: Path) -> list[dict[str, torch.Tensor]]:
+    """The golden JSON: per case, tensors as {dtype, shape, values}; float values are exact (float32 and
+    bfloat16 numbers are exact in JSON's doubles)."""
+    cases = []
+    for case in json.loads(path.read_text()):
+        tensors = {}
+        for name, stored in case.items():
+            dtype = getattr(torch, stored["dtype"])
+            values = torch.tensor(stored["values"], dtype=torch.float64 if dtype.is_floating_point else torch.int64)
+            tensors[name] = values.to(dtype).reshape(stored["shape"])
+        cases.append(tensors)
+    return cases
+
+
 def test_mse_path_is_bit_for_bit_the_pre_registry_kernel():
-    """tests/data/mse_fused_golden.pt: inputs and outputs of src/distillation.py at commit 4886e7d (before the
+    """tests/data/mse_fused_golden.json: inputs and outputs of src/distillation.py at commit 4886e7d (before the
     registry), float32 and bf16 logits, chunk_size 2, loss 0.3 ce + 0.7 mse."""
-    for case in torch.load(GOLDEN, weights_only=True):
+    for case in load_golden_cases(GOLDEN):
         window = case["window"].clone().requires_grad_(True)
         ce, dist = D.answer_window_losses(window, case["target_ids"], case["target_mask"], case["teacher_ids"],
                                           case["teacher_values"], case["distill_mask"], chunk_size=2)
