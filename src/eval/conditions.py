@@ -176,3 +176,10 @@ def adapter_rank(adapter_path: str | Path) -> int:
     config = json.loads((Path(adapter_path) / ADAPTER_CONFIG).read_text())
     ranks = [int(config.get("r", 0))] + [int(r) for r in (config.get("rank_pattern") or {}).values()]
     return max(ranks)
+
+
+def log_problems(problems, log) -> None:
+    """Log each problem found while discovering targets: fatal ones as errors, skipped entries as warnings."""
+    for problem in problems:
+        where = f"{problem.condition}/{problem.label}" if problem.label else problem.condition
+        (log.error if problem.fatal else log.warning)("%s: %s", where, problem.message)

@@ -23,7 +23,7 @@ import torch
 from src.config import config_to_dict
 from src.data.prompts import has_chat_template
 from src.eval import diagnostics as diag
-from src.eval.conditions import discover_targets
+from src.eval.conditions import discover_targets, log_problems
 from src.eval.evaluate import build_parser, parse_args
 from src.eval.prompts import rows_fingerprint, select_subset
 from src.eval.runner import IncompatibleResultsError, ResultsStore, report
@@ -94,9 +94,7 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
     indices = select_subset(len(test_rows), args.n_samples, seed)
     targets, problems = discover_targets(args.conditions, args.base_dir, args.checkpoint_labels,
                                          base_model=cfg.model.name, icl_shots=n_shots)
-    for problem in problems:
-        where = f"{problem.condition}/{problem.label}" if problem.label else problem.condition
-        (logger.error if problem.fatal else logger.warning)("%s: %s", where, problem.message)
+    log_problems(problems, logger)
     if not targets:
         logger.error("Nothing to evaluate.")
         return 1

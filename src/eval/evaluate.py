@@ -17,7 +17,7 @@ from src.config import ConfigError, config_to_dict, load_config
 from src.data.prompts import has_chat_template
 from src.eval.backends import (DTYPES, EngineSettings, cuda_available, default_backend, make_backend,
                                resolve_dtype)
-from src.eval.conditions import adapter_rank, discover_targets, parse_checkpoint_selector
+from src.eval.conditions import adapter_rank, discover_targets, log_problems, parse_checkpoint_selector
 from src.eval.prompts import build_prompts, max_model_len, rows_fingerprint, select_subset, tokenize_prompts
 from src.eval.runner import IncompatibleResultsError, ResultsStore, report, run_targets
 from src.tasks import get_task
@@ -100,9 +100,7 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
 
     targets, problems = discover_targets(args.conditions, args.base_dir, args.checkpoint_labels,
                                          base_model=cfg.model.name, icl_shots=icl_shots)
-    for problem in problems:
-        where = f"{problem.condition}/{problem.label}" if problem.label else problem.condition
-        (logger.error if problem.fatal else logger.warning)("%s: %s", where, problem.message)
+    log_problems(problems, logger)
     if not targets:
         logger.error("Nothing to evaluate.")
         return 1
