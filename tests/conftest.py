@@ -65,3 +65,20 @@ def smoke_data_cfg():
 @pytest.fixture
 def small_data_cfg():
     return smoke_data_cfg()
+
+
+def saved_vocab_sized_bytes(run, vocab: int) -> list[int]:
+    """Bytes of every tensor with a last dimension of `vocab` that autograd saves for backward while
+    `run()` builds its graph: the memory test of the fused answer-window losses."""
+    import torch
+
+    saved = []
+
+    def pack(tensor):
+        if tensor.dim() >= 2 and tensor.size(-1) == vocab:
+            saved.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        run()
+    return saved

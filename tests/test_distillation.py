@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from src import distillation as D
 from src.data.prompts import AlignmentError
+from tests.conftest import saved_vocab_sized_bytes
 
 IGN = D.IGNORE_INDEX
 
@@ -303,15 +304,7 @@ def test_answer_window_losses_keep_only_the_logits_for_backward():
     # Memory: the unfused graph saves a float32 copy of the used rows; ours only the bf16 logits.
     window, *rest = window_case(torch.bfloat16, vocab=64)
     window.requires_grad_(True)
-    saved_vocab_bytes = []
-
-    def pack(tensor):
-        if tensor.dim() >= 2 and tensor.size(-1) == window.size(-1):
-            saved_vocab_bytes.append(tensor.numel() * tensor.element_size())
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        fused_losses(window, *rest, "seed")
+    saved_vocab_bytes = saved_vocab_sized_bytes(lambda: fused_losses(window, *rest, "seed"), window.size(-1))
     assert saved_vocab_bytes == [window.numel() * window.element_size()]
 
 

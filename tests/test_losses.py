@@ -22,6 +22,7 @@ from src import distillation as D
 from src import losses as L
 from src.config import ConfigError, DistillationConfig, load_config
 from src.losses import LossSpec
+from tests.conftest import saved_vocab_sized_bytes
 
 IGN = D.IGNORE_INDEX
 KL_FAMILY = ("forward_kl", "reverse_kl", "jsd")
@@ -315,15 +316,9 @@ def test_fused_bf16_logits_match_float32_of_the_same_values(spec):
 def test_fused_bucket_keeps_only_the_logits_for_backward():
     window, answer_ids, answer_mask, teacher_full, k = fused_case(dtype=torch.bfloat16, vocab=64)
     window.requires_grad_(True)
-    saved_vocab_bytes = []
-
-    def pack(tensor):
-        if tensor.dim() >= 2 and tensor.size(-1) == window.size(-1):
-            saved_vocab_bytes.append(tensor.numel() * tensor.element_size())
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        fused(window, answer_ids, answer_mask, teacher_full.float(), k, LossSpec("forward_kl", topk_tail="bucket"))
+    saved_vocab_bytes = saved_vocab_sized_bytes(
+        lambda: fused(window, answer_ids, answer_mask, teacher_full.float(), k,
+                      LossSpec("forward_kl", topk_tail="bucket")), window.size(-1))
     assert saved_vocab_bytes == [window.numel() * window.element_size()]
 
 
