@@ -82,3 +82,24 @@ def saved_vocab_sized_bytes(run, vocab: int) -> list[int]:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         run()
     return saved
+
+
+def ulps_apart(actual, expected):
+    """Per element, |actual - expected| in units in the last place of `expected` (its dtype's spacing there).
+
+    Golden files written on one CPU are compared with this, not bit for bit: another CPU may sum the same
+    floats in another order (vector width, threads) and land an ulp or two away.
+    """
+    import torch
+
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape, (actual.dtype, expected.dtype)
+    info = torch.finfo(expected.dtype)
+    magnitude = expected.double().abs().clamp_min(info.tiny)
+    spacing = info.eps * torch.exp2(torch.floor(torch.log2(magnitude)))
+    return (actual.double() - expected.double()).abs() / spacing
+
+
+def assert_within_ulps(actual, expected, max_ulps: int = 4):
+    distance = ulps_apart(actual, expected)
+    assert float(distance.max()) <= max_ulps, (
+        f"{int((distance > max_ulps).sum())} elements more than {max_ulps} ulps apart (max {float(distance.max()):.1f})")

@@ -22,7 +22,7 @@ from src import distillation as D
 from src import losses as L
 from src.config import ConfigError, DistillationConfig, load_config
 from src.losses import LossSpec
-from tests.conftest import saved_vocab_sized_bytes
+from tests.conftest import assert_within_ulps, saved_vocab_sized_bytes, ulps_apart
 
 IGN = D.IGNORE_INDEX
 KL_FAMILY = ("forward_kl", "reverse_kl", "jsd")
@@ -336,16 +336,29 @@ def load_golden_cases(path: Path) -> list[dict[str, torch.Tensor]]:
     return cases
 
 
-def test_mse_path_is_bit_for_bit_the_pre_registry_kernel():
+def test_mse_path_matches_the_pre_registry_kernel_within_ulps():
     """tests/data/mse_fused_golden.json: inputs and outputs of src/distillation.py at commit 4886e7d (before the
-    registry), float32 and bf16 logits, chunk_size 2, loss 0.3 ce + 0.7 mse."""
+    registry), float32 and bf16 logits, chunk_size 2, loss 0.3 ce + 0.7 mse.
+
+    Written on one CPU, so compared within 4 ulps (another CPU's summation order moved 5 of 555 float32
+    gradient elements by one ulp); bit-equality is kept for comparisons inside one process."""
     for case in load_golden_cases(GOLDEN):
         window = case["window"].clone().requires_grad_(True)
         ce, dist = D.answer_window_losses(window, case["target_ids"], case["target_mask"], case["teacher_ids"],
                                           case["teacher_values"], case["distill_mask"], chunk_size=2)
         (0.3 * ce + 0.7 * dist).backward()
-        assert torch.equal(ce, case["ce"]) and torch.equal(dist, case["dist"])
-        assert torch.equal(window.grad, case["grad"])
+        assert_within_ulps(ce.detach(), case["ce"])
+        assert_within_ulps(dist.detach(), case["dist"])
+        assert_within_ulps(window.grad, case["grad"])
+
+
+def test_ulps_apart_counts_units_in_the_last_place():
+    one = torch.tensor([1.0, 1.0, 0.0, -3.0])
+    eps = torch.finfo(torch.float32).eps
+    moved = torch.tensor([1.0 + eps, 1.0 + 5 * eps, 0.0, -3.0 - 2 * (2 * eps)])
+    assert ulps_apart(moved, one).tolist() == [1.0, 5.0, 0.0, 2.0]
+    with pytest.raises(AssertionError, match="1 elements more than 4 ulps"):
+        assert_within_ulps(moved, one)
 
 
 def test_fused_rejects_a_missing_or_unexpected_tail():
