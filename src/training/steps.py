@@ -13,7 +13,19 @@ import torch.nn.functional as F
 
 from src import distillation as D
 from src import losses as L
+from src.methods import METHODS
 from src.training.teacher import Teacher
+
+
+def loss_step_builder(method: str):
+    """The `build_loss_step(cfg, run)` a method registers in src/methods.py (imported here, in the
+    training layer: the registry itself sits below everything and only names it)."""
+    import importlib
+
+    if method not in METHODS:
+        raise ValueError(f"Unknown training method {method!r}; expected one of {sorted(METHODS)}")
+    module_name, function = METHODS[method].loss_step_builder.split(":")
+    return getattr(importlib.import_module(module_name), function)
 
 
 def sft_loss_step(student, batch: dict) -> dict[str, torch.Tensor]:

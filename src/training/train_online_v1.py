@@ -17,6 +17,7 @@ from functools import partial
 
 from src.config import Config
 from src.losses import LossSpec
+from src.methods import DISTILLATION_METHOD, METHODS
 from src.models.prefix_teacher import SharedPrefixTeacher, fixed_shot_prefix_ids
 from src.training.loop import exit_on_user_error, parse_training_args, setup_run, train
 from src.training.steps import distillation_loss_step
@@ -57,17 +58,24 @@ def build_teacher(cfg: Config, run, tail_temperature: float | None) -> Teacher:
     return teacher if cache is None else CachedTeacher(teacher, cache)
 
 
+def build_loss_step(cfg: Config, run):
+    """The method's loss step (registered in src/methods.py): CE + lambda * distillation.loss against
+    the config's teacher (a partial: `.keywords["teacher"]` is the Teacher, for the end-of-run stats)."""
+    dist_cfg = cfg.distillation
+    loss = LossSpec(dist_cfg.loss, dist_cfg.temperature, dist_cfg.jsd_beta, dist_cfg.topk_tail)
+    teacher = build_teacher(cfg, run, tail_temperature=loss.temperature if loss.with_tail else None)
+    return partial(distillation_loss_step, teacher=teacher, lambda_distill=dist_cfg.lambda_distill,
+                   alignment=dist_cfg.alignment, loss=loss)
+
+
 def main(argv: list[str] | None = None) -> None:
     args, cfg = parse_training_args(argv, __doc__)
     check_distillation_config(cfg)
-    dist_cfg = cfg.distillation
-    run = setup_run(cfg, args, method="online_v1", with_teacher=True)
-    loss = LossSpec(dist_cfg.loss, dist_cfg.temperature, dist_cfg.jsd_beta, dist_cfg.topk_tail)
-    teacher = build_teacher(cfg, run, tail_temperature=loss.temperature if loss.with_tail else None)
-    loss_step = partial(distillation_loss_step, teacher=teacher, lambda_distill=dist_cfg.lambda_distill,
-                        alignment=dist_cfg.alignment, loss=loss)
+    run = setup_run(cfg, args, method=DISTILLATION_METHOD, with_teacher=METHODS[DISTILLATION_METHOD].with_teacher)
+    loss_step = build_loss_step(cfg, run)
     train(run, loss_step=loss_step)
     log = logging.getLogger("fewshot_distill")
+    teacher = loss_step.keywords["teacher"]
     if isinstance(teacher, CachedTeacher):
         log.info("teacher cache: %s", teacher.cache.stats())
         teacher = teacher.online
