@@ -109,3 +109,24 @@ def test_bad_arguments_are_one_line_errors(model_and_prompts):
         generate_tokens(model, prompts, max_new_tokens=0, eos_ids={1}, pad_token_id=0)
     with pytest.raises(ValueError, match="empty prompt"):
         generate_tokens(model, [[]], max_new_tokens=2, eos_ids={1}, pad_token_id=0)
+
+
+def test_greedy_through_a_peft_adapter_equals_the_argmax_loop(tiny_model_dir, model_and_prompts):
+    """The student (LoRA on, nonzero B) generates through peft exactly as step-by-step argmax."""
+    from src.config import LoraConfig
+    from src.models.student import add_lora
+
+    _, tokenizer, prompts = model_and_prompts
+    peft_model = add_lora(load_base_model(str(tiny_model_dir), bf16=False), LoraConfig(dropout=0.0)).eval()
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.5)
+    eos = {tokenizer.eos_token_id}
+    out = generate_tokens(peft_model, prompts, max_new_tokens=6, eos_ids=eos, pad_token_id=tokenizer.pad_token_id)
+    for row, prompt in enumerate(prompts):
+        assert out.token_ids[row] == manual_greedy(peft_model, prompt, 6, eos)
+    with peft_model.disable_adapter():
+        base = generate_tokens(peft_model, prompts, max_new_tokens=6, eos_ids=eos,
+                               pad_token_id=tokenizer.pad_token_id)
+    assert base.token_ids != out.token_ids  # the adapter changed what is generated
