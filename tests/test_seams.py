@@ -12,7 +12,7 @@ from src import distillation as D
 from src import losses as L
 from src.config import LoraConfig
 from src.constants import IGNORE_INDEX
-from src.data.gsm8k_loader import assemble_batch, build_examples, collate_examples, load_gsm8k_rows
+from src.data.gsm8k_loader import assemble_batch, batch_prompts, build_examples, collate_examples, load_gsm8k_rows
 from src.models.prefix_teacher import SharedPrefixTeacher, fixed_shot_prefix_ids
 from src.models.student import AnswerWindowLM, add_lora, load_base_model, load_tokenizer, teacher_logits
 from src.training.steps import distillation_loss_step
@@ -170,6 +170,20 @@ def test_assemble_batch_takes_any_answer_ids(setup):
     D.check_aligned_token_ids(batch["teacher_input_ids"], batch["teacher_attention_mask"].sum(dim=1), ids, mask)
     with pytest.raises(ValueError, match="one of each per row"):
         assemble_batch([[1]], [[2], [3]], [0], 0)
+
+
+def test_batch_prompts_recovers_the_prompts_so_a_batch_can_take_other_answers(setup):
+    tokenizer, examples, _, _, _ = setup
+    group = [examples[3], examples[0], examples[6]]
+    gold = collate_examples(group, tokenizer.pad_token_id)
+    student_prompts, teacher_prompts = batch_prompts(gold)
+    assert student_prompts == [e.student_prompt_ids for e in group]
+    assert teacher_prompts == [e.teacher_prompt_ids for e in group]
+    again = assemble_batch(student_prompts, [e.answer_ids for e in group], gold["example_index"].tolist(),
+                           tokenizer.pad_token_id, teacher_prompts)
+    assert all(torch.equal(again[key], gold[key]) for key in gold)
+    sft = {k: v for k, v in gold.items() if not k.startswith("teacher_")}
+    assert batch_prompts(sft) == (student_prompts, None)
 
 
 def test_method_registry_is_the_one_source_of_names():

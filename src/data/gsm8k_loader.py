@@ -14,7 +14,8 @@ on every rank.
 
 An example keeps its prompts and its answer as separate token-id lists; sequences are assembled when a
 batch is built (`assemble_batch`), so the answer can be the gold one (`collate_examples`) or one the
-student sampled (pass its ids instead of `example.answer_ids`).
+student sampled (pass its ids instead of `example.answer_ids`; `batch_prompts` gives back the prompts
+of an assembled batch).
 """
 
 from __future__ import annotations
@@ -207,6 +208,26 @@ def assemble_batch(student_prompts: Sequence[Sequence[int]], answers: Sequence[S
         batch["teacher_input_ids"] = _pad(teacher_ids, pad_token_id)
         batch["teacher_attention_mask"] = _pad([[1] * len(t) for t in teacher_ids], 0)
     return batch
+
+
+def batch_prompts(batch: dict[str, torch.Tensor]) -> tuple[list[list[int]], list[list[int]] | None]:
+    """The per-row prompt ids of an assembled batch: (student prompts, teacher prompts or None).
+
+    The inverse of `assemble_batch` without the answers: a student prompt is everything before the
+    row's supervised labels, a teacher prompt everything before its last n_answer real tokens. So a
+    step holding a gold batch can re-assemble it with other answers (e.g. the student's samples).
+    """
+    labels = batch["student_labels"]
+    supervised = labels != IGNORE_INDEX
+    n_answer = supervised.sum(dim=1).tolist()
+    starts = supervised.int().argmax(dim=1).tolist()
+    student = [batch["student_input_ids"][row, :start].tolist() for row, start in enumerate(starts)]
+    if "teacher_input_ids" not in batch:
+        return student, None
+    teacher_lengths = batch["teacher_attention_mask"].sum(dim=1).tolist()
+    teacher = [batch["teacher_input_ids"][row, :length - n].tolist()
+               for row, (length, n) in enumerate(zip(teacher_lengths, n_answer))]
+    return student, teacher
 
 
 def collate_examples(examples: Sequence[TrainingExample], pad_token_id: int) -> dict[str, torch.Tensor]:
