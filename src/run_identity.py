@@ -4,7 +4,8 @@
     result labels        "step_{N}" for checkpoint-{N}, "final" for final/, "base" for base-model rows
     base-model rows      "base_0shot" and "icl_{k}shot" (k = data.num_fewshot_examples; "icl_8shot" by default)
     training conditions  "baseline" (LoRA SFT), "online_v1" (distillation, few-shot teacher),
-                         "online_zeroshot" / "online_shuffled" (teacher contexts zeroshot / shuffled_answers)
+                         "online_zeroshot" / "online_shuffled" (teacher contexts zeroshot / shuffled_answers);
+                         the methods and their conditions are listed in src/methods.py
 
 A training run writes its method and condition into `{output_dir}/run_info.json` (src/training/loop.py
 `setup_run`); readers take them from there (`read_run_identity`) instead of guessing from the
@@ -22,6 +23,9 @@ import json
 import re
 from pathlib import Path
 
+# SFT_METHOD, DISTILLATION_METHOD and ZERO_SHOT_CONDITION are read from here too; the registry is src/methods.py.
+from src.methods import DISTILLATION_METHOD, METHODS, SFT_METHOD, ZERO_SHOT_CONDITION, method_condition  # noqa: F401
+
 CHECKPOINT_PREFIX = "checkpoint-"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")  # "checkpoint-200.tmp" (half-written) does not match
 FINAL_DIR = "final"
@@ -30,15 +34,9 @@ STEP_LABEL_PATTERN = re.compile(r"^step_(\d+)$")
 BASE_LABEL = "base"
 FINAL_LABEL = "final"
 
-ZERO_SHOT_CONDITION = "base_0shot"
 ICL_CONDITION_PATTERN = re.compile(r"^icl_(\d+)shot$")
 
 RUN_INFO_FILE = "run_info.json"
-SFT_METHOD = "baseline"             # src/training/train_baseline.py
-DISTILLATION_METHOD = "online_v1"   # src/training/train_online_v1.py
-# Distillation condition per teacher context; a context not listed is named "online_{context}".
-TEACHER_CONTEXT_CONDITIONS = {"fewshot": "online_v1", "zeroshot": "online_zeroshot",
-                              "shuffled_answers": "online_shuffled"}
 
 
 # --- checkpoint folders --------------------------------------------------------------------------------------
@@ -108,18 +106,17 @@ def base_conditions(n_shots: int) -> dict[str, int]:
 # --- a training run's method and condition -------------------------------------------------------------------
 
 def training_condition(method: str, teacher_context: str | None = None) -> str:
-    """Condition name of a training run from its method (the script) and, for distillation, teacher context."""
-    if method == SFT_METHOD:
-        return SFT_METHOD
-    if method == DISTILLATION_METHOD:
-        context = teacher_context or "fewshot"
-        return TEACHER_CONTEXT_CONDITIONS.get(context, f"online_{context}")
-    raise ValueError(f"Unknown training method {method!r}; expected {SFT_METHOD!r} or {DISTILLATION_METHOD!r}")
+    """Condition name of a training run from its method (the script) and, for a method with a teacher,
+    its teacher context (src/methods.py). An unknown method is its own condition: readers never fail."""
+    return method_condition(method, teacher_context)
 
 
 def run_identity_fields(method: str, teacher_context: str | None) -> dict:
-    """What training writes into run_info.json: method, condition and (distillation only) teacher context."""
-    context = teacher_context if method == DISTILLATION_METHOD else None
+    """What training writes into run_info.json: method, condition and (teacher methods only) teacher context."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown training method {method!r}; expected one of {sorted(METHODS)} "
+                         "(register it in src/methods.py)")
+    context = teacher_context if METHODS[method].with_teacher else None
     return {"method": method, "condition": training_condition(method, context), "teacher_context": context}
 
 
@@ -139,8 +136,5 @@ def read_run_identity(run_dir: str | Path) -> dict | None:
         return None
     condition = info.get("condition")
     if not isinstance(condition, str) or not condition:
-        try:
-            condition = training_condition(method, info.get("teacher_context"))
-        except ValueError:
-            condition = method
+        condition = training_condition(method, info.get("teacher_context"))
     return {"method": method, "condition": condition, "teacher_context": info.get("teacher_context")}

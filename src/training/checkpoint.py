@@ -9,7 +9,7 @@
 
 Each checkpoint is written to `checkpoint-{step}.tmp/` and renamed when complete, so an interrupted
 save never leaves a folder that resume or evaluation would pick up. The manifest catches damage done
-after the rename (`verify_checkpoint`); `--resume` goes back to the newest intact checkpoint
+after the rename (`verify_checkpoint`, src/utils/checkpoint_files.py); `--resume` goes back to the newest intact checkpoint
 (`find_resume_checkpoint`). Checkpoints without a manifest (written before it existed) still load.
 """
 
@@ -24,10 +24,9 @@ import torch
 
 from src.run_identity import checkpoint_step
 from src.utils.io import publish_folder
-from src.utils.manifest import DAMAGED, MANIFEST, UNVERIFIED, FolderCheck, verify_manifest, write_manifest
+from src.utils.checkpoint_files import ADAPTER_WEIGHTS, TRAINING_STATE, verify_checkpoint  # noqa: F401
+from src.utils.manifest import MANIFEST, UNVERIFIED, write_manifest
 
-TRAINING_STATE = "training_state.pt"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 class CheckpointError(ValueError):
@@ -98,36 +97,6 @@ def save_adapter(folder: Path, peft_model, tokenizer, config_yaml: str) -> None:
     (tmp / "run_config.yaml").write_text(config_yaml)
     write_manifest(tmp)
     publish_folder(tmp, folder)
-
-
-def is_training_only(name: str) -> bool:
-    """Files only resume needs (evaluation of an adapter ignores damage to them)."""
-    return name == TRAINING_STATE or (name.startswith("rng_state_") and name.endswith(".pt"))
-
-
-def verify_checkpoint(folder: str | Path, for_training: bool = True) -> FolderCheck:
-    """"ok", "unverified" (no manifest: written before manifests; still usable) or "damaged".
-
-    for_training=False checks only what evaluation loads (adapter, configs), not the optimizer state.
-    For resume, a checkpoint without a manifest gets the checks possible without one: its adapter and
-    training state exist and the safetensors header matches the file's length. (Evaluation reports
-    an unverified adapter that does not load as that entry's failure.)
-    """
-    folder = Path(folder)
-    check = verify_manifest(folder, include=None if for_training else (lambda name: not is_training_only(name)))
-    if check.status != UNVERIFIED or not for_training:
-        return check
-    needed = [ADAPTER_WEIGHTS, TRAINING_STATE]
-    problems = [f"{name}: missing" for name in needed if not (folder / name).is_file()]
-    if not problems:
-        from safetensors import safe_open
-
-        try:
-            with safe_open(folder / ADAPTER_WEIGHTS, framework="pt"):
-                pass
-        except Exception as error:  # safetensors raises its own error type for a cut-short file
-            problems.append(f"{ADAPTER_WEIGHTS}: unreadable ({str(error).splitlines()[0][:120]})")
-    return FolderCheck(folder, DAMAGED, tuple(problems)) if problems else check
 
 
 def find_resume_checkpoint(output_dir: str | Path) -> tuple[Path | None, list[str]]:
