@@ -27,6 +27,7 @@ from src.run_identity import (CHECKPOINT_PREFIX, FINAL_DIR, RUN_INFO_FILE, check
 from src.training.checkpoint import (CheckpointError, find_resume_checkpoint, list_checkpoints, load_checkpoint,
                                      save_adapter, save_checkpoint)
 from src.training.heldout_eval import build_heldout_evaluator
+from src.training.precision import keep_low_precision_outputs
 
 logger = logging.getLogger("fewshot_distill")
 
@@ -250,6 +251,7 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
         raise ConfigError(f"{len(examples)} training examples cannot fill one batch of "
                           f"{train_cfg.per_device_train_batch_size} x {accelerator.num_processes} processes")
     model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
+    keep_low_precision_outputs(accelerator, model)  # bf16 window logits reach the loss as bf16
 
     run = Run(cfg=cfg, accelerator=accelerator, tokenizer=tokenizer, model=model, peft_model=peft_model,
               optimizer=optimizer, scheduler=scheduler, dataloader=dataloader, output_dir=output_dir,
