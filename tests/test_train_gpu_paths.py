@@ -1,8 +1,9 @@
-"""bf16 training keeps the window logits in bf16 all the way to the fused loss (issue 19, item 3).
+"""Training-loop guarantees for GPU runs, checked on the CPU (issue 19).
 
-Runs the real online script in this process on the CPU (accelerate enables bf16 autocast on CPU
-too, so its `prepare` wraps the forward exactly as on a GPU) and records the dtype of the student's
-window logits and the teacher's logits where the losses receive them.
+bf16 (item 3): the real online script runs in this process on the CPU (accelerate enables bf16
+autocast on CPU too, so its `prepare` wraps the forward exactly as on a GPU) and the dtype of the
+student's window logits and of the teacher's logits is recorded where the losses receive them.
+Full global batches (item 7): every optimizer step's example count, from metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -50,3 +51,23 @@ def test_bf16_window_logits_reach_the_fused_loss_in_bf16(tiny_model_dir, tmp_pat
                           "data.num_workers=0", "data.max_train_examples=4"])
     assert seen["student"] and set(seen["student"]) == {torch.bfloat16}
     assert seen["teacher"] and set(seen["teacher"]) == {torch.bfloat16}
+
+
+def test_every_optimizer_step_sees_a_full_global_batch_across_epoch_ends(tiny_model_dir, tmp_path, monkeypatch,
+                                                                          fresh_accelerate_state):
+    """6 examples, steps of 2 x 2 = 4: epoch ends fall inside steps 2 and 3. Before, the end of the
+    data loader forced a sync after 3 micro-batches, so step 2 saw 2 examples and counted as a step."""
+    from src.results.metrics import read_metrics_jsonl
+    from src.training import train_baseline
+
+    monkeypatch.chdir(REPO_ROOT)
+    out = tmp_path / "run"
+    train_baseline.main(["--config", "configs/base.yaml", "--output_dir", str(out), f"model.name={tiny_model_dir}",
+                         f"data.path={SMOKE_DATA}", "training.max_steps=4", "training.bf16=false",
+                         "training.per_device_train_batch_size=2", "training.gradient_accumulation_steps=2",
+                         "training.logging_steps=1", "training.save_steps=100", "data.num_workers=0",
+                         "data.max_train_examples=6"])
+    metrics = read_metrics_jsonl(out / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+    assert [m["train/examples_per_step"] for m in metrics] == [4, 4, 4, 4]
+    assert [m["epoch"] for m in metrics] == pytest.approx([4 / 6, 8 / 6, 12 / 6, 16 / 6])
