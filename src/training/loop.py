@@ -474,6 +474,8 @@ def _reduce_window(accelerator, window: _MetricsWindow, lr: float, grad_norm: fl
     scalars.update({"train/lr": lr, "train/grad_norm": grad_norm, "train/tokens_per_s": tokens / seconds,
                     "train/examples_per_step": examples / max(window.optimizer_steps, 1),
                     "epoch": epoch, "elapsed_s": elapsed})
+    if accelerator.device.type == "cuda":  # this rank's peak so far (scripts/gpu_check.py reports it)
+        scalars["train/max_memory_allocated_gib"] = torch.cuda.max_memory_allocated(accelerator.device) / 2**30
     return scalars
 
 
