@@ -174,16 +174,14 @@ def bench_stage(out: Path, dry_run: bool, data: str, seconds_left: float) -> dic
 
 
 def machine_info() -> dict:
+    """From NVML: this process creates no CUDA context (its memory would be missing for vLLM)."""
     import torch
 
     from src.utils.gpu_env import probe_nvml
 
     nvml = probe_nvml()
-    info = {"python": sys.version.split()[0], "torch": torch.__version__, "torch_cuda": torch.version.cuda,
-            "nvml_gpus": nvml.gpus, "driver": nvml.driver, "driver_cuda": nvml.driver_cuda}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "torch_cuda": torch.version.cuda,
+            "nvml_gpus": nvml.gpus, "gpu": nvml.name, "driver": nvml.driver, "driver_cuda": nvml.driver_cuda}
 
 
 def save(report: dict, path: Path, started: float) -> None:
@@ -223,11 +221,9 @@ def main(argv: list[str] | None = None) -> dict:
         report["passed"] = False
         save(report, json_path, started)
         raise
-    import torch
-
-    if not args.dry_run and not torch.cuda.is_available():
-        raise SystemExit("gpu_check.py needs a CUDA GPU (torch.cuda.is_available() is False); "
-                         "use --dry-run to check the script on the CPU")
+    if not args.dry_run and report["machine"]["nvml_gpus"] == 0:
+        raise SystemExit("gpu_check.py needs an NVIDIA GPU (NVML lists none); use --dry-run to check the "
+                         "script on the CPU")
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(args.out) if args.out else Path(scratch) / "gpu_check"
         out.mkdir(parents=True, exist_ok=True)

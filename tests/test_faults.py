@@ -130,7 +130,7 @@ class Trainee:
     def save(self, output_dir: Path, step: int) -> Path:
         from accelerate import Accelerator
 
-        state = {"step": step, "epoch": 0, "batches_done_in_epoch": step,
+        state = {"step": step, "examples_seen": step,
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
         return save_checkpoint(Accelerator(cpu=True), output_dir / f"checkpoint-{step}", self.peft_model,
                                self.tokenizer, "run: test\n", state)

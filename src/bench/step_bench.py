@@ -298,8 +298,8 @@ def run_variant(args, variant: str, data: dict, memory: PeakMemory | None = None
     from src.bench.reference import reference_distillation_losses
     from src.models.prefix_teacher import SharedPrefixTeacher
     from src.models.student import AnswerWindowLM
-    from src.training.steps import distillation_loss_step, online_teacher_top_k, sft_loss_step
     from src.training.precision import keep_low_precision_outputs
+    from src.training.steps import distillation_loss_step, online_teacher_top_k, sft_loss_step
     from src.training.teacher_cache import TeacherTopKCache, cached_teacher_top_k
 
     device = torch.device(args.device)

@@ -52,6 +52,7 @@ class NvmlInfo:
     gpus: int                       # 0 when NVML is missing (CPU machine) or sees no GPU
     driver: str | None = None       # e.g. "550.54.15"
     driver_cuda: str | None = None  # newest CUDA version the driver serves, e.g. "12.4"
+    name: str | None = None         # the first GPU's name, e.g. "NVIDIA H100 80GB HBM3"
 
 
 def make_cuda_check_fork_safe() -> None:
@@ -77,7 +78,12 @@ def probe_nvml() -> NvmlInfo:
         driver_cuda = None
         if nvml.nvmlSystemGetCudaDriverVersion_v2(ctypes.byref(cuda_version)) == 0:
             driver_cuda = f"{cuda_version.value // 1000}.{cuda_version.value % 1000 // 10}"
-        return NvmlInfo(int(count.value), driver, driver_cuda)
+        name = None
+        handle = ctypes.c_void_p()
+        if count.value and nvml.nvmlDeviceGetHandleByIndex_v2(0, ctypes.byref(handle)) == 0:
+            if nvml.nvmlDeviceGetName(handle, buffer, 96) == 0:
+                name = buffer.value.decode()
+        return NvmlInfo(int(count.value), driver, driver_cuda, name)
     finally:
         nvml.nvmlShutdown()
 
