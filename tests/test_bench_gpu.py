@@ -33,3 +33,40 @@ def test_make_bench_gpu_dry_run_writes_the_report(tmp_path):
     assert "skipped" in report["bench"]["flash_attention_2"]
     assert [c["dtype"] for c in report["fused_loss_check"]] == ["float32", "bfloat16"]
     assert all(c["equal_within_tolerance"] for c in report["fused_loss_check"]), report["fused_loss_check"]
+
+
+class RecordingPeak:
+    """A peak-memory counter that logs its calls; peak() returns the position of its own log entry."""
+
+    def __init__(self):
+        self.events: list[str] = []
+
+    def reset(self) -> None:
+        self.events.append("reset")
+
+    def peak(self) -> int:
+        self.events.append("peak")
+        return len(self.events)
+
+
+def test_bench_reads_each_training_step_peak_before_the_teacher_only_passes(tiny_model_dir):
+    """Dry run in this process with an injected counter: each variant's reported peak is read right
+    after its own reset, once; the teacher-only timing (a no-grad pass) comes after it. (Before, the
+    teacher-only timing reset the counter again and the peak was read last: a no-grad pass's.)"""
+    from accelerate.state import AcceleratorState
+
+    from src.bench import step_bench
+
+    counter = RecordingPeak()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        report = step_bench.main(
+            ["--data", str(REPO_ROOT / "data" / "smoke"), "--tokenizer", str(tiny_model_dir), "--model", "tiny",
+             "--device", "cpu", "--dtype", "float32", "--batch-size", "1", "--n-batches", "1", "--warmup", "0",
+             "--repeats", "1", "--shots", "2", "--k", "16", "--length-sample", "2", "--in-process",
+             "--variants", "sft,ours"], memory=counter)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert counter.events == ["reset", "peak"] * 2
+    assert [report[v]["peak_mem_bytes"] for v in ("sft", "ours")] == [2, 4]
+    assert report["details"]["ours"]["teacher_step_s"] > 0

@@ -130,7 +130,7 @@ class Trainee:
     def save(self, output_dir: Path, step: int) -> Path:
         from accelerate import Accelerator
 
-        state = {"step": step, "epoch": 0, "batches_done_in_epoch": step,
+        state = {"step": step, "examples_seen": step,
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
         return save_checkpoint(Accelerator(cpu=True), output_dir / f"checkpoint-{step}", self.peft_model,
                                self.tokenizer, "run: test\n", state)
@@ -204,6 +204,40 @@ def test_checkpoint_without_manifest_still_loads_with_a_note(saved_run, tiny_mod
     truncate(out / "checkpoint-4" / ADAPTER_WEIGHTS)
     folder, notes = find_resume_checkpoint(out)
     assert folder == out / "checkpoint-2" and ADAPTER_WEIGHTS in notes[0] and "unreadable" in notes[0]
+
+
+def _save_as_if_on_gpu0(obj, path: Path) -> None:
+    """torch.save with every storage tagged "cuda:0", as rank 0 of a GPU run writes its state."""
+    from torch import serialization
+
+    entry = (0, lambda storage: "cuda:0", lambda storage, location: None)
+    serialization._package_registry.append(entry)
+    serialization._package_registry.sort(key=lambda e: e[0])
+    try:
+        torch.save(obj, path)
+    finally:
+        serialization._package_registry.remove(entry)
+
+
+def test_resume_loads_a_gpu_written_state_onto_the_cpu_then_onto_the_parameters(saved_run, tiny_model_dir,
+                                                                                 tmp_path):
+    # Without map_location every rank would restore the optimizer state onto cuda:0 (here: no CUDA at all).
+    out = copy_run(saved_run, tmp_path)
+    folder = out / "checkpoint-4"
+    state = torch.load(folder / TRAINING_STATE, weights_only=False)
+    _save_as_if_on_gpu0(state, folder / TRAINING_STATE)
+    _save_as_if_on_gpu0(torch.load(folder / "rng_state_0.pt", weights_only=False), folder / "rng_state_0.pt")
+    with pytest.raises(RuntimeError, match="CUDA"):  # the file really names a GPU
+        torch.load(folder / TRAINING_STATE, weights_only=False)
+    write_manifest(folder)
+    trainee = Trainee(tiny_model_dir)
+    loaded = load_checkpoint(folder, trainee.peft_model, trainee.optimizer, trainee.scheduler, 0)
+    assert loaded["step"] == 4
+    restored = trainee.optimizer.state_dict()["state"]
+    for index, saved in state["optimizer"]["state"].items():
+        for name in ("exp_avg", "exp_avg_sq"):
+            assert restored[index][name].device.type == "cpu"
+            assert torch.equal(restored[index][name], saved[name])
 
 
 def test_unverified_checkpoint_that_does_not_load_is_a_one_line_error(saved_run, tiny_model_dir, tmp_path):

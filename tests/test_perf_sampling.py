@@ -1,12 +1,13 @@
-"""Length-grouped sampler: the same examples in every optimizer step, less teacher padding."""
+"""Training order: full optimizer steps across epoch ends (step_stream), length grouping, padding."""
 
 from __future__ import annotations
 
 import random
 
 import pytest
+import torch
 
-from src.data.sampling import LengthGroupedSampler, length_grouped_order, padded_tokens
+from src.data.sampling import StepStreamSampler, length_grouped_order, padded_tokens, step_stream
 
 
 def test_groups_keep_their_examples_and_are_sorted_longest_first():
@@ -21,16 +22,28 @@ def test_ties_keep_the_shuffled_order():
     assert length_grouped_order([3, 1, 2, 0], [4, 4, 4, 4], group_size=4) == [3, 1, 2, 0]
 
 
-def test_sampler_matches_a_seeded_permutation_step_by_step():
+def test_stream_continues_across_epochs_in_full_steps():
+    stream = step_stream(10, step_examples=4, n_steps=7, seed=3)
+    assert len(stream) == 28
+    first, second = stream[:10], stream[10:20]
+    assert sorted(first) == sorted(second) == list(range(10)) and first != second  # epochs 0 and 1
+    assert stream[:10] == torch.randperm(10, generator=torch.Generator().manual_seed(3)).tolist()
+    assert stream[20:28] == torch.randperm(10, generator=torch.Generator().manual_seed(5)).tolist()[:8]
+    # a resumed or longer run sees the same steps first
+    assert step_stream(10, 4, 9, seed=3)[:28] == stream
+
+
+def test_sampler_serves_exactly_max_steps_full_steps_with_length_groups():
     rng = random.Random(0)
     lengths = [rng.randint(800, 2400) for _ in range(100)]
-    sampler = LengthGroupedSampler(lengths, group_size=32, seed=7)
-    first_epoch = list(sampler)
-    assert sorted(first_epoch) == list(range(100)) and len(sampler) == 100
-    assert list(sampler) == first_epoch  # deterministic
-    sampler.set_epoch(1)
-    second_epoch = list(sampler)
-    assert second_epoch != first_epoch and sorted(second_epoch) == list(range(100))
+    sampler = StepStreamSampler(100, step_examples=32, n_steps=5, seed=7, lengths=lengths)
+    order = list(sampler)
+    assert len(order) == len(sampler) == 160 and list(sampler) == order  # deterministic
+    plain = step_stream(100, 32, 5, seed=7)
+    for begin in range(0, 160, 32):
+        step = order[begin: begin + 32]
+        assert sorted(step) == sorted(plain[begin: begin + 32])
+        assert [lengths[i] for i in step] == sorted((lengths[i] for i in step), reverse=True)
 
 
 def test_grouping_reduces_padding():
@@ -42,7 +55,9 @@ def test_grouping_reduces_padding():
 
 
 def test_bad_arguments_are_clear_errors():
-    with pytest.raises(ValueError, match="group_size"):
-        LengthGroupedSampler([1, 2], group_size=0)
+    with pytest.raises(ValueError, match="step_examples"):
+        StepStreamSampler(2, step_examples=0, n_steps=3)
     with pytest.raises(ValueError, match="at least one"):
-        LengthGroupedSampler([], group_size=4)
+        StepStreamSampler(0, step_examples=4, n_steps=3)
+    with pytest.raises(ValueError, match="lengths"):
+        StepStreamSampler(3, step_examples=4, n_steps=3, lengths=[1, 2])

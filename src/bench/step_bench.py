@@ -253,12 +253,32 @@ def build_models(args, device: torch.device, with_teacher_copy: bool):
     return peft_model, teacher_copy
 
 
-def _time_steps(step, batches, warmup: int, repeats: int, device) -> list[float]:
+class PeakMemory:
+    """Peak memory of a stretch of work: torch.cuda's allocator peak, or the process's peak RSS on
+    the CPU (which cannot be reset: per variant only when each variant is its own process)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+
+    def peak(self) -> int:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated()
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _time_steps(step, batches, warmup: int, repeats: int, device, memory: PeakMemory | None = None
+                ) -> tuple[list[float], int | None]:
+    """Step times after `warmup` passes, and (with `memory`) the peak of the timed steps alone, read
+    before anything else runs."""
     for _ in range(warmup):
         for batch in batches:
             step(batch)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    if memory is not None:
+        memory.reset()
     times = []
     for _ in range(repeats):
         for batch in batches:
@@ -267,19 +287,24 @@ def _time_steps(step, batches, warmup: int, repeats: int, device) -> list[float]
             step(batch)
             _sync(device)
             times.append(time.perf_counter() - start)
-    return times
+    return times, memory.peak() if memory is not None else None
 
 
-def run_variant(args, variant: str, data: dict) -> dict:
+def run_variant(args, variant: str, data: dict, memory: PeakMemory | None = None) -> dict:
+    """One variant's timings and peak memory. `memory`: the peak counter (default PeakMemory)."""
+    from accelerate import Accelerator
+
     from src.bench.prefix_tolerance import compare_with_full_teacher
     from src.bench.reference import reference_distillation_losses
     from src.models.prefix_teacher import SharedPrefixTeacher
     from src.models.student import AnswerWindowLM
+    from src.training.precision import keep_low_precision_outputs
     from src.training.steps import distillation_loss_step, sft_loss_step
     from src.training.teacher import AdapterDisabledTeacher, ShotPrefixTeacher
     from src.training.teacher_cache import CachedTeacher, TeacherTopKCache
 
     device = torch.device(args.device)
+    memory = memory or PeakMemory(device)
     if device.type == "cpu":
         # One thread: on a shared machine a descheduled OpenMP thread stalls every op of a
         # multi-threaded step, which made 2-thread timings vary 4x between runs.
@@ -288,8 +313,14 @@ def run_variant(args, variant: str, data: dict) -> dict:
                "fixed_reuse": data.get("fixed_batches")}.get(variant) or data["batches"]
     batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
     peft_model, teacher_copy = build_models(args, device, with_teacher_copy=variant == "reference")
-    student = AnswerWindowLM(peft_model)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
+    # The student as training holds it (src/training/loop.py): prepared by accelerate, its forward
+    # without the float32 output conversion, every forward under accelerator.autocast(). So the
+    # window logits have training's dtype and the measured memory is training's.
+    accelerator = Accelerator(mixed_precision="bf16" if args.dtype == "bfloat16" else "no",
+                              cpu=device.type == "cpu")
+    student = accelerator.prepare_model(AnswerWindowLM(peft_model))
+    keep_low_precision_outputs(accelerator, student)
+    autocast = accelerator.autocast
     shot_prefix = SharedPrefixTeacher(student, data["shot_prefix_ids"]) if variant == "fixed_reuse" else None
     online = (ShotPrefixTeacher(shot_prefix, args.k, args.alignment) if shot_prefix is not None
               else AdapterDisabledTeacher(student, args.k, args.alignment))
@@ -302,19 +333,19 @@ def run_variant(args, variant: str, data: dict) -> dict:
             param.grad = None
 
     def sft(batch):
-        with autocast:
+        with autocast():
             terms = sft_loss_step(student, batch)
         backward(terms)
 
     def reference(batch):
-        with autocast:
+        with autocast():
             terms = reference_distillation_losses(teacher_copy, peft_model, batch, args.k, args.lambda_distill,
                                                   args.alignment)
         backward(terms)
 
     def ours_with(teacher):
         def step(batch):
-            with autocast:
+            with autocast():
                 terms = distillation_loss_step(student, batch, teacher, args.lambda_distill, args.alignment)
             backward(terms)
         return step
@@ -322,25 +353,29 @@ def run_variant(args, variant: str, data: dict) -> dict:
     def teacher_only(batch):
         from src import distillation as D
         _, answer_mask, answer_ids = D.student_answer_window(batch["student_labels"])
-        with autocast:
+        with autocast():
             online.top_k(batch, answer_ids, answer_mask)
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     result = {"variant": variant}
-    if shot_prefix is not None:  # the once-per-process prefix forward, timed on its own
+    if shot_prefix is not None:  # the once-per-process prefix forward, timed on its own, warm
+        with autocast():  # a throw-away teacher takes the first call's one-off costs (kernels, handles)
+            SharedPrefixTeacher(student, data["shot_prefix_ids"]).prefix_key_values(device)
         _sync(device)
         start = time.perf_counter()
-        with autocast:
+        with autocast():
             shot_prefix.prefix_key_values(device)
         _sync(device)
         result["shot_prefix_s"] = time.perf_counter() - start
         result["shot_prefix_tokens"] = shot_prefix.prefix_length
     if variant in ("sft", "reference", "ours", "ours_grouped", "fixed", "fixed_reuse"):
         step = {"sft": sft, "reference": reference}.get(variant) or ours_with(online)
-        times = _time_steps(step, batches, args.warmup, args.repeats, device)
+        # The training step's peak is read right after its timed steps: the teacher-only timing and
+        # the prefix comparison below are no-grad passes and must not replace it.
+        times, peak = _time_steps(step, batches, args.warmup, args.repeats, device, memory)
         if variant in ("ours", "fixed", "fixed_reuse"):
             result["teacher_step_s"] = statistics.median(
-                _time_steps(teacher_only, batches, 1, args.repeats, device))
+                _time_steps(teacher_only, batches, 1, args.repeats, device)[0])
         if shot_prefix is not None:
             result["shot_prefix_stats"] = shot_prefix.stats()
             # Both alignments, every real answer position of the bench batches.
@@ -353,13 +388,13 @@ def run_variant(args, variant: str, data: dict) -> dict:
         for batch in batches:
             cache.entries.clear()
             step(batch)  # warm-up
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
+        memory.reset()
         for _ in range(args.repeats):
             for batch in batches:
                 cache.entries.clear()
                 miss_times.append(_timed(step, batch, device))
                 hit_times.append(_timed(step, batch, device))
+        peak = memory.peak()
         times = hit_times
         result["miss_step_s"] = statistics.median(miss_times)
         result["cache_stats"] = cache.stats()
@@ -368,10 +403,8 @@ def run_variant(args, variant: str, data: dict) -> dict:
     result["step_times_s"] = times
     tokens = sum(int(b["student_attention_mask"].sum()) for b in batches) / len(batches)
     result["tokens_per_s"] = tokens / result["median_step_s"]
-    if device.type == "cuda":
-        result["peak_mem_bytes"] = torch.cuda.max_memory_allocated()
-    else:
-        result["peak_mem_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result["peak_mem_bytes"] = peak
+    if device.type != "cuda":
         result["rss_before_steps_bytes"] = rss_before
     return result
 
@@ -533,7 +566,8 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> dict | None:
+def main(argv=None, memory: PeakMemory | None = None) -> dict | None:
+    """`memory`: a peak counter for --in-process runs (tests inject one); default PeakMemory."""
     args = parse_args(argv)
     if args.worker:
         data = torch.load(args.batches_file, weights_only=False)
@@ -572,7 +606,7 @@ def main(argv=None) -> dict | None:
                        "--batches-file", str(batches_file), "--result-file", str(result_file)]
             started = time.perf_counter()
             if args.in_process:  # quick checks: no per-variant process, so peak RSS is shared
-                results[variant] = run_variant(args, variant, data)
+                results[variant] = run_variant(args, variant, data, memory)
             else:
                 subprocess.run(command, check=True, cwd=REPO_ROOT)
                 results[variant] = json.loads(result_file.read_text())

@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+from src.utils.gpu_env import make_cuda_check_fork_safe
 from src.utils.resources import MODEL_FIX, loading
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ def default_backend() -> str:
 
 
 def cuda_available() -> bool:
+    """GPUs present, asked through NVML: the CUDA runtime's check would poison vLLM's engine fork."""
+    make_cuda_check_fork_safe()
     import torch
 
     return torch.cuda.is_available()

@@ -22,6 +22,7 @@ from src.data.subset import select_subset
 from src.eval.prompts import build_prompts, max_model_len, rows_fingerprint, tokenize_prompts
 from src.eval.runner import IncompatibleResultsError, ResultsStore, report, run_targets
 from src.tasks import get_task
+from src.utils.gpu_env import check_gpu_setup
 from src.utils.resources import ResourceError
 from src.utils.run_info import collect_run_info
 
@@ -80,6 +81,7 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
                         level=logging.INFO, force=True)
     args, cfg = parse_args(argv, description)
+    check_gpu_setup(fork_safe=True)  # GPUs torch cannot use: one line now, not an engine traceback
     started = time.time()
 
     from src.data.gsm8k_loader import load_gsm8k_rows

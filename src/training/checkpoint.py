@@ -142,10 +142,13 @@ def _load_checkpoint(folder: Path, peft_model, optimizer, scheduler, process_ind
     if unexpected:
         raise CheckpointError(f"{folder}: adapter weights do not match this LoRA config ({unexpected[:3]} ...). "
                          "Resume with the config the run was started with.")
-    state = torch.load(folder / TRAINING_STATE, weights_only=False)
+    # Onto the CPU first: without map_location every rank would restore the tensors onto the device
+    # they were saved from (rank 0's GPU). load_state_dict then moves each state tensor to its
+    # parameter's device.
+    state = torch.load(folder / TRAINING_STATE, map_location="cpu", weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     rng_file = folder / f"rng_state_{process_index}.pt"
     if rng_file.is_file():
-        restore_rng_states(torch.load(rng_file, weights_only=False))
+        restore_rng_states(torch.load(rng_file, map_location="cpu", weights_only=False))
     return state

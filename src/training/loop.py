@@ -27,6 +27,8 @@ from src.run_identity import (CHECKPOINT_PREFIX, FINAL_DIR, RUN_INFO_FILE, check
 from src.training.checkpoint import (CheckpointError, find_resume_checkpoint, list_checkpoints, load_checkpoint,
                                      save_adapter, save_checkpoint)
 from src.training.heldout_eval import build_heldout_evaluator
+from src.training.precision import keep_low_precision_outputs
+from src.utils.gpu_env import check_gpu_setup
 
 logger = logging.getLogger("fewshot_distill")
 
@@ -54,6 +56,7 @@ def parse_training_args(argv: list[str] | None, description: str) -> tuple[argpa
         cfg = load_config(args.config, overrides)
     except ConfigError as error:
         parser.error(str(error))
+    check_gpu_setup(fork_safe=False)  # GPUs this torch build cannot use: one line, before any setup
     return args, cfg
 
 
@@ -179,7 +182,7 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
     from transformers import get_cosine_schedule_with_warmup
 
     from src.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
-    from src.data.sampling import LengthGroupedSampler
+    from src.data.sampling import StepStreamSampler
     from src.data.subset import select_subset
     from src.models.student import AnswerWindowLM, add_lora, load_base_model, load_tokenizer, vocab_size
     from src.utils.io import atomic_write_json, atomic_write_text
@@ -233,23 +236,25 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
     # Stepped once per optimizer step by the loop (not prepared: accelerate would step it once per
     # process and finish the cosine early on several GPUs).
     scheduler = get_cosine_schedule_with_warmup(optimizer, train_cfg.warmup_steps, train_cfg.max_steps)
-    sampler = None
-    if cfg.data.group_by_length:
-        step_examples = (train_cfg.per_device_train_batch_size * train_cfg.gradient_accumulation_steps
-                         * accelerator.num_processes)
-        sampler = LengthGroupedSampler([len(e.teacher_input_ids or e.student_input_ids) for e in examples],
-                                       step_examples, seed=train_cfg.seed)
+    # One pass over a seeded stream of epoch permutations covers all max_steps optimizer steps
+    # (src/data/sampling.py): no epoch end cuts a step short, whatever the process count.
+    step_examples = (train_cfg.per_device_train_batch_size * train_cfg.gradient_accumulation_steps
+                     * accelerator.num_processes)
+    lengths = ([len(e.teacher_input_ids or e.student_input_ids) for e in examples]
+               if cfg.data.group_by_length else None)
+    if len(examples) < train_cfg.per_device_train_batch_size * accelerator.num_processes:
+        raise ConfigError(f"{len(examples)} training examples cannot fill one batch of "
+                          f"{train_cfg.per_device_train_batch_size} x {accelerator.num_processes} processes")
+    sampler = StepStreamSampler(len(examples), step_examples, train_cfg.max_steps, seed=train_cfg.seed,
+                                lengths=lengths)
     # A dedicated generator: creating a batch iterator must not consume the global RNG, or a resumed
     # run would draw different LoRA dropout masks than an uninterrupted one.
-    dataloader = DataLoader(examples, batch_size=train_cfg.per_device_train_batch_size,
-                            shuffle=sampler is None, sampler=sampler,
+    dataloader = DataLoader(examples, batch_size=train_cfg.per_device_train_batch_size, sampler=sampler,
                             drop_last=True, num_workers=cfg.data.num_workers,
                             generator=torch.Generator().manual_seed(train_cfg.seed),
                             collate_fn=partial(collate_examples, pad_token_id=tokenizer.pad_token_id))
-    if len(dataloader) * accelerator.num_processes == 0:
-        raise ConfigError(f"{len(examples)} training examples cannot fill one batch of "
-                          f"{train_cfg.per_device_train_batch_size} x {accelerator.num_processes} processes")
     model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
+    keep_low_precision_outputs(accelerator, model)  # bf16 window logits reach the loss as bf16
 
     run = Run(cfg=cfg, accelerator=accelerator, tokenizer=tokenizer, model=model, peft_model=peft_model,
               optimizer=optimizer, scheduler=scheduler, dataloader=dataloader, output_dir=output_dir,
@@ -277,19 +282,22 @@ class _StopRequest:
 
 
 class _MetricsWindow:
-    """Sums of the loss terms and token counts over the micro-batches since the last log line."""
+    """Sums of the loss terms, token and example counts over the micro-batches since the last log line."""
 
     def __init__(self):
         self.sums: dict[str, float] = {}
         self.micro_batches = 0
         self.tokens = 0
+        self.examples = 0
+        self.optimizer_steps = 0
         self.started = time.perf_counter()
 
-    def add(self, terms: dict[str, torch.Tensor], tokens: int) -> None:
+    def add(self, terms: dict[str, torch.Tensor], tokens: int, examples: int) -> None:
         for name, value in terms.items():
             self.sums[name] = self.sums.get(name, 0.0) + float(value)
         self.micro_batches += 1
         self.tokens += tokens
+        self.examples += examples
 
 
 def _logged_step(line: str) -> int | None:
@@ -343,17 +351,20 @@ def train(run: Run, loss_step: LossStep) -> Path:
 
     cfg, accelerator, model = run.cfg, run.accelerator, run.model
     train_cfg = cfg.training
-    step, epoch, batches_done_in_epoch = 0, 0, 0
+    step = 0
     if run.resume_from is not None:
         _warn_on_config_change(cfg, run.resume_from)
         state = load_checkpoint(run.resume_from, run.peft_model, run.optimizer, run.scheduler,
                                 accelerator.process_index)
-        step, epoch, batches_done_in_epoch = state["step"], state["epoch"], state["batches_done_in_epoch"]
-        logger.info("resumed from %s at step %d (epoch %d, batch %d)", run.resume_from, step, epoch,
-                    batches_done_in_epoch)
+        step = state["step"]
+        logger.info("resumed from %s at step %d", run.resume_from, step)
+    # The dataloader is one pass over the whole run and every optimizer step takes exactly
+    # `accumulation` micro-batches on every rank, so the data position is the step count.
+    accumulation = train_cfg.gradient_accumulation_steps
+    step_examples = train_cfg.per_device_train_batch_size * accumulation * accelerator.num_processes
 
     def checkpoint_state() -> dict:
-        return {"step": step, "epoch": epoch, "batches_done_in_epoch": batches_done_in_epoch,
+        return {"step": step, "examples_seen": step * step_examples,
                 "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict()}
 
     def save(at_step: int) -> Path:
@@ -374,10 +385,9 @@ def train(run: Run, loss_step: LossStep) -> Path:
     model.train()
     run_start = time.perf_counter()
     grad_norm = torch.zeros(())
-    while step < train_cfg.max_steps:
-        run.dataloader.set_epoch(epoch)
-        batches = (accelerator.skip_first_batches(run.dataloader, batches_done_in_epoch)
-                   if batches_done_in_epoch else run.dataloader)
+    if step < train_cfg.max_steps:
+        batches = (accelerator.skip_first_batches(run.dataloader, step * accumulation)
+                   if step else run.dataloader)
         for batch in batches:
             with accelerator.accumulate(model):
                 with accelerator.autocast():
@@ -388,15 +398,16 @@ def train(run: Run, loss_step: LossStep) -> Path:
                     grad_norm = accelerator.clip_grad_norm_(trainable, train_cfg.grad_clip)
                 run.optimizer.step()
                 run.optimizer.zero_grad(set_to_none=True)
-            batches_done_in_epoch += 1
             logged_terms = {name: value for name, value in terms.items() if name != "loss"}
             window.add(logged_terms | {"total_loss": terms["loss"].detach()},
-                       tokens=int(batch["student_attention_mask"].sum()))
+                       tokens=int(batch["student_attention_mask"].sum()),
+                       examples=batch["student_input_ids"].size(0))
             if not accelerator.sync_gradients:
                 continue
 
             run.scheduler.step()
             step += 1
+            window.optimizer_steps += 1
             progress.update(1)
             eval_scalars = {}
             if evaluator is not None and step % train_cfg.eval_steps == 0:
@@ -404,7 +415,7 @@ def train(run: Run, loss_step: LossStep) -> Path:
                 window.started += eval_scalars["eval/seconds"]  # keep train/tokens_per_s a training rate
             if step % train_cfg.logging_steps == 0 or step == train_cfg.max_steps:
                 scalars = _reduce_window(accelerator, window, run.scheduler.get_last_lr()[0], float(grad_norm),
-                                         epoch + batches_done_in_epoch / len(run.dataloader),
+                                         step * step_examples / len(run.examples),
                                          time.perf_counter() - run_start)
                 metrics.log(step, scalars | eval_scalars)
                 progress.set_postfix({k.split("/")[-1]: f"{v:.4f}" for k, v in scalars.items()
@@ -425,8 +436,6 @@ def train(run: Run, loss_step: LossStep) -> Path:
                     f"in {last_saved}. Resume with the same command plus --resume.")
             if step >= train_cfg.max_steps:
                 break
-        else:
-            epoch, batches_done_in_epoch = epoch + 1, 0
     progress.close()
     metrics.close()
 
@@ -453,16 +462,20 @@ def _shut_down_distributed(accelerator) -> None:
 
 def _reduce_window(accelerator, window: _MetricsWindow, lr: float, grad_norm: float, epoch: float,
                    elapsed: float) -> dict[str, float]:
-    """Mean of each loss term over every micro-batch of every rank since the last log."""
+    """Mean of each loss term over every micro-batch of every rank since the last log, and the
+    examples per optimizer step (all ranks: the global batch)."""
     names = sorted(window.sums)
-    local = torch.tensor([window.sums[n] for n in names] + [window.micro_batches, window.tokens],
+    local = torch.tensor([window.sums[n] for n in names] + [window.micro_batches, window.tokens, window.examples],
                          dtype=torch.float64, device=accelerator.device)
     total = accelerator.reduce(local, reduction="sum")
-    micro_batches, tokens = float(total[-2]), float(total[-1])
+    micro_batches, tokens, examples = float(total[-3]), float(total[-2]), float(total[-1])
     seconds = max(time.perf_counter() - window.started, 1e-9)
     scalars = {f"train/{name}": float(total[i]) / micro_batches for i, name in enumerate(names)}
     scalars.update({"train/lr": lr, "train/grad_norm": grad_norm, "train/tokens_per_s": tokens / seconds,
+                    "train/examples_per_step": examples / max(window.optimizer_steps, 1),
                     "epoch": epoch, "elapsed_s": elapsed})
+    if accelerator.device.type == "cuda":  # this rank's peak so far (scripts/gpu_check.py reports it)
+        scalars["train/max_memory_allocated_gib"] = torch.cuda.max_memory_allocated(accelerator.device) / 2**30
     return scalars
 
 
