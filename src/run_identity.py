@@ -4,7 +4,8 @@
     result labels        "step_{N}" for checkpoint-{N}, "final" for final/, "base" for base-model rows
     base-model rows      "base_0shot" and "icl_{k}shot" (k = data.num_fewshot_examples; "icl_8shot" by default)
     training conditions  "baseline" (LoRA SFT), "online_v1" (distillation, few-shot teacher),
-                         "online_zeroshot" / "online_shuffled" (teacher contexts zeroshot / shuffled_answers)
+                         "online_zeroshot" / "online_shuffled" (teacher contexts zeroshot / shuffled_answers);
+                         a full fine-tuning run (model.finetune=full) adds "_full": "baseline_full", "online_v1_full"
 
 A training run writes its method and condition into `{output_dir}/run_info.json` (src/training/loop.py
 `setup_run`); readers take them from there (`read_run_identity`) instead of guessing from the
@@ -39,6 +40,8 @@ DISTILLATION_METHOD = "online_v1"   # src/training/train_online_v1.py
 # Distillation condition per teacher context; a context not listed is named "online_{context}".
 TEACHER_CONTEXT_CONDITIONS = {"fewshot": "online_v1", "zeroshot": "online_zeroshot",
                               "shuffled_answers": "online_shuffled"}
+LORA_FINETUNE = "lora"               # model.finetune; a LoRA run's condition has no suffix
+FULL_FINETUNE_SUFFIX = "_full"       # the condition of a full fine-tuning run: e.g. "baseline_full"
 
 
 # --- checkpoint folders --------------------------------------------------------------------------------------
@@ -117,17 +120,25 @@ def training_condition(method: str, teacher_context: str | None = None) -> str:
     raise ValueError(f"Unknown training method {method!r}; expected {SFT_METHOD!r} or {DISTILLATION_METHOD!r}")
 
 
-def run_identity_fields(method: str, teacher_context: str | None) -> dict:
-    """What training writes into run_info.json: method, condition and (distillation only) teacher context."""
+def finetune_condition(condition: str, finetune: str | None) -> str:
+    """The condition of a run with `finetune` (model.finetune): LoRA keeps the name, full adds "_full"."""
+    return condition if finetune in (None, LORA_FINETUNE) else f"{condition}{FULL_FINETUNE_SUFFIX}"
+
+
+def run_identity_fields(method: str, teacher_context: str | None, finetune: str = LORA_FINETUNE) -> dict:
+    """What training writes into run_info.json: method, condition, (distillation only) teacher context and
+    what trained (model.finetune)."""
     context = teacher_context if method == DISTILLATION_METHOD else None
-    return {"method": method, "condition": training_condition(method, context), "teacher_context": context}
+    return {"method": method, "condition": finetune_condition(training_condition(method, context), finetune),
+            "teacher_context": context, "finetune": finetune}
 
 
 def read_run_identity(run_dir: str | Path) -> dict | None:
-    """{"method", "condition", "teacher_context"} from a run's run_info.json; None without a readable one.
+    """{"method", "condition", "teacher_context", "finetune"} from a run's run_info.json; None without a
+    readable one.
 
     Runs written before `condition` existed get it from their `method` (the teacher context then
-    counted as the default, "fewshot").
+    counted as the default, "fewshot"); runs written before `finetune` existed were LoRA runs.
     """
     path = Path(run_dir) / RUN_INFO_FILE
     try:
@@ -137,10 +148,12 @@ def read_run_identity(run_dir: str | Path) -> dict | None:
     method = info.get("method") if isinstance(info, dict) else None
     if not isinstance(method, str):
         return None
+    finetune = info.get("finetune") or LORA_FINETUNE
     condition = info.get("condition")
     if not isinstance(condition, str) or not condition:
         try:
-            condition = training_condition(method, info.get("teacher_context"))
+            condition = finetune_condition(training_condition(method, info.get("teacher_context")), finetune)
         except ValueError:
             condition = method
-    return {"method": method, "condition": condition, "teacher_context": info.get("teacher_context")}
+    return {"method": method, "condition": condition, "teacher_context": info.get("teacher_context"),
+            "finetune": finetune}

@@ -15,6 +15,10 @@ CONDITION_LABELS: dict[str, str] = {
     "online_v1": "LoRA SFT + Few-Shot Distillation",
     "online_zeroshot": "Distillation, 0-shot teacher (control)",
     "online_shuffled": "Distillation, shuffled-answer shots (control)",
+    # model.finetune=full runs (src/run_identity.py adds "_full")
+    "baseline_full": "Full SFT",
+    "online_v1_full": "Full SFT + Few-Shot Distillation",
+    "online_zeroshot_full": "Full-FT distillation, 0-shot teacher (control)",
 }
 
 # Display order for tables and legends: reference points first, then the trained conditions. "icl_{k}shot"
@@ -22,6 +26,7 @@ CONDITION_LABELS: dict[str, str] = {
 ICL_PLACEHOLDER = "icl_{k}shot"
 CONDITION_ORDER: tuple[str, ...] = (
     "base_0shot", ICL_PLACEHOLDER, "baseline", "online_zeroshot", "online_shuffled", "online_v1",
+    "baseline_full", "online_zeroshot_full", "online_v1_full",
 )
 
 # The condition names of the two paper runs are their training methods (src/run_identity.py).

@@ -2,6 +2,8 @@
 
     {output_dir}/checkpoint-{step}/
         adapter_config.json, adapter_model.safetensors   peft adapter (PeftModel.from_pretrained, vLLM)
+          or config.json, model*.safetensors            a whole model (model.finetune=full; float32,
+                                                          sharded past FULL_MODEL_SHARD_SIZE; from_pretrained, vLLM)
         tokenizer files, run_config.yaml                  everything evaluation needs
         training_state.pt                                 optimizer, scheduler, step, data position
         rng_state_{rank}.pt                               per-rank RNG states (LoRA dropout, sampler)
@@ -28,6 +30,10 @@ from src.utils.manifest import DAMAGED, MANIFEST, UNVERIFIED, FolderCheck, verif
 
 TRAINING_STATE = "training_state.pt"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+MODEL_WEIGHTS = "model.safetensors"
+MODEL_WEIGHTS_INDEX = "model.safetensors.index.json"   # a sharded model's map from tensor to file
+# Largest safetensors file of a full model; bigger models are split (transformers' save_pretrained).
+FULL_MODEL_SHARD_SIZE = "5GB"
 
 
 class CheckpointError(ValueError):
@@ -67,9 +73,38 @@ def restore_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def save_weights(folder: Path, model, state_dict: dict | None = None,
+                 max_shard_size: str = FULL_MODEL_SHARD_SIZE) -> None:
+    """`save_pretrained` of the trained model: the adapter of a peft model, a plain model's every weight.
+
+    `state_dict`: a full model's weights gathered from all ranks first (`full_state_dict`; sharded
+    training), else the model's own.
+    """
+    if state_dict is None and hasattr(model, "peft_config"):
+        model.save_pretrained(folder)  # the LoRA path, unchanged
+        return
+    model.save_pretrained(folder, state_dict=state_dict, max_shard_size=max_shard_size)
+
+
+def full_state_dict(accelerator, prepared_model, prefix: str = "peft_model.") -> dict:
+    """Every weight of a full fine-tuning run, keyed as the causal LM names them. Call on every rank.
+
+    Under FSDP `get_state_dict` gathers the shards (a full state dict on the main process, per the
+    plugin's state_dict_type); under DDP it is the unwrapped model's own state dict. `prefix` is the
+    AnswerWindowLM attribute holding the causal LM.
+    """
+    state = accelerator.get_state_dict(prepared_model)
+    return {name.removeprefix(prefix): tensor for name, tensor in state.items()}
+
+
 def save_checkpoint(accelerator, folder: Path, peft_model, tokenizer, config_yaml: str,
-                    training_state: dict) -> Path:
-    """Write `folder` atomically from all ranks (each adds its RNG state); returns the folder."""
+                    training_state: dict, state_dict: dict | None = None,
+                    max_shard_size: str = FULL_MODEL_SHARD_SIZE) -> Path:
+    """Write `folder` atomically from all ranks (each adds its RNG state); returns the folder.
+
+    `peft_model`: the trained model (peft adapter, or a full model with `state_dict` from
+    `full_state_dict`, gathered on every rank beforehand).
+    """
     tmp = folder.with_name(folder.name + ".tmp")
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -77,7 +112,7 @@ def save_checkpoint(accelerator, folder: Path, peft_model, tokenizer, config_yam
     accelerator.wait_for_everyone()
     torch.save(rng_states(), tmp / f"rng_state_{accelerator.process_index}.pt")
     if accelerator.is_main_process:
-        peft_model.save_pretrained(tmp)
+        save_weights(tmp, peft_model, state_dict, max_shard_size)
         tokenizer.save_pretrained(tmp)
         (tmp / "run_config.yaml").write_text(config_yaml)
         torch.save(training_state, tmp / TRAINING_STATE)
@@ -89,11 +124,13 @@ def save_checkpoint(accelerator, folder: Path, peft_model, tokenizer, config_yam
     return folder
 
 
-def save_adapter(folder: Path, peft_model, tokenizer, config_yaml: str) -> None:
-    """Adapter + tokenizer + config only (the `final/` folder), written atomically. Main process only."""
+def save_final(folder: Path, peft_model, tokenizer, config_yaml: str, state_dict: dict | None = None,
+               max_shard_size: str = FULL_MODEL_SHARD_SIZE) -> None:
+    """Weights (adapter or full model) + tokenizer + config only (the `final/` folder), written
+    atomically. Main process only (a full model's `state_dict` gathered on every rank beforehand)."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    peft_model.save_pretrained(tmp)
+    save_weights(tmp, peft_model, state_dict, max_shard_size)
     tokenizer.save_pretrained(tmp)
     (tmp / "run_config.yaml").write_text(config_yaml)
     write_manifest(tmp)
@@ -117,17 +154,35 @@ def verify_checkpoint(folder: str | Path, for_training: bool = True) -> FolderCh
     check = verify_manifest(folder, include=None if for_training else (lambda name: not is_training_only(name)))
     if check.status != UNVERIFIED or not for_training:
         return check
-    needed = [ADAPTER_WEIGHTS, TRAINING_STATE]
-    problems = [f"{name}: missing" for name in needed if not (folder / name).is_file()]
+    weights = weight_files(folder)
+    problems = [f"{name}: missing" for name in (weights or [ADAPTER_WEIGHTS]) + [TRAINING_STATE]
+                if not (folder / name).is_file()]
     if not problems:
         from safetensors import safe_open
 
-        try:
-            with safe_open(folder / ADAPTER_WEIGHTS, framework="pt"):
-                pass
-        except Exception as error:  # safetensors raises its own error type for a cut-short file
-            problems.append(f"{ADAPTER_WEIGHTS}: unreadable ({str(error).splitlines()[0][:120]})")
+        for name in weights:
+            try:
+                with safe_open(folder / name, framework="pt"):
+                    pass
+            except Exception as error:  # safetensors raises its own error type for a cut-short file
+                problems.append(f"{name}: unreadable ({str(error).splitlines()[0][:120]})")
     return FolderCheck(folder, DAMAGED, tuple(problems)) if problems else check
+
+
+def weight_files(folder: Path) -> list[str]:
+    """The safetensors files of a checkpoint: the adapter's, a full model's (every shard its index
+    lists), or [] when there are none."""
+    if (folder / ADAPTER_WEIGHTS).is_file():
+        return [ADAPTER_WEIGHTS]
+    index = folder / MODEL_WEIGHTS_INDEX
+    if index.is_file():
+        import json
+
+        try:
+            return sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError):
+            return [MODEL_WEIGHTS_INDEX + " (unreadable)"]
+    return [MODEL_WEIGHTS] if (folder / MODEL_WEIGHTS).is_file() else []
 
 
 def find_resume_checkpoint(output_dir: str | Path) -> tuple[Path | None, list[str]]:
@@ -162,17 +217,10 @@ def load_checkpoint(folder: Path, peft_model, optimizer, scheduler, process_inde
 
 
 def _load_checkpoint(folder: Path, peft_model, optimizer, scheduler, process_index: int) -> dict:
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    adapter_file = folder / ADAPTER_WEIGHTS
-    if not adapter_file.is_file():
-        raise CheckpointError(f"{folder} has no {ADAPTER_WEIGHTS}: not a complete checkpoint")
-    result = set_peft_model_state_dict(peft_model, load_file(adapter_file))
-    unexpected = getattr(result, "unexpected_keys", None)
-    if unexpected:
-        raise CheckpointError(f"{folder}: adapter weights do not match this LoRA config ({unexpected[:3]} ...). "
-                         "Resume with the config the run was started with.")
+    if hasattr(peft_model, "peft_config"):
+        _load_adapter_weights(folder, peft_model)
+    else:
+        load_full_weights(folder, peft_model)
     state = torch.load(folder / TRAINING_STATE, weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -180,3 +228,47 @@ def _load_checkpoint(folder: Path, peft_model, optimizer, scheduler, process_ind
     if rng_file.is_file():
         restore_rng_states(torch.load(rng_file, weights_only=False))
     return state
+
+
+def _load_adapter_weights(folder: Path, peft_model) -> None:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    adapter_file = folder / ADAPTER_WEIGHTS
+    if not adapter_file.is_file():
+        hint = " (it holds a full model: resume with model.finetune=full)" if weight_files(folder) else ""
+        raise CheckpointError(f"{folder} has no {ADAPTER_WEIGHTS}: not a complete checkpoint{hint}")
+    result = set_peft_model_state_dict(peft_model, load_file(adapter_file))
+    unexpected = getattr(result, "unexpected_keys", None)
+    if unexpected:
+        raise CheckpointError(f"{folder}: adapter weights do not match this LoRA config ({unexpected[:3]} ...). "
+                         "Resume with the config the run was started with.")
+
+
+def load_full_weights(folder: Path, model) -> None:
+    """Copy a full checkpoint's weights (one file or the shards its index lists) into `model` in place.
+
+    Every parameter must be in the files except the second name of a tied pair (the output
+    embedding of Qwen3-1.7B shares the input's), which save_pretrained writes once.
+    """
+    from safetensors.torch import load_file
+
+    files = weight_files(folder)
+    if not files or files == [ADAPTER_WEIGHTS]:
+        hint = " (it holds a LoRA adapter: resume with model.finetune=lora)" if files else ""
+        raise CheckpointError(f"{folder} has no {MODEL_WEIGHTS} or {MODEL_WEIGHTS_INDEX}: not a complete full "
+                              f"fine-tuning checkpoint{hint}")
+    state = {}
+    for name in files:
+        state.update(load_file(folder / name))
+    aliases: dict[int, list[str]] = {}  # one entry per parameter tensor: all names it goes by
+    for name, param in model.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(param), []).append(name)
+    known = {name for names in aliases.values() for name in names} | {name for name, _ in model.named_buffers()}
+    missing = sorted(names[0] for names in aliases.values() if not any(name in state for name in names))
+    unexpected = sorted(state.keys() - known)
+    if missing or unexpected:
+        raise CheckpointError(f"{folder}: its weights do not match this model (missing {missing[:3]}, unexpected "
+                              f"{unexpected[:3]}). Resume with the model.name the run was started with.")
+    with torch.no_grad():
+        model.load_state_dict(state, strict=False)

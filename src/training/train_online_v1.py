@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from functools import partial
 
-from src.config import Config
+from src.config import Config, ConfigError
 from src.losses import LossSpec
 from src.models.prefix_teacher import SharedPrefixTeacher, fixed_shot_prefix_ids
 from src.training.loop import exit_on_user_error, parse_training_args, setup_run, train
@@ -29,6 +29,10 @@ def check_distillation_config(cfg: Config) -> None:
             "train_online_v1.py needs distillation.n_top_logits > 0 and distillation.lambda_distill > 0 "
             f"(got {cfg.distillation.n_top_logits} and {cfg.distillation.lambda_distill}). Use "
             "--config configs/online_v1.yaml, or train_baseline.py for plain SFT.")
+    if cfg.model.finetune == "full":
+        # The adapter-disabled teacher would be the trained weights themselves once every weight trains.
+        raise ConfigError("model.finetune=full with distillation needs the frozen-copy teacher, not yet "
+                          "available; use model.finetune=lora, or train_baseline.py for full SFT")
 
 
 def main(argv: list[str] | None = None) -> None:
