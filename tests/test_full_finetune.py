@@ -225,3 +225,21 @@ def test_full_distillation_is_a_one_line_error_until_the_frozen_copy_teacher_exi
               f"model.name={tiny_model_dir}", "model.finetune=full"])
     assert "\n" not in str(error.value)
     assert not (tmp_path / "run").exists()
+
+
+GEMMA_CONFIGS = {"sft": (0, 0.0, "fewshot"), "distill": (256, 0.5, "fewshot"), "zeroshot_teacher": (256, 0.5, "zeroshot")}
+
+
+@pytest.mark.parametrize("name", list(GEMMA_CONFIGS))
+def test_gemma_negative_control_configs_load_with_the_published_settings(name):
+    path = REPO_ROOT / "configs" / "ablations" / f"gemma270m_full_{name}.yaml"
+    cfg = load_config(path)
+    assert (cfg.model.name, cfg.model.finetune) == ("google/gemma-3-270m", "full")
+    t = cfg.training
+    assert (t.lr, t.weight_decay, t.grad_clip, t.warmup_steps, t.max_steps, t.bf16) == (5e-5, 0.01, 1.0, 50, 1000, True)
+    assert t.per_device_train_batch_size * t.gradient_accumulation_steps * 2 == 32  # on the follow-up's 2 GPUs
+    assert (cfg.data.max_seq_len_teacher, cfg.data.max_seq_len_student) == (4096, 512)
+    d = cfg.distillation
+    assert (d.n_top_logits, d.lambda_distill, d.teacher_context) == GEMMA_CONFIGS[name]
+    assert t.output_dir == f"experiments/gemma270m_full_{name}"
+    assert load_config(path, ["model.name=/models/gemma"]).model.name == "/models/gemma"
