@@ -107,6 +107,12 @@ class AnswerWindowLM(nn.Module):
         return has_adapter(self.peft_model)
 
     @property
+    def _no_split_modules(self):
+        # accelerate's FSDP transformer-layer auto-wrap reads the wrapped model's layer classes from here
+        # (configs/accelerate/fsdp.yaml names none, so one file serves Qwen3, Gemma 3, Llama, ...).
+        return getattr(self.causal_lm, "_no_split_modules", None)
+
+    @property
     def causal_lm(self):
         # LoRA layers are injected in place, so the base model runs them too.
         return self.peft_model.get_base_model() if self.has_adapter else self.peft_model

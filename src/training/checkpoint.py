@@ -7,6 +7,7 @@
         tokenizer files, run_config.yaml                  everything evaluation needs
         training_state.pt                                 optimizer, scheduler, step, data position
         rng_state_{rank}.pt                               per-rank RNG states (LoRA dropout, sampler)
+        optimizer_state_{rank}.pt                         FSDP runs only: each rank's AdamW states of its shards
         manifest.json                                     size + sha256 of every other file (written last)
 
 Each checkpoint is written to `checkpoint-{step}.tmp/` and renamed when complete, so an interrupted
@@ -99,11 +100,12 @@ def full_state_dict(accelerator, prepared_model, prefix: str = "peft_model.") ->
 
 def save_checkpoint(accelerator, folder: Path, peft_model, tokenizer, config_yaml: str,
                     training_state: dict, state_dict: dict | None = None,
-                    max_shard_size: str = FULL_MODEL_SHARD_SIZE) -> Path:
+                    max_shard_size: str = FULL_MODEL_SHARD_SIZE, rank_optimizer_state: dict | None = None) -> Path:
     """Write `folder` atomically from all ranks (each adds its RNG state); returns the folder.
 
     `peft_model`: the trained model (peft adapter, or a full model with `state_dict` from
-    `full_state_dict`, gathered on every rank beforehand).
+    `full_state_dict`, gathered on every rank beforehand). `rank_optimizer_state`: a sharded run's
+    optimizer state, written by every rank for itself (`training_state` then holds no "optimizer").
     """
     tmp = folder.with_name(folder.name + ".tmp")
     if accelerator.is_main_process:
@@ -111,6 +113,8 @@ def save_checkpoint(accelerator, folder: Path, peft_model, tokenizer, config_yam
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     torch.save(rng_states(), tmp / f"rng_state_{accelerator.process_index}.pt")
+    if rank_optimizer_state is not None:
+        torch.save(rank_optimizer_state, tmp / optimizer_state_file(accelerator.process_index))
     if accelerator.is_main_process:
         save_weights(tmp, peft_model, state_dict, max_shard_size)
         tokenizer.save_pretrained(tmp)
@@ -139,7 +143,7 @@ def save_final(folder: Path, peft_model, tokenizer, config_yaml: str, state_dict
 
 def is_training_only(name: str) -> bool:
     """Files only resume needs (evaluation of an adapter ignores damage to them)."""
-    return name == TRAINING_STATE or (name.startswith("rng_state_") and name.endswith(".pt"))
+    return name == TRAINING_STATE or (name.startswith(("rng_state_", "optimizer_state_")) and name.endswith(".pt"))
 
 
 def verify_checkpoint(folder: str | Path, for_training: bool = True) -> FolderCheck:
@@ -222,7 +226,15 @@ def _load_checkpoint(folder: Path, peft_model, optimizer, scheduler, process_ind
     else:
         load_full_weights(folder, peft_model)
     state = torch.load(folder / TRAINING_STATE, weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
+    rank_optimizer_file = folder / optimizer_state_file(process_index)
+    if "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+    elif rank_optimizer_file.is_file():  # a sharded run: this rank's shards' AdamW states
+        optimizer.load_state_dict(torch.load(rank_optimizer_file, weights_only=False))
+    else:
+        raise CheckpointError(f"{folder} has no optimizer state for rank {process_index} "
+                              f"({optimizer_state_file(process_index)}): resume with the number of processes "
+                              "the run was saved with")
     scheduler.load_state_dict(state["scheduler"])
     rng_file = folder / f"rng_state_{process_index}.pt"
     if rng_file.is_file():
@@ -270,5 +282,23 @@ def load_full_weights(folder: Path, model) -> None:
     if missing or unexpected:
         raise CheckpointError(f"{folder}: its weights do not match this model (missing {missing[:3]}, unexpected "
                               f"{unexpected[:3]}). Resume with the model.name the run was started with.")
+    if is_sharded(model):
+        # FSDP2: each rank copies its shard out of the full tensors.
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, strict=False))
+        return
     with torch.no_grad():
         model.load_state_dict(state, strict=False)
+
+
+def is_sharded(model) -> bool:
+    """True when `model`'s parameters are FSDP2 shards (DTensors)."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def optimizer_state_file(process_index: int) -> str:
+    """Per-rank optimizer state of a sharded (FSDP) run: each rank holds the AdamW states of its shards."""
+    return f"optimizer_state_{process_index}.pt"

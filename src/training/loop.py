@@ -173,6 +173,19 @@ def _warn_on_config_change(cfg: Config, checkpoint: Path) -> None:
                        ", ".join(changed))
 
 
+def check_sharding(cfg: Config, distributed_type) -> None:
+    """FSDP (configs/accelerate/fsdp.yaml) serves full fine-tuning; what it cannot do yet is a one-line error."""
+    if distributed_type != "FSDP":  # accelerate's DistributedType is a str enum
+        return
+    if cfg.model.finetune != "full":
+        raise ConfigError("FSDP (configs/accelerate/fsdp.yaml) shards full fine-tuning: set model.finetune=full, "
+                          "or launch a LoRA run without the FSDP config (DDP)")
+    if cfg.eval.held_out_examples > 0:
+        # Its rows are split unevenly over ranks, and every sharded forward is a collective.
+        raise ConfigError("eval.held_out_examples > 0 is not supported under FSDP: set eval.held_out_examples=0 "
+                          "and score the checkpoints with scripts/eval_diagnostics.py")
+
+
 def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: bool) -> Run:
     from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.utils import set_seed
@@ -192,6 +205,7 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
         # Seeded sampler: the same example order on every rank count and after a resume.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
     _configure_logging(accelerator.is_main_process)
+    check_sharding(cfg, accelerator.distributed_type)
     output_dir = Path(train_cfg.output_dir)
     resume_from = _decide_on_main(accelerator, lambda: check_output_dir(output_dir, args.resume, args.overwrite))
     accelerator.wait_for_everyone()
@@ -339,6 +353,7 @@ class MetricsLogger:
 
 def train(run: Run, loss_step: LossStep) -> Path:
     """Run the optimisation loop to `training.max_steps`; returns the `final/` adapter folder."""
+    from accelerate.utils import DistributedType
     from tqdm.auto import tqdm
 
     cfg, accelerator, model = run.cfg, run.accelerator, run.model
@@ -356,9 +371,13 @@ def train(run: Run, loss_step: LossStep) -> Path:
         logger.info("resumed from %s at step %d (epoch %d, batch %d)", run.resume_from, step, epoch,
                     batches_done_in_epoch)
 
+    # FSDP shards the AdamW states: every rank saves its own (a gathered optimizer state would not fit).
+    sharded = accelerator.distributed_type == DistributedType.FSDP
+
     def checkpoint_state() -> dict:
-        return {"step": step, "epoch": epoch, "batches_done_in_epoch": batches_done_in_epoch,
-                "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict()}
+        optimizer = {} if sharded else {"optimizer": run.optimizer.state_dict()}
+        return {"step": step, "epoch": epoch, "batches_done_in_epoch": batches_done_in_epoch, **optimizer,
+                "scheduler": run.scheduler.state_dict()}
 
     def gathered_weights() -> dict | None:
         # Full fine-tuning: every rank takes part (FSDP gathers the shards); LoRA saves its adapter as is.
@@ -366,7 +385,8 @@ def train(run: Run, loss_step: LossStep) -> Path:
 
     def save(at_step: int) -> Path:
         return save_checkpoint(accelerator, checkpoint_dir(run.output_dir, at_step), run.trained_model,
-                               run.tokenizer, run.config_yaml, checkpoint_state(), state_dict=gathered_weights())
+                               run.tokenizer, run.config_yaml, checkpoint_state(), state_dict=gathered_weights(),
+                               rank_optimizer_state=run.optimizer.state_dict() if sharded else None)
 
     metrics = MetricsLogger(run.output_dir, step, accelerator.is_main_process)
     # step 0 = the starting model
