@@ -46,3 +46,15 @@ def test_committed_doc_is_what_the_script_writes(tmp_path):
     out = tmp_path / "memory.md"
     assert main(["--out", str(out)]) == 0
     assert out.read_text() == (REPO_ROOT / "docs" / "finetune_memory.md").read_text()
+
+
+def test_readme_table_is_what_the_script_writes(tmp_path):
+    import shutil
+
+    from scripts.finetune_memory import main
+    from tests.conftest import REPO_ROOT
+
+    readme = tmp_path / "README.md"
+    shutil.copy(REPO_ROOT / "README.md", readme)
+    assert main(["--readme", str(readme)]) == 0
+    assert readme.read_text() == (REPO_ROOT / "README.md").read_text()
