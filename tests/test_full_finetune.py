@@ -243,3 +243,30 @@ def test_gemma_negative_control_configs_load_with_the_published_settings(name):
     assert (d.n_top_logits, d.lambda_distill, d.teacher_context) == GEMMA_CONFIGS[name]
     assert t.output_dir == f"experiments/gemma270m_full_{name}"
     assert load_config(path, ["model.name=/models/gemma"]).model.name == "/models/gemma"
+
+
+def test_shared_prefix_teacher_runs_on_a_plain_model(tiny_model_dir):
+    """The prefix teacher on a model without adapter (a frozen copy of a full run's starting weights)
+    gives that model's own full-sequence logits."""
+    import dataclasses
+
+    from src import distillation as D
+    from src.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
+    from src.models.prefix_teacher import SharedPrefixTeacher, fixed_shot_prefix_ids
+    from src.models.student import AnswerWindowLM, load_base_model, load_tokenizer, teacher_logits
+    from tests.conftest import smoke_data_cfg
+
+    data_cfg = dataclasses.replace(smoke_data_cfg(), shot_sampling="fixed")
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    rows = load_gsm8k_rows(data_cfg, "train")
+    examples, _ = build_examples(rows, tokenizer, data_cfg, seed=3, with_teacher=True)
+    prefix = fixed_shot_prefix_ids(examples, len(rows), data_cfg.num_fewshot_examples, 3)
+    frozen = AnswerWindowLM(load_base_model(str(tiny_model_dir), bf16=False).requires_grad_(False).eval())
+    batch = collate_examples([examples[i] for i in (4, 9, 15)], tokenizer.pad_token_id)
+    _, mask, ids = D.student_answer_window(batch["student_labels"])
+    positions = D.teacher_answer_positions(batch["teacher_attention_mask"].sum(dim=1), mask.sum(dim=1), ids.size(1))
+    full = teacher_logits(frozen, batch["teacher_input_ids"], batch["teacher_attention_mask"], positions)
+    shot_prefix = SharedPrefixTeacher(frozen, prefix)
+    ours = shot_prefix.logits(batch["teacher_input_ids"], batch["teacher_attention_mask"], positions)
+    assert shot_prefix.rows_on_prefix > 0
+    torch.testing.assert_close(ours[mask], full[mask], rtol=0, atol=1e-5)
