@@ -5,7 +5,8 @@
     base-model rows      "base_0shot" and "icl_{k}shot" (k = data.num_fewshot_examples; "icl_8shot" by default)
     training conditions  "baseline" (LoRA SFT), "online_v1" (distillation, few-shot teacher),
                          "online_zeroshot" / "online_shuffled" (teacher contexts zeroshot / shuffled_answers);
-                         a full fine-tuning run (model.finetune=full) adds "_full": "baseline_full", "online_v1_full"
+                         the methods and their conditions are listed in src/methods.py; a full fine-tuning
+                         run (model.finetune=full) is "baseline_full", "online_v1_full", ...
 
 A training run writes its method and condition into `{output_dir}/run_info.json` (src/training/loop.py
 `setup_run`); readers take them from there (`read_run_identity`) instead of guessing from the
@@ -23,6 +24,10 @@ import json
 import re
 from pathlib import Path
 
+# SFT_METHOD, DISTILLATION_METHOD and ZERO_SHOT_CONDITION are read from here too; the registry is src/methods.py.
+from src.methods import (DISTILLATION_METHOD, LORA_FINETUNE, METHODS, SFT_METHOD, ZERO_SHOT_CONDITION,  # noqa: F401
+                         method_condition)
+
 CHECKPOINT_PREFIX = "checkpoint-"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")  # "checkpoint-200.tmp" (half-written) does not match
 FINAL_DIR = "final"
@@ -31,17 +36,9 @@ STEP_LABEL_PATTERN = re.compile(r"^step_(\d+)$")
 BASE_LABEL = "base"
 FINAL_LABEL = "final"
 
-ZERO_SHOT_CONDITION = "base_0shot"
 ICL_CONDITION_PATTERN = re.compile(r"^icl_(\d+)shot$")
 
 RUN_INFO_FILE = "run_info.json"
-SFT_METHOD = "baseline"             # src/training/train_baseline.py
-DISTILLATION_METHOD = "online_v1"   # src/training/train_online_v1.py
-# Distillation condition per teacher context; a context not listed is named "online_{context}".
-TEACHER_CONTEXT_CONDITIONS = {"fewshot": "online_v1", "zeroshot": "online_zeroshot",
-                              "shuffled_answers": "online_shuffled"}
-LORA_FINETUNE = "lora"               # model.finetune; a LoRA run's condition has no suffix
-FULL_FINETUNE_SUFFIX = "_full"       # the condition of a full fine-tuning run: e.g. "baseline_full"
 
 
 # --- checkpoint folders --------------------------------------------------------------------------------------
@@ -110,27 +107,22 @@ def base_conditions(n_shots: int) -> dict[str, int]:
 
 # --- a training run's method and condition -------------------------------------------------------------------
 
-def training_condition(method: str, teacher_context: str | None = None) -> str:
-    """Condition name of a training run from its method (the script) and, for distillation, teacher context."""
-    if method == SFT_METHOD:
-        return SFT_METHOD
-    if method == DISTILLATION_METHOD:
-        context = teacher_context or "fewshot"
-        return TEACHER_CONTEXT_CONDITIONS.get(context, f"online_{context}")
-    raise ValueError(f"Unknown training method {method!r}; expected {SFT_METHOD!r} or {DISTILLATION_METHOD!r}")
-
-
-def finetune_condition(condition: str, finetune: str | None) -> str:
-    """The condition of a run with `finetune` (model.finetune): LoRA keeps the name, full adds "_full"."""
-    return condition if finetune in (None, LORA_FINETUNE) else f"{condition}{FULL_FINETUNE_SUFFIX}"
+def training_condition(method: str, teacher_context: str | None = None, finetune: str = LORA_FINETUNE) -> str:
+    """Condition name of a training run from its method (the script), for a method with a teacher its
+    teacher context, and what trained (model.finetune) (src/methods.py). An unknown method is its own
+    condition: readers never fail."""
+    return method_condition(method, teacher_context, finetune)
 
 
 def run_identity_fields(method: str, teacher_context: str | None, finetune: str = LORA_FINETUNE) -> dict:
-    """What training writes into run_info.json: method, condition, (distillation only) teacher context and
-    what trained (model.finetune)."""
-    context = teacher_context if method == DISTILLATION_METHOD else None
-    return {"method": method, "condition": finetune_condition(training_condition(method, context), finetune),
-            "teacher_context": context, "finetune": finetune}
+    """What training writes into run_info.json: method, condition, (teacher methods only) teacher context
+    and what trained (model.finetune)."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown training method {method!r}; expected one of {sorted(METHODS)} "
+                         "(register it in src/methods.py)")
+    context = teacher_context if METHODS[method].with_teacher else None
+    return {"method": method, "condition": training_condition(method, context, finetune), "teacher_context": context,
+            "finetune": finetune}
 
 
 def read_run_identity(run_dir: str | Path) -> dict | None:
@@ -151,9 +143,6 @@ def read_run_identity(run_dir: str | Path) -> dict | None:
     finetune = info.get("finetune") or LORA_FINETUNE
     condition = info.get("condition")
     if not isinstance(condition, str) or not condition:
-        try:
-            condition = finetune_condition(training_condition(method, info.get("teacher_context")), finetune)
-        except ValueError:
-            condition = method
+        condition = training_condition(method, info.get("teacher_context"), finetune)
     return {"method": method, "condition": condition, "teacher_context": info.get("teacher_context"),
             "finetune": finetune}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from src.eval.prompts import build_prompts, max_model_len, rows_fingerprint, select_subset, tokenize_prompts
+from src.data.subset import select_subset
+from src.eval.prompts import build_prompts, max_model_len, rows_fingerprint, tokenize_prompts
 
 EMPTY_THINK = "<think>\n\n</think>\n\n"
 

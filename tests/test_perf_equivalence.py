@@ -16,7 +16,8 @@ from src.bench.reference import reference_distillation_losses
 from src.config import LoraConfig
 from src.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
 from src.models.student import AnswerWindowLM, add_lora, load_base_model, load_tokenizer
-from src.training.steps import distillation_loss_step, online_teacher_top_k, sft_loss_step
+from src.training.steps import distillation_loss_step, sft_loss_step
+from src.training.teacher import AdapterDisabledTeacher
 
 from tests.conftest import smoke_data_cfg
 
@@ -57,7 +58,7 @@ def test_ours_equals_reference_losses_and_grads(models_and_batch, alignment):
     reference_grads = lora_grads(peft_model)
 
     student = AnswerWindowLM(peft_model)
-    ours = distillation_loss_step(student, batch, online_teacher_top_k(student, K, alignment), LAMBDA, alignment)
+    ours = distillation_loss_step(student, batch, AdapterDisabledTeacher(student, K, alignment), LAMBDA, alignment)
     ours["loss"].backward()
     our_grads = lora_grads(peft_model)
 

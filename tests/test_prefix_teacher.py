@@ -18,8 +18,9 @@ from src.data.shots import fixed_shot_indices
 from src.models.prefix_teacher import (SharedPrefixTeacher, common_prefix_length, fixed_shot_prefix_ids,
                                        shared_prefix_ids)
 from src.models.student import AnswerWindowLM, add_lora, load_base_model, load_tokenizer, teacher_logits
-from src.training.steps import distillation_loss_step, online_teacher_top_k
-from src.training.teacher_cache import cached_teacher_top_k, build_teacher_cache, teacher_cache_context
+from src.training.steps import distillation_loss_step
+from src.training.teacher import AdapterDisabledTeacher, ShotPrefixTeacher
+from src.training.teacher_cache import CachedTeacher, build_teacher_cache, teacher_cache_context
 
 from tests.conftest import REPO_ROOT, smoke_data_cfg
 
@@ -133,7 +134,7 @@ def test_prefix_teacher_top_k_equals_full_teacher_float32(fixed_setup, alignment
         ours = shot_prefix.logits(batch["teacher_input_ids"], batch["teacher_attention_mask"], positions)
         torch.testing.assert_close(ours[mask], full[mask], rtol=0, atol=1e-5)
         full_values, full_ids = D.top_k_logits(full, K)
-        values, top_ids = online_teacher_top_k(student, K, alignment, shot_prefix=shot_prefix)(batch, ids, mask)
+        values, top_ids = ShotPrefixTeacher(shot_prefix, K, alignment).top_k(batch, ids, mask)
         torch.testing.assert_close(values[mask], full_values[mask], rtol=0, atol=1e-5)
         assert torch.equal(top_ids[mask], full_ids[mask])
     assert shot_prefix.prefix_computations == 1, "the prefix K/V are computed once and reused"
@@ -145,9 +146,9 @@ def test_distillation_step_with_prefix_teacher_gives_the_same_loss_and_grads(fix
     model_dir, prefix, batches = fixed_setup
     student = window_lm(model_dir, gradient_checkpointing=True).train()  # train mode, checkpointing on
     results = []
-    for shot_prefix in (None, SharedPrefixTeacher(student, prefix)):
-        terms = distillation_loss_step(student, batches[0], online_teacher_top_k(student, K, alignment, shot_prefix=shot_prefix),
-                                       0.5, alignment)
+    for teacher in (AdapterDisabledTeacher(student, K, alignment),
+                    ShotPrefixTeacher(SharedPrefixTeacher(student, prefix), K, alignment)):
+        terms = distillation_loss_step(student, batches[0], teacher, 0.5, alignment)
         terms["loss"].backward()
         grads = {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
         student.zero_grad(set_to_none=True)
@@ -165,15 +166,15 @@ def test_prefix_teacher_with_the_teacher_cache(fixed_setup):
     model_dir, prefix, batches = fixed_setup
     student = window_lm(model_dir).eval()
     shot_prefix = SharedPrefixTeacher(student, prefix)
-    online = online_teacher_top_k(student, K, "seed", shot_prefix=shot_prefix)
+    online = ShotPrefixTeacher(shot_prefix, K, "seed")
     cache = build_teacher_cache("memory", student, "tiny", K, "seed", "float32", shot_prefix_reuse=True)
-    cached = cached_teacher_top_k(online, cache)
+    cached = CachedTeacher(online, cache)
     ids, mask = answer_window(batches[1])  # a prefix row and a full-sequence row
-    first = cached(batches[1], ids, mask)
-    second = cached(batches[1], ids, mask)
+    first = cached.top_k(batches[1], ids, mask)
+    second = cached.top_k(batches[1], ids, mask)
     assert cache.stats()["misses"] == 2 and cache.stats()["hits"] == 2
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
-    values, _ = online(batches[1], ids, mask)
+    values, _ = online.top_k(batches[1], ids, mask)
     torch.testing.assert_close(first[0][mask], values[mask], rtol=0, atol=0)
     # The prefix teacher's values get keys of their own (equal to the full teacher's only to rounding).
     assert (teacher_cache_context(student, "tiny", K, "seed", "float32", shot_prefix_reuse=True)

@@ -15,11 +15,12 @@ import torch
 from src.config import LoraConfig
 from src.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
 from src.models.student import AnswerWindowLM, add_lora, load_base_model, load_tokenizer
-from src.training.steps import distillation_loss_step, online_teacher_top_k
+from src.training.steps import distillation_loss_step
+from src.training.teacher import AdapterDisabledTeacher, Teacher
 from src.training.teacher_cache import (
     TeacherTopKCache,
     build_teacher_cache,
-    cached_teacher_top_k,
+    CachedTeacher,
     teacher_cache_context,
 )
 from src import distillation as D
@@ -58,13 +59,13 @@ def make_cache(student, mode="memory", k=K, alignment="seed", folder=None):
 
 def test_hits_return_the_online_values_exactly(student_and_batches):
     student, first, _ = student_and_batches
-    online = online_teacher_top_k(student, K, "seed")
+    online = AdapterDisabledTeacher(student, K, "seed")
     cache = make_cache(student)
-    cached = cached_teacher_top_k(online, cache)
+    cached = CachedTeacher(online, cache)
     ids, mask = answer_window(first)
-    expected_values, expected_ids = online(first, ids, mask)
+    expected_values, expected_ids = online.top_k(first, ids, mask)
     for _ in range(2):  # first call: misses; second: hits
-        values, top_ids = cached(first, ids, mask)
+        values, top_ids = cached.top_k(first, ids, mask)
         assert torch.equal(values[mask], expected_values[mask])
         assert torch.equal(top_ids[mask], expected_ids[mask])
         assert values.dtype == torch.float32 and top_ids.dtype == torch.long
@@ -74,9 +75,9 @@ def test_hits_return_the_online_values_exactly(student_and_batches):
 
 def test_cached_step_gives_the_same_losses(student_and_batches):
     student, first, second = student_and_batches
-    online = online_teacher_top_k(student, K, "seed")
-    cached = cached_teacher_top_k(online, make_cache(student))
-    cached(first, *answer_window(first))  # fill with examples 0, 1, 2
+    online = AdapterDisabledTeacher(student, K, "seed")
+    cached = CachedTeacher(online, make_cache(student))
+    cached.top_k(first, *answer_window(first))  # fill with examples 0, 1, 2
     for batch in (first, second):
         plain = distillation_loss_step(student, batch, online, 0.5, "seed")
         memo = distillation_loss_step(student, batch, cached, 0.5, "seed")
@@ -111,7 +112,7 @@ def test_changed_k_misses_in_the_same_folder(student_and_batches, tmp_path):
     ids, mask = answer_window(first)
     for k, expected_misses in ((K, 3), (K + 4, 3), (K, 0)):
         cache = make_cache(student, "disk", k=k, folder=tmp_path)
-        values, _ = cached_teacher_top_k(online_teacher_top_k(student, k, "seed"), cache)(first, ids, mask)
+        values, _ = CachedTeacher(AdapterDisabledTeacher(student, k, "seed"), cache).top_k(first, ids, mask)
         assert values.size(-1) == k
         assert cache.misses == expected_misses and cache.hits == 3 - expected_misses
 
@@ -132,10 +133,10 @@ def test_changed_weights_change_the_context(student_and_batches):
 def test_disk_cache_is_reused_by_a_new_process_object(student_and_batches, tmp_path):
     student, first, _ = student_and_batches
     ids, mask = answer_window(first)
-    online = online_teacher_top_k(student, K, "seed")
-    first_values, _ = cached_teacher_top_k(online, make_cache(student, "disk", folder=tmp_path))(first, ids, mask)
+    online = AdapterDisabledTeacher(student, K, "seed")
+    first_values, _ = CachedTeacher(online, make_cache(student, "disk", folder=tmp_path)).top_k(first, ids, mask)
     reader = make_cache(student, "disk", folder=tmp_path)
-    values, _ = cached_teacher_top_k(online, reader)(first, ids, mask)
+    values, _ = CachedTeacher(online, reader).top_k(first, ids, mask)
     assert (reader.hits, reader.misses) == (3, 0)
     assert torch.equal(values[mask], first_values[mask])
 
@@ -166,24 +167,24 @@ def test_bucket_tail_is_cached_exactly_and_enters_the_key(student_and_batches, m
 
     student, first, _ = student_and_batches
     ids, mask = answer_window(first)
-    online = online_teacher_top_k(student, K, "seed", tail_temperature=2.0)
-    expected = online(first, ids, mask)
+    online = AdapterDisabledTeacher(student, K, "seed", tail_temperature=2.0)
+    expected = online.top_k(first, ids, mask)
     assert len(expected) == 3 and expected[2].shape == ids.shape
     cache = build_teacher_cache(mode, student, "tiny", K, "seed", "float32", folder=tmp_path, tail_temperature=2.0)
     for _ in range(2):  # misses, then hits
-        got = cached_teacher_top_k(online, cache)(first, ids, mask)
+        got = CachedTeacher(online, cache).top_k(first, ids, mask)
         for part, want in zip(got, expected):
             assert torch.equal(part[mask], want[mask])
     assert (cache.misses, cache.hits) == (3, 3)
     if mode == "disk":  # a new reader gets the tail from disk
         reader = build_teacher_cache(mode, student, "tiny", K, "seed", "float32", folder=tmp_path,
                                      tail_temperature=2.0)
-        assert torch.equal(cached_teacher_top_k(online, reader)(first, ids, mask)[2][mask], expected[2][mask])
+        assert torch.equal(CachedTeacher(online, reader).top_k(first, ids, mask)[2][mask], expected[2][mask])
         assert reader.hits == 3
     # the cached step gives the online step's losses
     loss = LossSpec("forward_kl", 2.0, 0.5, "bucket")
     plain = distillation_loss_step(student, first, online, 0.5, "seed", loss=loss)
-    memo = distillation_loss_step(student, first, cached_teacher_top_k(online, cache), 0.5, "seed", loss=loss)
+    memo = distillation_loss_step(student, first, CachedTeacher(online, cache), 0.5, "seed", loss=loss)
     assert torch.equal(plain["loss"], memo["loss"]) and plain["dist_loss"].item() > 0
 
 
@@ -201,14 +202,15 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> Non
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     calls = []
 
-    def fake_online(batch, answer_ids, answer_mask):  # deterministic in the teacher input
-        calls.append(batch["teacher_input_ids"].size(0))
-        seed = batch["teacher_input_ids"].sum(dim=1, keepdim=True).float()
-        values = seed[:, :, None].expand(-1, answer_ids.size(1), 3) / 1000
-        return values.clone(), torch.zeros_like(values, dtype=torch.long)
+    class FakeOnline(Teacher):
+        def top_k(self, batch, answer_ids, answer_mask):  # deterministic in the teacher input
+            calls.append(batch["teacher_input_ids"].size(0))
+            seed = batch["teacher_input_ids"].sum(dim=1, keepdim=True).float()
+            values = seed[:, :, None].expand(-1, answer_ids.size(1), 3) / 1000
+            return values.clone(), torch.zeros_like(values, dtype=torch.long)
 
     cache = TeacherTopKCache("memory", "ddp-test")
-    cached = cached_teacher_top_k(fake_online, cache)
+    cached = CachedTeacher(FakeOnline(k=3), cache).top_k
     examples = [torch.tensor([7, 1 + i, 2 + i, 9]) for i in range(4)]  # answer = last token (9)
 
     def batch_of(indices):
@@ -308,23 +310,23 @@ def _entry_faults():
 def test_damaged_disk_entry_is_counted_recomputed_and_rewritten(student_and_batches, tmp_path, fault):
     student, first, _ = student_and_batches
     ids, mask = answer_window(first)
-    online = online_teacher_top_k(student, K, "seed")
-    expected, expected_ids = online(first, ids, mask)
+    online = AdapterDisabledTeacher(student, K, "seed")
+    expected, expected_ids = online.top_k(first, ids, mask)
     writer = make_cache(student, "disk", folder=tmp_path)
-    cached_teacher_top_k(online, writer)(first, ids, mask)
+    CachedTeacher(online, writer).top_k(first, ids, mask)
     entries = sorted(writer.folder.glob("*/*.pt"))
     assert len(entries) == 3
     _entry_faults()[fault](entries[1])
 
     reader = make_cache(student, "disk", folder=tmp_path)
-    values, top_ids = cached_teacher_top_k(online, reader)(first, ids, mask)
+    values, top_ids = CachedTeacher(online, reader).top_k(first, ids, mask)
     # the damaged row is recomputed alone (cropped to its own length): equal up to float rounding
     torch.testing.assert_close(values[mask], expected[mask], rtol=1e-5, atol=1e-5)
     assert torch.equal(top_ids[mask], expected_ids[mask])
     assert reader.stats()["damaged"] == 1 and (reader.hits, reader.misses) == (2, 1)
     # the entry was rewritten: the next reader hits every entry and finds nothing damaged
     again = make_cache(student, "disk", folder=tmp_path)
-    cached_teacher_top_k(online, again)(first, ids, mask)
+    CachedTeacher(online, again).top_k(first, ids, mask)
     assert (again.hits, again.misses, again.damaged) == (3, 0, 0)
 
 
@@ -352,5 +354,5 @@ def test_entry_checks_on_hand_made_tensors():
 def test_memory_mode_counts_no_damage(student_and_batches):
     student, first, _ = student_and_batches
     cache = make_cache(student)
-    cached_teacher_top_k(online_teacher_top_k(student, K, "seed"), cache)(first, *answer_window(first))
+    CachedTeacher(AdapterDisabledTeacher(student, K, "seed"), cache).top_k(first, *answer_window(first))
     assert cache.stats()["damaged"] == 0 and cache.stats()["mode"] == "memory"

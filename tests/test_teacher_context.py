@@ -13,7 +13,8 @@ from src.data.gsm8k_loader import build_example, build_examples, collate_example
 from src.data.shots import training_shot_indices
 from src.data.teacher_context import TEACHER_CONTEXTS, derangement, teacher_shots
 from src.models.student import AnswerWindowLM, add_lora, load_base_model, load_tokenizer
-from src.training.steps import distillation_loss_step, online_teacher_top_k
+from src.training.steps import distillation_loss_step
+from src.training.teacher import AdapterDisabledTeacher
 from src.training.teacher_cache import teacher_cache_context
 from tests.conftest import smoke_data_cfg
 
@@ -104,7 +105,7 @@ def test_zeroshot_distillation_term_is_zero_at_the_first_step(tiny, tiny_model_d
     torch.manual_seed(0)
     student = AnswerWindowLM(add_lora(load_base_model(str(tiny_model_dir), bf16=False), LoraConfig()))
     student.train()  # LoRA dropout on: it only feeds the B = 0 branch
-    terms = distillation_loss_step(student, batch, online_teacher_top_k(student, 16, alignment),
+    terms = distillation_loss_step(student, batch, AdapterDisabledTeacher(student, 16, alignment),
                                    lambda_distill=0.5, alignment=alignment)
     assert float(terms["dist_loss"]) < 1e-10
     assert float(terms["ce_loss"]) > 0

@@ -62,38 +62,3 @@ def compare_with_full_teacher(shot_prefix: SharedPrefixTeacher, batches: list[di
             "alignments": list(alignments),
             "dtype": str(autocast_dtype).replace("torch.", "") if autocast_dtype else "float32",
             "finite": math.isfinite(max_diff)}
-
-
-def main(argv=None) -> dict:
-    """Measure on real fixed-shot GSM8K batches, random weights of a bench shape (no timing).
-
-        python -m src.bench.prefix_tolerance --model tiny --dtype bfloat16 --json docs/prefix_tolerance_tiny_bf16.json
-    """
-    import argparse
-    import json
-    from pathlib import Path
-
-    from src.bench import step_bench
-    from src.models.student import AnswerWindowLM
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--json", required=True)
-    known, rest = parser.parse_known_args(argv)
-    # The bench's own options (shape, data, tokenizer, dtype, batch size, K) and batches.
-    args = step_bench.parse_args(rest + ["--variants", "sft,fixed_reuse"])
-    device = torch.device(args.device)
-    data = step_bench.build_batches(args)
-    peft_model, _ = step_bench._build_models(args, device, with_teacher_copy=False)
-    shot_prefix = SharedPrefixTeacher(AnswerWindowLM(peft_model.eval()), data["shot_prefix_ids"])
-    batches = [{k: v.to(device) for k, v in b.items()} for b in data["fixed_batches"]]
-    report = compare_with_full_teacher(shot_prefix, batches, args.k,
-                                       autocast_dtype=torch.bfloat16 if args.dtype == "bfloat16" else None)
-    report.update(shape=args.model, weights_dtype=args.dtype, shot_prefix=shot_prefix.stats(),
-                  lengths=data["lengths"], args=step_bench._public_args(args))
-    Path(known.json).write_text(json.dumps(report, indent=2))
-    print(json.dumps({k: v for k, v in report.items() if k not in ("lengths", "args")}))
-    return report
-
-
-if __name__ == "__main__":
-    main()

@@ -8,7 +8,7 @@ RSS peaks are separate), times warm-up + repeats, and reports its median step ti
 Variants:
   sft           student forward + backward (src/training/steps.sft_loss_step)
   reference     separate frozen teacher copy, full logits over whole sequences, top-K, CE + MSE
-  ours          distillation_loss_step + online_teacher_top_k (adapter-disabled teacher, answer
+  ours          distillation_loss_step + AdapterDisabledTeacher (adapter-disabled teacher, answer
                 positions only, answer-window student logits, chunked CE); also times the teacher alone
   ours_cached   the same step with the teacher cache: a miss step (empty cache) and a hit step
   ours_grouped  `ours` on the same examples regrouped by teacher length (src/data/sampling.py)
@@ -232,7 +232,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _build_models(args, device: torch.device, with_teacher_copy: bool):
+def build_models(args, device: torch.device, with_teacher_copy: bool):
     import copy
 
     from transformers import Qwen3ForCausalLM
@@ -275,8 +275,9 @@ def run_variant(args, variant: str, data: dict) -> dict:
     from src.bench.reference import reference_distillation_losses
     from src.models.prefix_teacher import SharedPrefixTeacher
     from src.models.student import AnswerWindowLM
-    from src.training.steps import distillation_loss_step, online_teacher_top_k, sft_loss_step
-    from src.training.teacher_cache import TeacherTopKCache, cached_teacher_top_k
+    from src.training.steps import distillation_loss_step, sft_loss_step
+    from src.training.teacher import AdapterDisabledTeacher, ShotPrefixTeacher
+    from src.training.teacher_cache import CachedTeacher, TeacherTopKCache
 
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -286,13 +287,14 @@ def run_variant(args, variant: str, data: dict) -> dict:
     batches = {"ours_grouped": data["grouped_batches"], "fixed": data.get("fixed_batches"),
                "fixed_reuse": data.get("fixed_batches")}.get(variant) or data["batches"]
     batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
-    peft_model, teacher_copy = _build_models(args, device, with_teacher_copy=variant == "reference")
+    peft_model, teacher_copy = build_models(args, device, with_teacher_copy=variant == "reference")
     student = AnswerWindowLM(peft_model)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
     shot_prefix = SharedPrefixTeacher(student, data["shot_prefix_ids"]) if variant == "fixed_reuse" else None
-    online = online_teacher_top_k(student, args.k, args.alignment, shot_prefix=shot_prefix)
+    online = (ShotPrefixTeacher(shot_prefix, args.k, args.alignment) if shot_prefix is not None
+              else AdapterDisabledTeacher(student, args.k, args.alignment))
     cache = TeacherTopKCache("memory", context=f"bench-{args.model}-{args.k}-{args.alignment}")
-    cached = cached_teacher_top_k(online, cache)
+    cached = CachedTeacher(online, cache)
 
     def backward(terms):
         terms["loss"].backward()
@@ -310,10 +312,10 @@ def run_variant(args, variant: str, data: dict) -> dict:
                                                   args.alignment)
         backward(terms)
 
-    def ours_with(teacher_top_k):
+    def ours_with(teacher):
         def step(batch):
             with autocast:
-                terms = distillation_loss_step(student, batch, teacher_top_k, args.lambda_distill, args.alignment)
+                terms = distillation_loss_step(student, batch, teacher, args.lambda_distill, args.alignment)
             backward(terms)
         return step
 
@@ -321,7 +323,7 @@ def run_variant(args, variant: str, data: dict) -> dict:
         from src import distillation as D
         _, answer_mask, answer_ids = D.student_answer_window(batch["student_labels"])
         with autocast:
-            online(batch, answer_ids, answer_mask)
+            online.top_k(batch, answer_ids, answer_mask)
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     result = {"variant": variant}
@@ -374,7 +376,7 @@ def run_variant(args, variant: str, data: dict) -> dict:
     return result
 
 
-def _public_args(args) -> dict:
+def public_args(args) -> dict:
     return {k: v for k, v in vars(args).items() if k not in ("worker", "batches_file", "result_file")}
 
 
@@ -555,7 +557,7 @@ def main(argv=None) -> dict | None:
     if args.flops_only:
         print(format_flops(flops, flops_whole))
         report = {"ideal_flops": flops, "whole_run_flops": flops_whole, "lengths": data["lengths"],
-                  "machine": machine_info(args.device), "args": _public_args(args)}
+                  "machine": machine_info(args.device), "args": public_args(args)}
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=2))
         return report
@@ -585,7 +587,7 @@ def main(argv=None) -> dict | None:
     report = {**{name: {k: r[k] for k in ("median_step_s", "peak_mem_bytes", "tokens_per_s")}
                  for name, r in results.items()},
               "details": results, "ideal_flops": flops, "whole_run": whole, "whole_run_flops": flops_whole,
-              "lengths": data["lengths"], "machine": machine_info(args.device), "args": _public_args(args)}
+              "lengths": data["lengths"], "machine": machine_info(args.device), "args": public_args(args)}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return report

@@ -11,6 +11,11 @@ on every rank.
     rows = load_gsm8k_rows(cfg.data, cfg.data.train_split)
     examples, stats = build_examples(rows, tokenizer, cfg.data, seed=cfg.training.seed, with_teacher=True)
     batch = collate_examples(examples[:4], pad_token_id=tokenizer.pad_token_id)
+
+An example keeps its prompts and its answer as separate token-id lists; sequences are assembled when a
+batch is built (`assemble_batch`), so the answer can be the gold one (`collate_examples`) or one the
+student sampled (pass its ids instead of `example.answer_ids`; `batch_prompts` gives back the prompts
+of an assembled batch).
 """
 
 from __future__ import annotations
@@ -32,12 +37,25 @@ from src.utils.resources import DATA_FIX, ResourceError, loading
 @dataclass
 class TrainingExample:
     index: int                      # row index in the split: the key of everything derived from it
-    student_input_ids: list[int]
-    student_prompt_len: int
-    answer_ids: list[int]           # the supervised tokens, identical at the end of both sequences
-    teacher_input_ids: list[int] | None = None
-    n_shots: int = 0                # shots the teacher sequence holds
+    student_prompt_ids: list[int]   # [question] as the student reads it
+    answer_ids: list[int]           # the gold answer: the supervised tokens after either prompt
+    teacher_prompt_ids: list[int] | None = None   # [context][question] (None: SFT, no teacher)
+    n_shots: int = 0                # shots the teacher prompt holds
     shots_dropped: int = 0          # shots its context offered that did not fit max_seq_len_teacher
+
+    @property
+    def student_prompt_len(self) -> int:
+        return len(self.student_prompt_ids)
+
+    @property
+    def student_input_ids(self) -> list[int]:
+        """The student's gold sequence, prompt + answer."""
+        return self.student_prompt_ids + self.answer_ids
+
+    @property
+    def teacher_input_ids(self) -> list[int] | None:
+        """The teacher's gold sequence, prompt + answer (None without a teacher)."""
+        return None if self.teacher_prompt_ids is None else self.teacher_prompt_ids + self.answer_ids
 
 
 @dataclass
@@ -93,8 +111,7 @@ def build_example(tokenizer, rows: Sequence[dict], index: int, data_cfg, seed: i
         raise ValueError(
             f"Example {index}: student sequence has {student_len} tokens > data.max_seq_len_student="
             f"{data_cfg.max_seq_len_student}. The answer is never truncated: raise data.max_seq_len_student.")
-    example = TrainingExample(index=index, student_input_ids=student_prompt_ids + answer_ids,
-                              student_prompt_len=len(student_prompt_ids), answer_ids=answer_ids)
+    example = TrainingExample(index=index, student_prompt_ids=student_prompt_ids, answer_ids=answer_ids)
     if not with_teacher:
         return example
     if shot_rows is None:
@@ -121,7 +138,7 @@ def build_example(tokenizer, rows: Sequence[dict], index: int, data_cfg, seed: i
             f"Example {index}: the answer tokenizes differently after the teacher's few-shot prompt "
             f"({len(teacher_answer_ids)} tokens) than after the student's prompt ({len(answer_ids)} "
             "tokens). Use a tokenizer/template whose prompt ends at a token boundary.")
-    example.teacher_input_ids = teacher_prompt_ids + teacher_answer_ids
+    example.teacher_prompt_ids = teacher_prompt_ids
     example.n_shots = n_shots
     example.shots_dropped = len(offered) - n_shots
     return example
@@ -159,24 +176,64 @@ def _pad(sequences: Sequence[Sequence[int]], value: int) -> torch.Tensor:
     return out
 
 
-def collate_examples(examples: Sequence[TrainingExample], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch. Student labels are -100 on the prompt and on padding.
+def assemble_batch(student_prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]],
+                   example_index: Sequence[int], pad_token_id: int,
+                   teacher_prompts: Sequence[Sequence[int]] | None = None) -> dict[str, torch.Tensor]:
+    """Right-padded batch of `prompt + answer` sequences; labels are the answer, -100 elsewhere.
+
+    One row per example: its student prompt ids, its answer ids (gold, or a sample of the student's)
+    and, for distillation, its teacher prompt ids. Both sequences end with the same answer ids, so
+    teacher and student are aligned by construction (checked again per batch by the teacher).
 
     Keys (B = batch, Ts / Tt = longest student / teacher sequence):
       student_input_ids, student_attention_mask, student_labels: [B, Ts]
-      teacher_input_ids, teacher_attention_mask: [B, Tt] (distillation examples only)
+      teacher_input_ids, teacher_attention_mask: [B, Tt] (with teacher_prompts only)
       example_index: [B]
     """
-    student_ids = [e.student_input_ids for e in examples]
-    labels = [[IGNORE_INDEX] * e.student_prompt_len + e.answer_ids for e in examples]
+    if not len(student_prompts) == len(answers) == len(example_index):
+        raise ValueError(f"assemble_batch: {len(student_prompts)} prompts, {len(answers)} answers and "
+                         f"{len(example_index)} example indices; expected one of each per row")
+    student_ids = [list(p) + list(a) for p, a in zip(student_prompts, answers)]
+    labels = [[IGNORE_INDEX] * len(p) + list(a) for p, a in zip(student_prompts, answers)]
     batch = {
         "student_input_ids": _pad(student_ids, pad_token_id),
         "student_attention_mask": _pad([[1] * len(s) for s in student_ids], 0),
         "student_labels": _pad(labels, IGNORE_INDEX),
-        "example_index": torch.tensor([e.index for e in examples], dtype=torch.long),
+        "example_index": torch.tensor(list(example_index), dtype=torch.long),
     }
-    if all(e.teacher_input_ids is not None for e in examples):
-        teacher_ids = [e.teacher_input_ids for e in examples]
+    if teacher_prompts is not None:
+        if len(teacher_prompts) != len(answers):
+            raise ValueError(f"assemble_batch: {len(teacher_prompts)} teacher prompts for {len(answers)} rows")
+        teacher_ids = [list(p) + list(a) for p, a in zip(teacher_prompts, answers)]
         batch["teacher_input_ids"] = _pad(teacher_ids, pad_token_id)
         batch["teacher_attention_mask"] = _pad([[1] * len(t) for t in teacher_ids], 0)
     return batch
+
+
+def batch_prompts(batch: dict[str, torch.Tensor]) -> tuple[list[list[int]], list[list[int]] | None]:
+    """The per-row prompt ids of an assembled batch: (student prompts, teacher prompts or None).
+
+    The inverse of `assemble_batch` without the answers: a student prompt is everything before the
+    row's supervised labels, a teacher prompt everything before its last n_answer real tokens. So a
+    step holding a gold batch can re-assemble it with other answers (e.g. the student's samples).
+    """
+    labels = batch["student_labels"]
+    supervised = labels != IGNORE_INDEX
+    n_answer = supervised.sum(dim=1).tolist()
+    starts = supervised.int().argmax(dim=1).tolist()
+    student = [batch["student_input_ids"][row, :start].tolist() for row, start in enumerate(starts)]
+    if "teacher_input_ids" not in batch:
+        return student, None
+    teacher_lengths = batch["teacher_attention_mask"].sum(dim=1).tolist()
+    teacher = [batch["teacher_input_ids"][row, :length - n].tolist()
+               for row, (length, n) in enumerate(zip(teacher_lengths, n_answer))]
+    return student, teacher
+
+
+def collate_examples(examples: Sequence[TrainingExample], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """The gold batch: `assemble_batch` with each example's gold answer (teacher keys when every
+    example has a teacher prompt)."""
+    with_teacher = all(e.teacher_prompt_ids is not None for e in examples)
+    return assemble_batch([e.student_prompt_ids for e in examples], [e.answer_ids for e in examples],
+                          [e.index for e in examples], pad_token_id,
+                          [e.teacher_prompt_ids for e in examples] if with_teacher else None)

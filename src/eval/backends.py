@@ -7,8 +7,8 @@ model arithmetic, which tests/test_eval_backends.py checks in float32.
 
 - `VLLMBackend`: one engine per model; with `enable_lora` every adapter is a `LoRARequest` on it
   (the base weights are loaded once for all checkpoints of all conditions).
-- `HFBackend`: batched `model.generate` with left padding; an adapter is attached with peft for
-  its entry and removed afterwards.
+- `HFBackend`: batched greedy `generate_tokens` (src/models/generation.py: left padding, KV cache);
+  an adapter is attached with peft for its entry and removed afterwards.
 
     backend = make_backend("vllm", "Qwen/Qwen3-1.7B", tokenizer, settings)
     generations = backend.generate(prompt_ids, adapter_path="experiments/poc/baseline/checkpoint-200")
@@ -92,16 +92,6 @@ def vllm_lora_rank(rank: int) -> int:
                      "use --backend hf")
 
 
-def truncate_at_eos(token_ids: Sequence[int], eos_ids: set[int]) -> tuple[int, ...]:
-    """Tokens up to and including the first end-of-sequence token (HF pads after it)."""
-    out = []
-    for token in token_ids:
-        out.append(int(token))
-        if token in eos_ids:
-            break
-    return tuple(out)
-
-
 def eos_token_ids(tokenizer, generation_config=None) -> set[int]:
     """Tokens that end generation: the model's generation_config eos ids plus the tokenizer's eos."""
     ids = set()
@@ -168,7 +158,7 @@ class VLLMBackend:
 
 
 class HFBackend:
-    """Batched greedy `generate` with transformers; adapters attached with peft per call."""
+    """Batched greedy `generate_tokens` on a transformers model; adapters attached with peft per call."""
 
     def __init__(self, model_path: str, tokenizer, settings: EngineSettings, device: str | None = None):
         import torch
@@ -200,31 +190,22 @@ class HFBackend:
         return [Generation(ids, self.tokenizer.decode(ids, skip_special_tokens=True)) for ids in token_ids]
 
     def _generate_all(self, model, prompt_ids: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
-        import torch
         from tqdm.auto import tqdm
+
+        from src.models.generation import generate_tokens
 
         # Longest prompts first: similar lengths share a batch (less padding), and an out-of-memory
         # error shows up in the first batch rather than the last.
         order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
         results: list[tuple[int, ...] | None] = [None] * len(prompt_ids)
         batch_size = self.settings.batch_size
-        pad = self.tokenizer.pad_token_id
         for start in tqdm(range(0, len(order), batch_size), desc="generate", unit="batch"):
             batch = order[start:start + batch_size]
-            width = max(len(prompt_ids[i]) for i in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):  # left padding: every prompt ends where generation starts
-                ids = torch.tensor(list(prompt_ids[i]), dtype=torch.long)
-                input_ids[row, width - len(ids):] = ids
-                attention_mask[row, width - len(ids):] = 1
-            with torch.no_grad():
-                output = model.generate(
-                    input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
-                    max_new_tokens=self.settings.max_new_tokens, do_sample=False, temperature=None,
-                    top_p=None, top_k=None, pad_token_id=pad, eos_token_id=sorted(self.eos_ids))
+            output = generate_tokens(model, [prompt_ids[i] for i in batch],
+                                     max_new_tokens=self.settings.max_new_tokens, eos_ids=self.eos_ids,
+                                     pad_token_id=self.tokenizer.pad_token_id, device=self.device)
             for row, i in enumerate(batch):
-                results[i] = truncate_at_eos(output[row, width:].tolist(), self.eos_ids)
+                results[i] = tuple(output.token_ids[row])
         return results
 
     def close(self) -> None:

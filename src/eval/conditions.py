@@ -23,7 +23,7 @@ from typing import Sequence
 
 from src.run_identity import (BASE_LABEL, FINAL_DIR, FINAL_LABEL, base_conditions, checkpoint_dir_of_label,
                               checkpoint_step, icl_condition, icl_shot_count, step_label)
-from src.training.checkpoint import verify_checkpoint
+from src.utils.checkpoint_files import verify_checkpoint
 
 ADAPTER_CONFIG = "adapter_config.json"
 MODEL_CONFIG = "config.json"

@@ -25,7 +25,8 @@ from src.data.prompts import has_chat_template
 from src.eval import diagnostics as diag
 from src.eval.conditions import discover_targets, log_problems
 from src.eval.evaluate import build_parser, parse_args
-from src.eval.prompts import rows_fingerprint, select_subset
+from src.data.subset import select_subset
+from src.eval.prompts import rows_fingerprint
 from src.eval.runner import IncompatibleResultsError, ResultsStore, report
 from src.run_identity import ZERO_SHOT_CONDITION, icl_condition
 from src.utils.run_info import collect_run_info

@@ -18,7 +18,8 @@ from src.data.prompts import has_chat_template
 from src.eval.backends import (DTYPES, EngineSettings, cuda_available, default_backend, make_backend,
                                resolve_dtype)
 from src.eval.conditions import adapter_rank, discover_targets, log_problems, parse_checkpoint_selector
-from src.eval.prompts import build_prompts, max_model_len, rows_fingerprint, select_subset, tokenize_prompts
+from src.data.subset import select_subset
+from src.eval.prompts import build_prompts, max_model_len, rows_fingerprint, tokenize_prompts
 from src.eval.runner import IncompatibleResultsError, ResultsStore, report, run_targets
 from src.tasks import get_task
 from src.utils.resources import ResourceError

@@ -7,7 +7,7 @@ shot selector training uses (src/data/shots.py, `data.shot_sampling`): per examp
 `random.Random(seed + i)` for test example i, or the one fixed set; never a training row asking the
 test question. Every run and every backend sees the same prompts.
 
-    indices = select_subset(len(test_rows), n_samples=200, seed=42)
+    indices = select_subset(len(test_rows), n_samples=200, seed=42)   # src/data/subset.py
     texts = build_prompts(tokenizer, test_rows, indices, train_rows, n_shots=8, seed=42)
 """
 
@@ -15,23 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 from typing import Sequence
 
 from src.data.prompts import Shot, render_prompt
 from src.data.shots import evaluation_shot_indices, question_index
 from src.tasks import Task
-
-
-def select_subset(n_total: int, n_samples: int | None, seed: int) -> list[int]:
-    """Sorted test indices: all of them when n_samples is None or >= n_total, else a seeded sample."""
-    if n_total <= 0:
-        raise ValueError("The test split is empty; check data.path / data.test_split")
-    if n_samples is None or n_samples >= n_total:
-        return list(range(n_total))
-    if n_samples <= 0:
-        raise ValueError(f"--n_samples must be positive, got {n_samples}")
-    return sorted(random.Random(seed).sample(range(n_total), n_samples))
 
 
 def build_prompts(tokenizer, test_rows: Sequence[dict], indices: Sequence[int], train_rows: Sequence[dict],

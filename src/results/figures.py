@@ -13,12 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
 from matplotlib.figure import Figure  # noqa: E402
 
-from src.results.labels import (  # noqa: E402
-    DISTILLATION_CONDITION,
-    SFT_CONDITION,
-    label_for,
-    ordered_conditions,
-)
+from src.results.labels import label_for, ordered_conditions  # noqa: E402
+from src.methods import CONDITIONS, CONDITIONS_BY_NAME, ICL_PLACEHOLDER, SPARE_COLOURS  # noqa: E402
 from src.run_identity import icl_shot_count  # noqa: E402
 from src.results.load import best_checkpoint, checkpoint_series, select_checkpoint  # noqa: E402
 from src.results.metrics import Series, ema_smooth  # noqa: E402
@@ -26,16 +22,11 @@ from src.results.tables import format_percent, has_trained_checkpoints, per_chec
 
 FONT_SIZE = 11
 DPI = 150
-# Fixed colours so a method looks the same in every figure; other runs/conditions take the remaining ones.
-ICL_COLOR = "tab:green"  # every icl_{k}shot row
-CONDITION_COLORS = {
-    SFT_CONDITION: "tab:blue",
-    DISTILLATION_CONDITION: "tab:red",
-    "base_0shot": "tab:gray",
-    "online_zeroshot": "tab:orange",
-    "online_shuffled": "tab:purple",
-}
-_SPARE_COLORS = ["tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+# Fixed colours (src/methods.py) so a method looks the same in every figure; other runs/conditions take
+# the spare ones.
+ICL_COLOR = CONDITIONS_BY_NAME[ICL_PLACEHOLDER].colour  # every icl_{k}shot row
+CONDITION_COLORS = {c.name: c.colour for c in CONDITIONS if c.colour and c.name != ICL_PLACEHOLDER}
+_SPARE_COLORS = list(SPARE_COLOURS)
 
 Intervals = dict[tuple[str, str], tuple[float, float]]  # (condition, label) -> (low, high) accuracy fractions
 

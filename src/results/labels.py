@@ -7,27 +7,12 @@ evaluation results JSON and in run configs. The few-shot base row is named by it
 
 from __future__ import annotations
 
+from src.methods import CONDITIONS, CONDITIONS_BY_NAME, ICL_PLACEHOLDER
 from src.run_identity import DISTILLATION_METHOD, SFT_METHOD, icl_shot_count
 
-CONDITION_LABELS: dict[str, str] = {
-    "base_0shot": "Base model (0-shot)",
-    "baseline": "LoRA SFT",
-    "online_v1": "LoRA SFT + Few-Shot Distillation",
-    "online_zeroshot": "Distillation, 0-shot teacher (control)",
-    "online_shuffled": "Distillation, shuffled-answer shots (control)",
-    # model.finetune=full runs (src/run_identity.py adds "_full")
-    "baseline_full": "Full SFT",
-    "online_v1_full": "Full SFT + Few-Shot Distillation",
-    "online_zeroshot_full": "Full-FT distillation, 0-shot teacher (control)",
-}
-
-# Display order for tables and legends: reference points first, then the trained conditions. "icl_{k}shot"
-# stands for every few-shot base row, whatever its k.
-ICL_PLACEHOLDER = "icl_{k}shot"
-CONDITION_ORDER: tuple[str, ...] = (
-    "base_0shot", ICL_PLACEHOLDER, "baseline", "online_zeroshot", "online_shuffled", "online_v1",
-    "baseline_full", "online_zeroshot_full", "online_v1_full",
-)
+# Labels and display order come from the method registry (src/methods.py).
+CONDITION_LABELS: dict[str, str] = {c.name: c.label for c in CONDITIONS if c.name != ICL_PLACEHOLDER}
+CONDITION_ORDER: tuple[str, ...] = tuple(c.name for c in CONDITIONS)
 
 # The condition names of the two paper runs are their training methods (src/run_identity.py).
 SFT_CONDITION = SFT_METHOD
@@ -41,7 +26,7 @@ def label_for(condition: str, overrides: dict[str, str] | None = None) -> str:
         return overrides[condition]
     shots = icl_shot_count(condition)
     if shots is not None:
-        return f"Base model ({shots}-shot ICL)"
+        return CONDITIONS_BY_NAME[ICL_PLACEHOLDER].label.format(k=shots)
     return CONDITION_LABELS.get(condition, condition)
 
 

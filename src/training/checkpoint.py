@@ -12,7 +12,7 @@
 
 Each checkpoint is written to `checkpoint-{step}.tmp/` and renamed when complete, so an interrupted
 save never leaves a folder that resume or evaluation would pick up. The manifest catches damage done
-after the rename (`verify_checkpoint`); `--resume` goes back to the newest intact checkpoint
+after the rename (`verify_checkpoint`, src/utils/checkpoint_files.py); `--resume` goes back to the newest intact checkpoint
 (`find_resume_checkpoint`). Checkpoints without a manifest (written before it existed) still load.
 """
 
@@ -27,12 +27,10 @@ import torch
 
 from src.run_identity import checkpoint_step
 from src.utils.io import publish_folder
-from src.utils.manifest import DAMAGED, MANIFEST, UNVERIFIED, FolderCheck, verify_manifest, write_manifest
+from src.utils.checkpoint_files import (ADAPTER_WEIGHTS, MODEL_WEIGHTS, MODEL_WEIGHTS_INDEX,  # noqa: F401
+                                       TRAINING_STATE, optimizer_state_file, verify_checkpoint, weight_files)
+from src.utils.manifest import MANIFEST, UNVERIFIED, write_manifest
 
-TRAINING_STATE = "training_state.pt"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-MODEL_WEIGHTS = "model.safetensors"
-MODEL_WEIGHTS_INDEX = "model.safetensors.index.json"   # a sharded model's map from tensor to file
 # Largest safetensors file of a full model; bigger models are split (transformers' save_pretrained).
 FULL_MODEL_SHARD_SIZE = "5GB"
 
@@ -139,54 +137,6 @@ def save_final(folder: Path, peft_model, tokenizer, config_yaml: str, state_dict
     (tmp / "run_config.yaml").write_text(config_yaml)
     write_manifest(tmp)
     publish_folder(tmp, folder)
-
-
-def is_training_only(name: str) -> bool:
-    """Files only resume needs (evaluation of an adapter ignores damage to them)."""
-    return name == TRAINING_STATE or (name.startswith(("rng_state_", "optimizer_state_")) and name.endswith(".pt"))
-
-
-def verify_checkpoint(folder: str | Path, for_training: bool = True) -> FolderCheck:
-    """"ok", "unverified" (no manifest: written before manifests; still usable) or "damaged".
-
-    for_training=False checks only what evaluation loads (adapter, configs), not the optimizer state.
-    For resume, a checkpoint without a manifest gets the checks possible without one: its adapter and
-    training state exist and the safetensors header matches the file's length. (Evaluation reports
-    an unverified adapter that does not load as that entry's failure.)
-    """
-    folder = Path(folder)
-    check = verify_manifest(folder, include=None if for_training else (lambda name: not is_training_only(name)))
-    if check.status != UNVERIFIED or not for_training:
-        return check
-    weights = weight_files(folder)
-    problems = [f"{name}: missing" for name in (weights or [ADAPTER_WEIGHTS]) + [TRAINING_STATE]
-                if not (folder / name).is_file()]
-    if not problems:
-        from safetensors import safe_open
-
-        for name in weights:
-            try:
-                with safe_open(folder / name, framework="pt"):
-                    pass
-            except Exception as error:  # safetensors raises its own error type for a cut-short file
-                problems.append(f"{name}: unreadable ({str(error).splitlines()[0][:120]})")
-    return FolderCheck(folder, DAMAGED, tuple(problems)) if problems else check
-
-
-def weight_files(folder: Path) -> list[str]:
-    """The safetensors files of a checkpoint: the adapter's, a full model's (every shard its index
-    lists), or [] when there are none."""
-    if (folder / ADAPTER_WEIGHTS).is_file():
-        return [ADAPTER_WEIGHTS]
-    index = folder / MODEL_WEIGHTS_INDEX
-    if index.is_file():
-        import json
-
-        try:
-            return sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (OSError, ValueError, KeyError, AttributeError):
-            return [MODEL_WEIGHTS_INDEX + " (unreadable)"]
-    return [MODEL_WEIGHTS] if (folder / MODEL_WEIGHTS).is_file() else []
 
 
 def find_resume_checkpoint(output_dir: str | Path) -> tuple[Path | None, list[str]]:
@@ -297,8 +247,3 @@ def is_sharded(model) -> bool:
     from torch.distributed.tensor import DTensor
 
     return any(isinstance(p, DTensor) for p in model.parameters())
-
-
-def optimizer_state_file(process_index: int) -> str:
-    """Per-rank optimizer state of a sharded (FSDP) run: each rank holds the AdamW states of its shards."""
-    return f"optimizer_state_{process_index}.pt"

@@ -78,7 +78,7 @@ def build_heldout_evaluator(run) -> HeldOutEvaluator | None:
     if cfg.eval.held_out_examples == 0 or cfg.training.eval_steps > cfg.training.max_steps:
         return None
     from src.data.gsm8k_loader import load_gsm8k_rows
-    from src.eval.prompts import select_subset
+    from src.data.subset import select_subset
 
     rows = load_gsm8k_rows(cfg.data, cfg.data.test_split)
     indices = select_subset(len(rows), cfg.eval.held_out_examples, cfg.training.seed)

@@ -193,7 +193,7 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
 
     from src.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
     from src.data.sampling import LengthGroupedSampler
-    from src.eval.prompts import select_subset
+    from src.data.subset import select_subset
     from src.models.student import AnswerWindowLM, build_student, load_tokenizer, vocab_size
     from src.utils.io import atomic_write_json, atomic_write_text
     from src.utils.run_info import collect_run_info

@@ -23,8 +23,9 @@ resumes; several nodes need a shared filesystem). A disk entry also stores its k
 its tensors; an entry that is cut short, unreadable, changed or of the wrong shape / dtype / K /
 answer length is counted (`stats()["damaged"]`), deleted and recomputed like a miss, never used.
 
-    cache = TeacherTopKCache("memory", teacher_cache_context(teacher, "Qwen/Qwen3-1.7B", 256, "seed"))
-    teacher_top_k = cached_teacher_top_k(online_teacher_top_k(teacher, 256, "seed"), cache)
+    online = AdapterDisabledTeacher(window_lm, 256, "seed")
+    cache = TeacherTopKCache("memory", teacher_cache_context(online.frozen_weights, "Qwen/Qwen3-1.7B", 256, "seed"))
+    teacher = CachedTeacher(online, cache)      # teacher.top_k(batch, answer_ids, answer_mask)
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pathlib import Path
 import torch
 
 from src import distillation as D
+from src.training.teacher import Teacher
 
 CACHE_MODES = ("none", "memory", "disk")
 VALUE_DTYPES = (torch.bfloat16, torch.float32)
@@ -265,11 +267,23 @@ def _share_new_entries(cache: TeacherTopKCache, new_entries: list, device: torch
             cache.entries.setdefault(key, tuple(entry))
 
 
-def cached_teacher_top_k(online_top_k, cache: TeacherTopKCache):
-    """Wrap a `TeacherTopK` callable (src/training/steps.py): hits come from the cache; the missing
-    rows of a batch go to `online_top_k` together (cropped to their longest teacher sequence)."""
+class CachedTeacher(Teacher):
+    """Another `Teacher`, memoised: hits come from the cache; the missing rows of a batch go to
+    `online.top_k` together (cropped to their longest teacher sequence)."""
 
-    def top_k(batch: dict, answer_ids: torch.Tensor, answer_mask: torch.Tensor):
+    def __init__(self, online: Teacher, cache: TeacherTopKCache):
+        if not online.cacheable:
+            raise ValueError(f"{type(online).__name__} changes during training; its top-K cannot be cached")
+        super().__init__(online.k, online.alignment, online.tail_temperature)
+        self.online = online
+        self.cache = cache
+
+    @property
+    def frozen_weights(self) -> torch.nn.Module:
+        return self.online.frozen_weights
+
+    def top_k(self, batch: dict, answer_ids: torch.Tensor, answer_mask: torch.Tensor):
+        online_top_k, cache = self.online.top_k, self.cache
         teacher_ids, teacher_mask = batch["teacher_input_ids"], batch["teacher_attention_mask"]
         teacher_lengths = teacher_mask.sum(dim=1)
         # Hits skip the online call, so the alignment check runs here for every row.
@@ -313,9 +327,6 @@ def cached_teacher_top_k(online_top_k, cache: TeacherTopKCache):
         device = answer_ids.device
         out = (out_values.to(device, non_blocking=True), out_ids.to(device, non_blocking=True))
         return out + (out_tail.to(device, non_blocking=True),) if with_tail else out
-
-    top_k.cache = cache
-    return top_k
 
 
 def build_teacher_cache(mode: str, teacher: torch.nn.Module, model_name: str, k: int, alignment: str,

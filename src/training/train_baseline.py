@@ -7,14 +7,20 @@
 
 from __future__ import annotations
 
+from src.methods import METHODS, SFT_METHOD
 from src.training.loop import exit_on_user_error, parse_training_args, setup_run, train
 from src.training.steps import sft_loss_step
 
 
+def build_loss_step(cfg, run):
+    """The method's loss step (registered in src/methods.py): CE on the gold answer."""
+    return sft_loss_step
+
+
 def main(argv: list[str] | None = None) -> None:
     args, cfg = parse_training_args(argv, __doc__)
-    run = setup_run(cfg, args, method="baseline", with_teacher=False)
-    train(run, loss_step=sft_loss_step)
+    run = setup_run(cfg, args, method=SFT_METHOD, with_teacher=METHODS[SFT_METHOD].with_teacher)
+    train(run, loss_step=build_loss_step(cfg, run))
 
 
 if __name__ == "__main__":

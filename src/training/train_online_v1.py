@@ -17,10 +17,17 @@ from functools import partial
 
 from src.config import Config, ConfigError
 from src.losses import LossSpec
+from src.methods import DISTILLATION_METHOD, METHODS
 from src.models.prefix_teacher import SharedPrefixTeacher, fixed_shot_prefix_ids
 from src.training.loop import exit_on_user_error, parse_training_args, setup_run, train
-from src.training.steps import distillation_loss_step, online_teacher_top_k
-from src.training.teacher_cache import build_teacher_cache, cached_teacher_top_k
+from src.training.steps import distillation_loss_step
+from src.training.teacher import AdapterDisabledTeacher, ShotPrefixTeacher, Teacher
+from src.training.teacher_cache import CachedTeacher, build_teacher_cache
+
+
+# The adapter-disabled teacher would be the trained weights themselves once every weight trains.
+FULL_DISTILLATION_UNAVAILABLE = ("model.finetune=full with distillation needs the frozen-copy teacher, not yet "
+                                 "available; use model.finetune=lora, or train_baseline.py for full SFT")
 
 
 def check_distillation_config(cfg: Config) -> None:
@@ -30,43 +37,59 @@ def check_distillation_config(cfg: Config) -> None:
             f"(got {cfg.distillation.n_top_logits} and {cfg.distillation.lambda_distill}). Use "
             "--config configs/online_v1.yaml, or train_baseline.py for plain SFT.")
     if cfg.model.finetune == "full":
-        # The adapter-disabled teacher would be the trained weights themselves once every weight trains.
-        raise ConfigError("model.finetune=full with distillation needs the frozen-copy teacher, not yet "
-                          "available; use model.finetune=lora, or train_baseline.py for full SFT")
+        raise ConfigError(FULL_DISTILLATION_UNAVAILABLE)
+
+
+def build_teacher(cfg: Config, run, tail_temperature: float | None) -> Teacher:
+    """The config's teacher: adapter disabled, on a shared shot prefix (distillation.reuse_shot_prefix),
+    memoised (distillation.teacher_cache)."""
+    if cfg.model.finetune == "full":
+        raise ConfigError(FULL_DISTILLATION_UNAVAILABLE)
+    dist_cfg = cfg.distillation
+    log = logging.getLogger("fewshot_distill")
+    # The unwrapped student module: same weights, adapter disabled inside each call.
+    window_lm = run.accelerator.unwrap_model(run.model)
+    k, alignment = dist_cfg.n_top_logits, dist_cfg.alignment
+    teacher: Teacher
+    if dist_cfg.reuse_shot_prefix:  # fixed shots' keys/values computed once, each suffix runs on them
+        shot_prefix = SharedPrefixTeacher(window_lm, fixed_shot_prefix_ids(
+            run.examples, run.n_train_rows, cfg.data.num_fewshot_examples, cfg.training.seed))
+        log.info("shared shot prefix: %d tokens", shot_prefix.prefix_length)
+        teacher = ShotPrefixTeacher(shot_prefix, k, alignment, tail_temperature)
+    else:
+        teacher = AdapterDisabledTeacher(window_lm, k, alignment, tail_temperature)
+    # distillation.teacher_cache: reuse each example's teacher top-K after its first epoch.
+    cache = build_teacher_cache(dist_cfg.teacher_cache, teacher.frozen_weights, cfg.model.name, k, alignment,
+                                "bfloat16" if cfg.training.bf16 else "float32",
+                                folder=run.output_dir / "teacher_cache",
+                                teacher_context=dist_cfg.teacher_context, tail_temperature=tail_temperature,
+                                shot_prefix_reuse=isinstance(teacher, ShotPrefixTeacher))
+    return teacher if cache is None else CachedTeacher(teacher, cache)
+
+
+def build_loss_step(cfg: Config, run):
+    """The method's loss step (registered in src/methods.py): CE + lambda * distillation.loss against
+    the config's teacher (a partial: `.keywords["teacher"]` is the Teacher, for the end-of-run stats)."""
+    dist_cfg = cfg.distillation
+    loss = LossSpec(dist_cfg.loss, dist_cfg.temperature, dist_cfg.jsd_beta, dist_cfg.topk_tail)
+    teacher = build_teacher(cfg, run, tail_temperature=loss.temperature if loss.with_tail else None)
+    return partial(distillation_loss_step, teacher=teacher, lambda_distill=dist_cfg.lambda_distill,
+                   alignment=dist_cfg.alignment, loss=loss)
 
 
 def main(argv: list[str] | None = None) -> None:
     args, cfg = parse_training_args(argv, __doc__)
     check_distillation_config(cfg)
-    dist_cfg = cfg.distillation
-    run = setup_run(cfg, args, method="online_v1", with_teacher=True)
-    # The teacher is the unwrapped student module: same weights, adapter disabled inside each call.
-    teacher = run.accelerator.unwrap_model(run.model)
-    loss = LossSpec(dist_cfg.loss, dist_cfg.temperature, dist_cfg.jsd_beta, dist_cfg.topk_tail)
-    tail_temperature = loss.temperature if loss.with_tail else None
-    # distillation.reuse_shot_prefix: fixed shots' keys/values computed once, each suffix runs on them.
-    shot_prefix = None
-    if dist_cfg.reuse_shot_prefix:
-        shot_prefix = SharedPrefixTeacher(teacher, fixed_shot_prefix_ids(
-            run.examples, run.n_train_rows, cfg.data.num_fewshot_examples, cfg.training.seed))
-        logging.getLogger("fewshot_distill").info("shared shot prefix: %d tokens", shot_prefix.prefix_length)
-    teacher_top_k = online_teacher_top_k(teacher, dist_cfg.n_top_logits, dist_cfg.alignment,
-                                         tail_temperature=tail_temperature, shot_prefix=shot_prefix)
-    # distillation.teacher_cache: reuse each example's teacher top-K after its first epoch.
-    cache = build_teacher_cache(dist_cfg.teacher_cache, teacher, cfg.model.name, dist_cfg.n_top_logits,
-                                dist_cfg.alignment, "bfloat16" if cfg.training.bf16 else "float32",
-                                folder=run.output_dir / "teacher_cache",
-                                teacher_context=dist_cfg.teacher_context, tail_temperature=tail_temperature,
-                                shot_prefix_reuse=dist_cfg.reuse_shot_prefix)
-    if cache is not None:
-        teacher_top_k = cached_teacher_top_k(teacher_top_k, cache)
-    loss_step = partial(distillation_loss_step, teacher_top_k=teacher_top_k,
-                        lambda_distill=dist_cfg.lambda_distill, alignment=dist_cfg.alignment, loss=loss)
+    run = setup_run(cfg, args, method=DISTILLATION_METHOD, with_teacher=METHODS[DISTILLATION_METHOD].with_teacher)
+    loss_step = build_loss_step(cfg, run)
     train(run, loss_step=loss_step)
-    if cache is not None:
-        logging.getLogger("fewshot_distill").info("teacher cache: %s", cache.stats())
-    if shot_prefix is not None:
-        logging.getLogger("fewshot_distill").info("shared shot prefix teacher: %s", shot_prefix.stats())
+    log = logging.getLogger("fewshot_distill")
+    teacher = loss_step.keywords["teacher"]
+    if isinstance(teacher, CachedTeacher):
+        log.info("teacher cache: %s", teacher.cache.stats())
+        teacher = teacher.online
+    if isinstance(teacher, ShotPrefixTeacher):
+        log.info("shared shot prefix teacher: %s", teacher.shot_prefix.stats())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,96 @@
+"""The method registry: every training method and every condition a reader sees, in one place.
+
+A *method* is a way to train: its name (the `method` of run_info.json), whether it needs a teacher,
+and the function that builds its loss step from the config and the run (named as "module:function"
+and imported by training only, `src/training/steps.py` `loss_step_builder`: this module sits at the
+bottom of the layers, beside src/constants.py, so run identity, tables and figures can read it).
+
+A *condition* is a row of a results table: a method with one teacher context, or a base-model row.
+It has the label and the colour every table and figure shows, and its place in their order (the
+order of `CONDITIONS`). Few-shot base rows are `icl_{k}shot` for any k: one entry stands for all.
+
+A new method = one `Method` entry (+ its module with the loss-step builder and a training script);
+a new teacher context = one `Condition` entry (+ its function in src/data/teacher_context.py).
+Names not listed still work everywhere: conditions get their own name as label and a spare colour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str                   # run_info.json "method", the script's name for itself
+    loss_step_builder: str      # "module:function(cfg, run) -> loss_step(model, batch)"
+    with_teacher: bool          # examples carry a teacher prompt
+    unlisted_context: str | None = None   # condition of a teacher context without an entry: "...{context}"
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    label: str
+    colour: str | None = None
+    method: str | None = None          # None: a base-model row
+    teacher_context: str | None = None  # for a method with a teacher
+    finetune: str = "lora"             # model.finetune of its runs: "lora" or "full"
+
+
+SFT_METHOD = "baseline"             # src/training/train_baseline.py
+DISTILLATION_METHOD = "online_v1"   # src/training/train_online_v1.py
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method(SFT_METHOD, "src.training.train_baseline:build_loss_step", with_teacher=False),
+    Method(DISTILLATION_METHOD, "src.training.train_online_v1:build_loss_step", with_teacher=True,
+           unlisted_context="online_{context}"),
+)}
+
+ZERO_SHOT_CONDITION = "base_0shot"
+ICL_PLACEHOLDER = "icl_{k}shot"     # stands for every few-shot base row, whatever its k
+
+# Display order for tables and legends: reference points first, then the trained conditions.
+CONDITIONS: tuple[Condition, ...] = (
+    Condition(ZERO_SHOT_CONDITION, "Base model (0-shot)", "tab:gray"),
+    Condition(ICL_PLACEHOLDER, "Base model ({k}-shot ICL)", "tab:green"),
+    Condition("baseline", "LoRA SFT", "tab:blue", SFT_METHOD),
+    Condition("online_zeroshot", "Distillation, 0-shot teacher (control)", "tab:orange", DISTILLATION_METHOD,
+              "zeroshot"),
+    Condition("online_shuffled", "Distillation, shuffled-answer shots (control)", "tab:purple",
+              DISTILLATION_METHOD, "shuffled_answers"),
+    Condition("online_v1", "LoRA SFT + Few-Shot Distillation", "tab:red", DISTILLATION_METHOD, "fewshot"),
+    # model.finetune=full: every weight trains (darker shades of the LoRA colours); an unlisted full
+    # condition is its LoRA name + "_full"
+    Condition("baseline_full", "Full SFT", "navy", SFT_METHOD, finetune="full"),
+    Condition("online_zeroshot_full", "Full-FT distillation, 0-shot teacher (control)", "darkgoldenrod",
+              DISTILLATION_METHOD, "zeroshot", finetune="full"),
+    Condition("online_v1_full", "Full SFT + Few-Shot Distillation", "darkred", DISTILLATION_METHOD, "fewshot",
+              finetune="full"),
+)
+CONDITIONS_BY_NAME: dict[str, Condition] = {c.name: c for c in CONDITIONS}
+SPARE_COLOURS: tuple[str, ...] = ("tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+DEFAULT_TEACHER_CONTEXT = "fewshot"
+LORA_FINETUNE = "lora"              # model.finetune's default
+FULL_FINETUNE_SUFFIX = "_full"      # an unlisted full fine-tuning condition: its LoRA condition + this
+
+
+def method_condition(method: str, teacher_context: str | None = None, finetune: str = LORA_FINETUNE) -> str:
+    """Condition name of a run of `method` (with `teacher_context` for a method with a teacher) that trained
+    with `finetune` (model.finetune).
+
+    Never raises: readers meet runs of methods this checkout does not know; their condition is the
+    method's name (with an unlisted teacher context: the method's `unlisted_context` pattern; an
+    unlisted full fine-tuning condition: the LoRA one + "_full").
+    """
+    entry = METHODS.get(method)
+    if entry is None:
+        return method
+    context = (teacher_context or DEFAULT_TEACHER_CONTEXT) if entry.with_teacher else None
+    for condition in CONDITIONS:
+        if (condition.method, condition.teacher_context, condition.finetune) == (method, context, finetune):
+            return condition.name
+    if finetune != LORA_FINETUNE:
+        return method_condition(method, teacher_context) + FULL_FINETUNE_SUFFIX
+    if entry.unlisted_context is not None and context is not None:
+        return entry.unlisted_context.format(context=context)
+    return method

@@ -1,0 +1,111 @@
+"""Batched generation from token ids with the KV cache: greedy, or temperature / top-p sampling.
+
+Used by the evaluation's HF backend (src/eval/backends.py) and meant for training (a student sampling
+its own answers). Prompts are left-padded so every row's next token is read at the last column;
+position ids count only real tokens, so a padded row computes what it would alone.
+
+Shapes: B = prompts, T = longest prompt, V = vocabulary.
+
+    out = generate_tokens(model, [[1, 2, 3], [4, 5]], max_new_tokens=64, eos_ids={2}, pad_token_id=0)
+    out.token_ids[0], out.ended_with_eos[0]   # new ids of row 0 (up to and including EOS), True/False
+
+`model` is any causal LM module (transformers, or peft around one: the adapter is on unless the caller
+disables it). Dropout is the caller's business: call it on a model in eval mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+
+@dataclass(frozen=True)
+class GeneratedTokens:
+    token_ids: list[list[int]]   # per row: the new ids, up to and including the first EOS
+    ended_with_eos: list[bool]   # per row: False when it stopped at max_new_tokens
+
+
+def left_pad(prompt_ids: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts -> (input_ids [B, T], attention_mask [B, T]), padding on the left."""
+    if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
+        raise ValueError("generate_tokens needs at least one prompt, and no empty prompt")
+    width = max(len(p) for p in prompt_ids)
+    input_ids = torch.full((len(prompt_ids), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
+    for row, ids in enumerate(prompt_ids):
+        input_ids[row, width - len(ids):] = torch.tensor(list(ids), dtype=torch.long)
+        attention_mask[row, width - len(ids):] = 1
+    return input_ids, attention_mask
+
+
+def next_token(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row from logits [B, V]: argmax at temperature 0, else a sample from
+    softmax(logits / temperature) restricted to the smallest set of ids holding `top_p` of the mass."""
+    if temperature == 0.0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)
+        # Keep an id while the mass before it is below top_p (the most likely id is always kept).
+        keep = (sorted_probs.cumsum(dim=-1) - sorted_probs) < top_p
+        sorted_probs = sorted_probs * keep
+        probs = torch.zeros_like(probs).scatter_(-1, sorted_ids, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate_tokens(model, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int, eos_ids: set[int],
+                    pad_token_id: int, temperature: float = 0.0, top_p: float = 1.0,
+                    generator: torch.Generator | None = None, device: torch.device | str | None = None
+                    ) -> GeneratedTokens:
+    """New token ids for each prompt (left-padded batch, KV cache), stopping a row at its first EOS.
+
+    temperature 0: greedy (generator unused); > 0: sampling with `generator` (seed it for
+    reproducible samples; it must live on `device`). Rows that ended get `pad_token_id` fed in
+    and are not extended.
+    """
+    from transformers import DynamicCache
+
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if temperature < 0 or not 0.0 < top_p <= 1.0:
+        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature} and {top_p}")
+    if not eos_ids:
+        raise ValueError("eos_ids is empty: generation could only stop at max_new_tokens")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    input_ids, attention_mask = left_pad(prompt_ids, pad_token_id)
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    batch = input_ids.size(0)
+    eos = torch.tensor(sorted(eos_ids), device=device)
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    new_ids = torch.empty(batch, 0, dtype=torch.long, device=device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    step_ids = input_ids
+    for _ in range(max_new_tokens):
+        logits = model(input_ids=step_ids, attention_mask=attention_mask, position_ids=position_ids,
+                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        token = next_token(logits, temperature, top_p, generator)
+        token = torch.where(finished, torch.full_like(token, pad_token_id), token)
+        new_ids = torch.cat([new_ids, token[:, None]], dim=1)
+        finished |= torch.isin(token, eos)
+        if bool(finished.all()):
+            break
+        step_ids = token[:, None]
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch, 1)], dim=1)
+        position_ids = position_ids[:, -1:] + 1
+
+    eos_set = {int(i) for i in eos_ids}
+    token_ids, ended = [], []
+    for row in new_ids.tolist():
+        out = []
+        for token in row:
+            out.append(token)
+            if token in eos_set:
+                break
+        token_ids.append(out)
+        ended.append(bool(out) and out[-1] in eos_set)
+    return GeneratedTokens(token_ids, ended)

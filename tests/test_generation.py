@@ -1,0 +1,132 @@
+"""Batched KV-cache generation (src/models/generation.py) on the tiny Qwen3 loaded through from_pretrained:
+greedy ids equal transformers' `generate` and a step-by-step argmax loop without a cache; sampling is
+reproducible from its generator; EOS and max_new_tokens end rows as reported."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from src.models.generation import generate_tokens, left_pad, next_token
+from src.models.student import load_base_model, load_tokenizer
+
+MAX_NEW = 12
+
+
+@pytest.fixture(scope="module")
+def model_and_prompts(tiny_model_dir):
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    model = load_base_model(str(tiny_model_dir), bf16=False).eval()
+    torch.manual_seed(0)
+    vocab = model.config.vocab_size
+    # Three prompts of different lengths: two rows are left-padded.
+    prompts = [torch.randint(10, vocab, (n,)).tolist() for n in (9, 4, 6)]
+    return model, tokenizer, prompts
+
+
+def manual_greedy(model, prompt: list[int], max_new: int, eos: set[int]) -> list[int]:
+    """Argmax of a full forward over prompt + tokens so far, one token at a time (no cache, no padding)."""
+    ids = list(prompt)
+    new = []
+    for _ in range(max_new):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids])).logits[0, -1]
+        token = int(logits.argmax())
+        new.append(token)
+        ids.append(token)
+        if token in eos:
+            break
+    return new
+
+
+def test_greedy_equals_a_step_by_step_argmax_loop(model_and_prompts):
+    model, tokenizer, prompts = model_and_prompts
+    eos = {tokenizer.eos_token_id}
+    out = generate_tokens(model, prompts, max_new_tokens=MAX_NEW, eos_ids=eos, pad_token_id=tokenizer.pad_token_id)
+    for row, prompt in enumerate(prompts):
+        assert out.token_ids[row] == manual_greedy(model, prompt, MAX_NEW, eos)
+
+
+def test_greedy_equals_transformers_generate(model_and_prompts):
+    model, tokenizer, prompts = model_and_prompts
+    eos = {tokenizer.eos_token_id}
+    out = generate_tokens(model, prompts, max_new_tokens=MAX_NEW, eos_ids=eos, pad_token_id=tokenizer.pad_token_id)
+    input_ids, attention_mask = left_pad(prompts, tokenizer.pad_token_id)
+    with torch.no_grad():
+        reference = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=MAX_NEW,
+                                   do_sample=False, temperature=None, top_p=None, top_k=None,
+                                   pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(eos))
+    for row in range(len(prompts)):
+        expected = reference[row, input_ids.size(1):].tolist()
+        assert out.token_ids[row] == expected[:len(out.token_ids[row])]
+        assert len(out.token_ids[row]) == MAX_NEW or out.ended_with_eos[row]
+
+
+def test_eos_ends_a_row_and_is_reported(model_and_prompts):
+    model, tokenizer, prompts = model_and_prompts
+    free = generate_tokens(model, prompts, max_new_tokens=MAX_NEW, eos_ids={tokenizer.eos_token_id},
+                           pad_token_id=tokenizer.pad_token_id)
+    # Declare row 0's third greedy token an EOS: row 0 stops there, the others run on unchanged
+    # until they meet that id themselves.
+    stop = free.token_ids[0][2]
+    out = generate_tokens(model, prompts, max_new_tokens=MAX_NEW, eos_ids={tokenizer.eos_token_id, stop},
+                          pad_token_id=tokenizer.pad_token_id)
+    assert out.token_ids[0] == free.token_ids[0][:free.token_ids[0].index(stop) + 1]
+    assert out.ended_with_eos[0]
+    for row in (1, 2):
+        ids = free.token_ids[row]
+        cut = ids[:ids.index(stop) + 1] if stop in ids else ids
+        assert out.token_ids[row] == cut
+        assert out.ended_with_eos[row] == (stop in ids or free.ended_with_eos[row])
+
+
+def test_sampling_is_reproducible_from_its_generator(model_and_prompts):
+    model, tokenizer, prompts = model_and_prompts
+
+    def sample(seed, **kwargs):
+        return generate_tokens(model, prompts, max_new_tokens=MAX_NEW, eos_ids={tokenizer.eos_token_id},
+                               pad_token_id=tokenizer.pad_token_id, temperature=1.5,
+                               generator=torch.Generator().manual_seed(seed), **kwargs).token_ids
+
+    assert sample(1) == sample(1)
+    assert sample(1) != sample(2)
+    greedy = generate_tokens(model, prompts, max_new_tokens=MAX_NEW, eos_ids={tokenizer.eos_token_id},
+                             pad_token_id=tokenizer.pad_token_id).token_ids
+    assert sample(3, top_p=1e-6) == greedy  # top_p that keeps only the most likely id = greedy
+
+
+def test_next_token_top_p_keeps_the_nucleus():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    generator = torch.Generator().manual_seed(0)
+    drawn = {int(next_token(logits, 1.0, 0.7, generator)) for _ in range(200)}
+    assert drawn == {0, 1}  # 0.5 + 0.3 >= 0.7: ids 2 and 3 are never drawn
+    assert int(next_token(logits)) == 0
+
+
+def test_bad_arguments_are_one_line_errors(model_and_prompts):
+    model, tokenizer, prompts = model_and_prompts
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate_tokens(model, prompts, max_new_tokens=0, eos_ids={1}, pad_token_id=0)
+    with pytest.raises(ValueError, match="empty prompt"):
+        generate_tokens(model, [[]], max_new_tokens=2, eos_ids={1}, pad_token_id=0)
+
+
+def test_greedy_through_a_peft_adapter_equals_the_argmax_loop(tiny_model_dir, model_and_prompts):
+    """The student (LoRA on, nonzero B) generates through peft exactly as step-by-step argmax."""
+    from src.config import LoraConfig
+    from src.models.student import add_lora
+
+    _, tokenizer, prompts = model_and_prompts
+    peft_model = add_lora(load_base_model(str(tiny_model_dir), bf16=False), LoraConfig(dropout=0.0)).eval()
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.5)
+    eos = {tokenizer.eos_token_id}
+    out = generate_tokens(peft_model, prompts, max_new_tokens=6, eos_ids=eos, pad_token_id=tokenizer.pad_token_id)
+    for row, prompt in enumerate(prompts):
+        assert out.token_ids[row] == manual_greedy(peft_model, prompt, 6, eos)
+    with peft_model.disable_adapter():
+        base = generate_tokens(peft_model, prompts, max_new_tokens=6, eos_ids=eos,
+                               pad_token_id=tokenizer.pad_token_id)
+    assert base.token_ids != out.token_ids  # the adapter changed what is generated
