@@ -63,6 +63,8 @@ figures: $(STAMP)
 	$(PY) scripts/gen_main_fig.py --published --select best --out assets/main_comparison.png
 	$(PY) scripts/plot_ablations.py --results assets/published_controls.json --select best \
 		--curves assets/ablation_curves.png --bars assets/ablation_bars.png
+	$(PY) scripts/plot_ablations.py --results assets/published_gemma_control.json --select best \
+		--bars assets/gemma_control_bars.png
 	$(PY) scripts/write_results.py --results assets/published_results.json --select best \
 		--controls assets/published_controls.json assets/published_gemma_control.json \
 		--out assets/published_results.md

@@ -32,6 +32,9 @@ class ConfigError(ValueError):
     """A config file or override is invalid; the message says which key and how to fix it."""
 
 
+FINETUNE_MODES = ("lora", "full")
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
@@ -43,6 +46,13 @@ class ModelConfig:
     name: str = "Qwen/Qwen3-1.7B"
     # sdpa works everywhere; "flash_attention_2" when flash-attn is installed; "eager" for debugging.
     attn_implementation: str = "sdpa"
+    # What trains: "lora" (an adapter on frozen base weights; the lora: section) or "full" (every weight,
+    # float32 master copies under bf16 autocast; the lora: section is ignored).
+    finetune: str = "lora"
+
+    def __post_init__(self) -> None:
+        _require(self.finetune in FINETUNE_MODES,
+                 f"model.finetune must be one of {FINETUNE_MODES}, got {self.finetune!r}")
 
 
 @dataclass

@@ -34,6 +34,7 @@ class Condition:
     colour: str | None = None
     method: str | None = None          # None: a base-model row
     teacher_context: str | None = None  # for a method with a teacher
+    finetune: str = "lora"             # model.finetune of its runs: "lora" or "full"
 
 
 SFT_METHOD = "baseline"             # src/training/train_baseline.py
@@ -58,25 +59,38 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition("online_shuffled", "Distillation, shuffled-answer shots (control)", "tab:purple",
               DISTILLATION_METHOD, "shuffled_answers"),
     Condition("online_v1", "LoRA SFT + Few-Shot Distillation", "tab:red", DISTILLATION_METHOD, "fewshot"),
+    # model.finetune=full: every weight trains (darker shades of the LoRA colours); an unlisted full
+    # condition is its LoRA name + "_full"
+    Condition("baseline_full", "Full SFT", "navy", SFT_METHOD, finetune="full"),
+    Condition("online_zeroshot_full", "Full-FT distillation, 0-shot teacher (control)", "darkgoldenrod",
+              DISTILLATION_METHOD, "zeroshot", finetune="full"),
+    Condition("online_v1_full", "Full SFT + Few-Shot Distillation", "darkred", DISTILLATION_METHOD, "fewshot",
+              finetune="full"),
 )
 CONDITIONS_BY_NAME: dict[str, Condition] = {c.name: c for c in CONDITIONS}
 SPARE_COLOURS: tuple[str, ...] = ("tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 DEFAULT_TEACHER_CONTEXT = "fewshot"
+LORA_FINETUNE = "lora"              # model.finetune's default
+FULL_FINETUNE_SUFFIX = "_full"      # an unlisted full fine-tuning condition: its LoRA condition + this
 
 
-def method_condition(method: str, teacher_context: str | None = None) -> str:
-    """Condition name of a run of `method` (with `teacher_context` for a method with a teacher).
+def method_condition(method: str, teacher_context: str | None = None, finetune: str = LORA_FINETUNE) -> str:
+    """Condition name of a run of `method` (with `teacher_context` for a method with a teacher) that trained
+    with `finetune` (model.finetune).
 
     Never raises: readers meet runs of methods this checkout does not know; their condition is the
-    method's name (with an unlisted teacher context: the method's `unlisted_context` pattern).
+    method's name (with an unlisted teacher context: the method's `unlisted_context` pattern; an
+    unlisted full fine-tuning condition: the LoRA one + "_full").
     """
     entry = METHODS.get(method)
     if entry is None:
         return method
     context = (teacher_context or DEFAULT_TEACHER_CONTEXT) if entry.with_teacher else None
     for condition in CONDITIONS:
-        if condition.method == method and condition.teacher_context == context:
+        if (condition.method, condition.teacher_context, condition.finetune) == (method, context, finetune):
             return condition.name
+    if finetune != LORA_FINETUNE:
+        return method_condition(method, teacher_context) + FULL_FINETUNE_SUFFIX
     if entry.unlisted_context is not None and context is not None:
         return entry.unlisted_context.format(context=context)
     return method

@@ -5,7 +5,8 @@
     base-model rows      "base_0shot" and "icl_{k}shot" (k = data.num_fewshot_examples; "icl_8shot" by default)
     training conditions  "baseline" (LoRA SFT), "online_v1" (distillation, few-shot teacher),
                          "online_zeroshot" / "online_shuffled" (teacher contexts zeroshot / shuffled_answers);
-                         the methods and their conditions are listed in src/methods.py
+                         the methods and their conditions are listed in src/methods.py; a full fine-tuning
+                         run (model.finetune=full) is "baseline_full", "online_v1_full", ...
 
 A training run writes its method and condition into `{output_dir}/run_info.json` (src/training/loop.py
 `setup_run`); readers take them from there (`read_run_identity`) instead of guessing from the
@@ -24,7 +25,8 @@ import re
 from pathlib import Path
 
 # SFT_METHOD, DISTILLATION_METHOD and ZERO_SHOT_CONDITION are read from here too; the registry is src/methods.py.
-from src.methods import DISTILLATION_METHOD, METHODS, SFT_METHOD, ZERO_SHOT_CONDITION, method_condition  # noqa: F401
+from src.methods import (DISTILLATION_METHOD, LORA_FINETUNE, METHODS, SFT_METHOD, ZERO_SHOT_CONDITION,  # noqa: F401
+                         method_condition)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")  # "checkpoint-200.tmp" (half-written) does not match
@@ -105,26 +107,30 @@ def base_conditions(n_shots: int) -> dict[str, int]:
 
 # --- a training run's method and condition -------------------------------------------------------------------
 
-def training_condition(method: str, teacher_context: str | None = None) -> str:
-    """Condition name of a training run from its method (the script) and, for a method with a teacher,
-    its teacher context (src/methods.py). An unknown method is its own condition: readers never fail."""
-    return method_condition(method, teacher_context)
+def training_condition(method: str, teacher_context: str | None = None, finetune: str = LORA_FINETUNE) -> str:
+    """Condition name of a training run from its method (the script), for a method with a teacher its
+    teacher context, and what trained (model.finetune) (src/methods.py). An unknown method is its own
+    condition: readers never fail."""
+    return method_condition(method, teacher_context, finetune)
 
 
-def run_identity_fields(method: str, teacher_context: str | None) -> dict:
-    """What training writes into run_info.json: method, condition and (teacher methods only) teacher context."""
+def run_identity_fields(method: str, teacher_context: str | None, finetune: str = LORA_FINETUNE) -> dict:
+    """What training writes into run_info.json: method, condition, (teacher methods only) teacher context
+    and what trained (model.finetune)."""
     if method not in METHODS:
         raise ValueError(f"Unknown training method {method!r}; expected one of {sorted(METHODS)} "
                          "(register it in src/methods.py)")
     context = teacher_context if METHODS[method].with_teacher else None
-    return {"method": method, "condition": training_condition(method, context), "teacher_context": context}
+    return {"method": method, "condition": training_condition(method, context, finetune), "teacher_context": context,
+            "finetune": finetune}
 
 
 def read_run_identity(run_dir: str | Path) -> dict | None:
-    """{"method", "condition", "teacher_context"} from a run's run_info.json; None without a readable one.
+    """{"method", "condition", "teacher_context", "finetune"} from a run's run_info.json; None without a
+    readable one.
 
     Runs written before `condition` existed get it from their `method` (the teacher context then
-    counted as the default, "fewshot").
+    counted as the default, "fewshot"); runs written before `finetune` existed were LoRA runs.
     """
     path = Path(run_dir) / RUN_INFO_FILE
     try:
@@ -134,7 +140,9 @@ def read_run_identity(run_dir: str | Path) -> dict | None:
     method = info.get("method") if isinstance(info, dict) else None
     if not isinstance(method, str):
         return None
+    finetune = info.get("finetune") or LORA_FINETUNE
     condition = info.get("condition")
     if not isinstance(condition, str) or not condition:
-        condition = training_condition(method, info.get("teacher_context"))
-    return {"method": method, "condition": condition, "teacher_context": info.get("teacher_context")}
+        condition = training_condition(method, info.get("teacher_context"), finetune)
+    return {"method": method, "condition": condition, "teacher_context": info.get("teacher_context"),
+            "finetune": finetune}

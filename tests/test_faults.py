@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from src.training.checkpoint import (ADAPTER_WEIGHTS, TRAINING_STATE, find_resume_checkpoint, load_checkpoint,
-                                     save_adapter, save_checkpoint, verify_checkpoint)
+                                     save_final, save_checkpoint, verify_checkpoint)
 from src.training.loop import check_output_dir
 from src.utils.manifest import DAMAGED, MANIFEST, OK, UNVERIFIED, verify_manifest, write_manifest
 from tests.conftest import REPO_ROOT, SMOKE_DATA
@@ -138,14 +138,14 @@ class Trainee:
 
 @pytest.fixture(scope="module")
 def saved_run(tiny_model_dir, tmp_path_factory):
-    """checkpoint-2 and checkpoint-4 written by save_checkpoint, and final/ by save_adapter."""
+    """checkpoint-2 and checkpoint-4 written by save_checkpoint, and final/ by save_final."""
     out = tmp_path_factory.mktemp("saved_run") / "run"
     trainee = Trainee(tiny_model_dir)
     for step in range(1, 5):
         trainee.step()
         if step % 2 == 0:
             trainee.save(out, step)
-    save_adapter(out / "final", trainee.peft_model, trainee.tokenizer, "run: test\n")
+    save_final(out / "final", trainee.peft_model, trainee.tokenizer, "run: test\n")
     return out
 
 

@@ -94,7 +94,7 @@ def test_eight_shot_teacher_lowers_answer_nll_on_at_least_7_of_8_rows(real_model
     tokenizer = load_tokenizer(str(real_model_dir))
     rows = load_gsm8k_rows(gsm8k_cfg, "test")
     train_rows = load_gsm8k_rows(gsm8k_cfg, "train")
-    window_lm = AnswerWindowLM(diag.PlainModel(load_base_model(str(real_model_dir), bf16=False).eval()))
+    window_lm = AnswerWindowLM(load_base_model(str(real_model_dir), bf16=False).eval())
     batches = diag.build_heldout_batches(tokenizer, rows, list(range(8)), gsm8k_cfg, seed=42, batch_size=1,
                                          shot_rows=train_rows)
     reference = diag.build_reference(window_lm, batches, top_k=256, alignment="seed", device="cpu")

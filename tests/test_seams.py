@@ -198,12 +198,13 @@ def test_method_registry_is_the_one_source_of_names():
             assert labels.label_for(condition.name) == condition.label
             assert figures.color_for(condition.name, set()) == condition.colour
         if condition.method is not None:
-            assert training_condition(condition.method, condition.teacher_context) == condition.name
+            assert training_condition(condition.method, condition.teacher_context, condition.finetune) == condition.name
     assert labels.label_for("icl_4shot") == "Base model (4-shot ICL)"
     assert labels.ordered_conditions(["online_v1", "baseline", "icl_8shot", "base_0shot"]) == [
         "base_0shot", "icl_8shot", "baseline", "online_v1"]
     assert training_condition("online_v1", "new_context") == "online_new_context"
     assert training_condition("unknown_method", "fewshot") == "unknown_method"
+    assert training_condition("online_v1", "shuffled_answers", "full") == "online_shuffled_full"  # unlisted full
     assert loss_step_builder(M.SFT_METHOD) is train_baseline.build_loss_step
     assert loss_step_builder(M.DISTILLATION_METHOD) is train_online_v1.build_loss_step
     with pytest.raises(ValueError, match="Unknown training method"):

@@ -28,6 +28,10 @@ pytestmark = pytest.mark.slow
 SCRIPTS = {"baseline": "src/training/train_baseline.py", "online_v1": "src/training/train_online_v1.py"}
 CONFIGS = {"baseline": "configs/base.yaml", "online_v1": "configs/online_v1.yaml"}
 MAX_STEPS = 6
+# model.finetune=full SFT run, with the held-out eval on (steps 0, 3, 6): on resume its teacher and 0-shot
+# reference must still be the starting model's.
+FULL_SFT = ("model.finetune=full", "eval.held_out_examples=4", "training.eval_steps=3", "eval.mse_top_k=16",
+            "data.num_fewshot_examples=2")
 
 
 def free_port() -> int:
@@ -66,9 +70,15 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def adapter_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The trained weights in a checkpoint folder: the LoRA adapter, or a full model's every shard."""
     from safetensors.torch import load_file
 
-    return load_file(folder / "adapter_model.safetensors")
+    from src.training.checkpoint import weight_files
+
+    weights = {}
+    for name in weight_files(folder):
+        weights.update(load_file(folder / name))
+    return weights
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +95,17 @@ def baseline_run(tiny_model_dir, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def baseline_full_run(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("baseline_full") / "run"
+    train("baseline", out, tiny_model_dir, *FULL_SFT)
+    return out
+
+
+# run fixture -> (method, overrides)
+RUNS = {"online_run": ("online_v1", ()), "baseline_run": ("baseline", ()), "baseline_full_run": ("baseline", FULL_SFT)}
+
+
 def event_scalars(run_dir: Path) -> dict[str, list[float]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -93,15 +114,19 @@ def event_scalars(run_dir: Path) -> dict[str, list[float]]:
     return {tag: [e.value for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
 
 
-@pytest.mark.parametrize("method", ["online_v1", "baseline"])
-def test_ddp_run_writes_checkpoints_logs_and_metadata(method, request, tiny_model_dir):
-    run_dir = request.getfixturevalue(f"{'online' if method == 'online_v1' else 'baseline'}_run")
+@pytest.mark.parametrize("run_fixture", list(RUNS))
+def test_ddp_run_writes_checkpoints_logs_and_metadata(run_fixture, request, tiny_model_dir):
+    run_dir = request.getfixturevalue(run_fixture)
+    method, overrides = RUNS[run_fixture]
+    full = "model.finetune=full" in overrides
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["world_size"] == 2 and info["method"] == method
+    assert info["finetune"] == ("full" if full else "lora")
+    assert info["condition"] == (f"{method}_full" if full else method)
     assert info["git"]["commit"] and "torch" in info["packages"] and "peft" in info["packages"]
     assert "distillation:" in (run_dir / "run_config.yaml").read_text()
     for name in ("checkpoint-2", "checkpoint-4", "checkpoint-6", "final"):
-        assert (run_dir / name / "adapter_config.json").is_file(), name
+        assert (run_dir / name / ("config.json" if full else "adapter_config.json")).is_file(), name
         assert (run_dir / name / "tokenizer_config.json").is_file(), name
         assert (run_dir / name / "run_config.yaml").is_file(), name
     assert not list(run_dir.glob("*.tmp")), "no temporary checkpoint folder may remain"
@@ -109,11 +134,19 @@ def test_ddp_run_writes_checkpoints_logs_and_metadata(method, request, tiny_mode
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), run_dir / "final")
-    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
-    assert lora_b and any(p.abs().max() > 0 for p in lora_b), "training must have moved lora_B from zero"
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    if full:
+        trained = AutoModelForCausalLM.from_pretrained(run_dir / "final")
+        assert not (run_dir / "final" / "adapter_config.json").exists()
+        moved = [n for (n, p), (_, q) in zip(trained.named_parameters(), base.named_parameters())
+                 if not torch.equal(p, q)]
+        assert len(moved) == len(list(base.named_parameters())), "full fine-tuning must move every weight"
+    else:
+        model = PeftModel.from_pretrained(base, run_dir / "final")
+        lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+        assert lora_b and any(p.abs().max() > 0 for p in lora_b), "training must have moved lora_B from zero"
 
-    metrics = read_metrics(run_dir)
+    metrics = [m for m in read_metrics(run_dir) if "train/ce_loss" in m]
     assert [m["step"] for m in metrics] == list(range(1, MAX_STEPS + 1))
     expected = {"train/ce_loss", "train/total_loss", "train/lr", "train/grad_norm", "train/tokens_per_s"}
     if method == "online_v1":
@@ -139,15 +172,20 @@ def test_same_seed_gives_the_same_loss_curve(online_run, tiny_model_dir, tmp_pat
         assert [m[key] for m in first] == pytest.approx([m[key] for m in second], rel=1e-6, abs=1e-7)
 
 
-@pytest.mark.parametrize("stop_signal", ["SIGTERM", "SIGINT"])
-def test_sigterm_checkpoints_and_resume_matches_uninterrupted_run(online_run, tiny_model_dir, tmp_path, stop_signal):
+@pytest.mark.parametrize("stop_signal, run_fixture", [("SIGTERM", "online_run"), ("SIGINT", "online_run"),
+                                                      ("SIGTERM", "baseline_full_run")])
+def test_sigterm_checkpoints_and_resume_matches_uninterrupted_run(request, tiny_model_dir, tmp_path, stop_signal,
+                                                                  run_fixture):
     """Stop a DDP run after its first checkpoint, resume, compare with the full run.
 
     SIGTERM goes to the launcher (as `scancel` or a pre-empted node sends it); SIGINT to the whole
-    process group, as Ctrl-C in a terminal does.
+    process group, as Ctrl-C in a terminal does. The full fine-tuning run compares every weight, and
+    its held-out eval (teacher and 0-shot reference from the starting model) at the last step.
     """
+    uninterrupted = request.getfixturevalue(run_fixture)
+    method, overrides = RUNS[run_fixture]
     out = tmp_path / "interrupted"
-    process = subprocess.Popen(launch_command("online_v1", out, tiny_model_dir), cwd=REPO_ROOT, env=run_env(),
+    process = subprocess.Popen(launch_command(method, out, tiny_model_dir, *overrides), cwd=REPO_ROOT, env=run_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)
     deadline = time.monotonic() + 300
@@ -165,18 +203,24 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted_run(online_run, ti
     assert saved and saved[-1] < MAX_STEPS, f"the run should have stopped early, saved {saved}"
     assert not (out / "final").exists()
 
-    refused = train("online_v1", out, tiny_model_dir, processes=1, expect_ok=False)
+    refused = train(method, out, tiny_model_dir, *overrides, processes=1, expect_ok=False)
     assert refused.returncode != 0 and "Pass --resume" in refused.stderr
 
-    resumed = train("online_v1", out, tiny_model_dir, "--resume")
+    resumed = train(method, out, tiny_model_dir, *overrides, "--resume")
     assert f"resumed from {out / f'checkpoint-{saved[-1]}'}" in resumed.stderr
     # Bit-identical on CPU (same data order, RNG, optimizer and scheduler state); 1e-6 leaves room for
     # reduction-order differences on other backends.
-    full, interrupted = adapter_weights(online_run / "final"), adapter_weights(out / "final")
-    assert full.keys() == interrupted.keys()
+    full, interrupted = adapter_weights(uninterrupted / "final"), adapter_weights(out / "final")
+    assert full and full.keys() == interrupted.keys()
     for name in full:
         torch.testing.assert_close(interrupted[name], full[name], rtol=0, atol=1e-6)
-    assert [m["step"] for m in read_metrics(out)] == list(range(1, MAX_STEPS + 1))
+    steps = sorted({m["step"] for m in read_metrics(out) if "train/ce_loss" in m})
+    assert steps == list(range(1, MAX_STEPS + 1))
+    evals = [{k: v for k, v in m.items() if k.startswith("eval/") and not k.endswith("seconds")}
+             for m in read_metrics(uninterrupted) + read_metrics(out) if m["step"] == MAX_STEPS]
+    evals = [e for e in evals if e]
+    if "training.eval_steps=3" in overrides:
+        assert len(evals) == 2 and evals[0] == pytest.approx(evals[1], rel=1e-6, abs=1e-9)
 
 
 def test_damaged_newest_checkpoint_resume_matches_uninterrupted_run(online_run, tiny_model_dir, tmp_path):

@@ -24,7 +24,6 @@ Shapes: B rows, A = longest answer, W = A + 1 window positions, V vocabulary, K 
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -124,19 +123,7 @@ def summarize(entry: Totals, base0: Totals, teacher: Totals) -> dict:
 
 
 # ---- model side: answer-window logits through training's AnswerWindowLM ---------------------------------
-
-class PlainModel:
-    """A model without adapter seen through the part of the peft interface AnswerWindowLM uses."""
-
-    def __init__(self, causal_lm):
-        self.causal_lm = causal_lm
-
-    def get_base_model(self):
-        return self.causal_lm
-
-    def disable_adapter(self):
-        return contextlib.nullcontext()
-
+# (a peft model or a plain causal LM: a base model or a full fine-tuning checkpoint)
 
 def student_window(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Window positions [B, W], answer mask [B, A] and answer ids [B, A] of a collated batch (training's)."""
@@ -179,7 +166,7 @@ class TeacherReference:
 def build_reference(window_lm, batches: Sequence[dict], top_k: int, alignment: str, device,
                     store_device="cpu") -> TeacherReference:
     """Teacher window logits (adapter disabled, k-shot context) once, plus base0's and the teacher's totals."""
-    from src.models.student import teacher_logits
+    from src.models.student import adapter_disabled, teacher_logits
 
     windows, teacher, base0, base0_rows, teacher_rows = [], Totals(), Totals(), [], []
     for batch in batches:
@@ -188,7 +175,7 @@ def build_reference(window_lm, batches: Sequence[dict], top_k: int, alignment: s
         teacher_window = teacher_logits(window_lm, batch["teacher_input_ids"].to(device),
                                         batch["teacher_attention_mask"].to(device), positions.to(device)).float()
         # base_0shot = the same frozen weights on the student's 0-shot input
-        with window_lm.peft_model.disable_adapter():
+        with adapter_disabled(window_lm):
             base_window = entry_window_logits(window_lm, batch, device)
         ids, mask = answer_ids.to(device), answer_mask.to(device)
         teacher_rows.append(row_sums(teacher_window, teacher_window, ids, mask, top_k, alignment))

@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         base = load_base_model(cfg.model.name, bf16=False, attn_implementation=cfg.model.attn_implementation)
         base.to(device).eval()
-        base_lm = AnswerWindowLM(diag.PlainModel(base))
+        base_lm = AnswerWindowLM(base)
         batches = diag.build_heldout_batches(tokenizer, test_rows, indices, cfg.data, seed, args.batch_size,
                                              shot_rows=train_rows)
         t0 = time.time()
@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
                         base = peft_model.unload()  # the LoRA layers out again: the plain base model
                 else:
                     model = AutoModelForCausalLM.from_pretrained(target.model_path, dtype=torch.float32)
-                    totals, scored = _score_with(AnswerWindowLM(diag.PlainModel(model.to(device).eval())),
+                    totals, scored = _score_with(AnswerWindowLM(model.to(device).eval()),
                                                  reference, top_k, alignment, device)
             except Exception as error:  # one bad checkpoint must not cost the others' results
                 logger.error("%s/%s failed:\n%s", target.condition, target.label, traceback.format_exc())

@@ -29,7 +29,7 @@ import torch
 from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache
 
 from src.data.prompts import AlignmentError
-from src.models.student import AnswerWindowLM, teacher_logits
+from src.models.student import AnswerWindowLM, adapter_disabled, teacher_logits
 
 
 def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
@@ -173,7 +173,7 @@ class SharedPrefixTeacher:
         return self.prefix_ids.numel()
 
     def _causal_lm(self):
-        return self.window_lm.peft_model.get_base_model()
+        return self.window_lm.causal_lm
 
     def prefix_key_values(self, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer (keys, values) [1, H, P, D] of the prefix; computed on first use, then reused.
@@ -186,7 +186,7 @@ class SharedPrefixTeacher:
         if self._cache is None or self._cache[0] != state:
             causal_lm = self._causal_lm()
             cache = DynamicCache(config=causal_lm.config)
-            with torch.no_grad(), self.window_lm.peft_model.disable_adapter(), _inference_mode_of(causal_lm):
+            with torch.no_grad(), adapter_disabled(self.window_lm), _inference_mode_of(causal_lm):
                 causal_lm.get_decoder()(input_ids=self.prefix_ids.to(device)[None], past_key_values=cache,
                                         use_cache=True)
             self._cache = (state, [(layer.keys, layer.values) for layer in cache.layers])
@@ -223,7 +223,7 @@ class SharedPrefixTeacher:
         position_ids = torch.arange(length, length + width, device=device).expand(batch, -1)
         full_mask = torch.cat([suffix_mask.new_ones(batch, length), suffix_mask], dim=1)
         causal_lm = self._causal_lm()
-        with self.window_lm.peft_model.disable_adapter(), _inference_mode_of(causal_lm):
+        with adapter_disabled(self.window_lm), _inference_mode_of(causal_lm):
             past = Cache(layers=[_FrozenPrefixLayer(k, v) for k, v in self.prefix_key_values(device)])
             hidden = causal_lm.get_decoder()(input_ids=suffix_ids, attention_mask=full_mask,
                                              position_ids=position_ids, past_key_values=past,

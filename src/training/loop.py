@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader
 from src.config import Config, ConfigError, config_to_dict, config_to_yaml, load_config
 from src.run_identity import (CHECKPOINT_PREFIX, FINAL_DIR, RUN_INFO_FILE, checkpoint_dir, checkpoint_dir_name,
                               checkpoint_step, run_identity_fields)
-from src.training.checkpoint import (CheckpointError, find_resume_checkpoint, list_checkpoints, load_checkpoint,
-                                     save_adapter, save_checkpoint)
+from src.training.checkpoint import (CheckpointError, find_resume_checkpoint, full_state_dict, list_checkpoints,
+                                     load_checkpoint, save_checkpoint, save_final)
 from src.training.heldout_eval import build_heldout_evaluator
 from src.training.precision import keep_low_precision_outputs
 from src.utils.gpu_env import check_gpu_setup
@@ -76,7 +76,7 @@ class Run:
     accelerator: object
     tokenizer: object
     model: torch.nn.Module            # prepared (DDP-wrapped) AnswerWindowLM
-    peft_model: object                # the unwrapped peft model (saving, teacher)
+    trained_model: object             # unwrapped: the peft model (LoRA) or the causal LM (full); saving, resume
     optimizer: torch.optim.Optimizer
     scheduler: object
     dataloader: DataLoader
@@ -176,6 +176,19 @@ def _warn_on_config_change(cfg: Config, checkpoint: Path) -> None:
                        ", ".join(changed))
 
 
+def check_sharding(cfg: Config, distributed_type) -> None:
+    """FSDP (configs/accelerate/fsdp.yaml) serves full fine-tuning; what it cannot do yet is a one-line error."""
+    if distributed_type != "FSDP":  # accelerate's DistributedType is a str enum
+        return
+    if cfg.model.finetune != "full":
+        raise ConfigError("FSDP (configs/accelerate/fsdp.yaml) shards full fine-tuning: set model.finetune=full, "
+                          "or launch a LoRA run without the FSDP config (DDP)")
+    if cfg.eval.held_out_examples > 0:
+        # Its rows are split unevenly over ranks, and every sharded forward is a collective.
+        raise ConfigError("eval.held_out_examples > 0 is not supported under FSDP: set eval.held_out_examples=0 "
+                          "and score the checkpoints with scripts/eval_diagnostics.py")
+
+
 def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: bool) -> Run:
     from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.utils import set_seed
@@ -184,7 +197,7 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
     from src.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
     from src.data.sampling import StepStreamSampler
     from src.data.subset import select_subset
-    from src.models.student import AnswerWindowLM, add_lora, load_base_model, load_tokenizer, vocab_size
+    from src.models.student import AnswerWindowLM, build_student, load_tokenizer, vocab_size
     from src.utils.io import atomic_write_json, atomic_write_text
     from src.utils.run_info import collect_run_info
 
@@ -195,6 +208,7 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
         # Seeded sampler: the same example order on every rank count and after a resume.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
     _configure_logging(accelerator.is_main_process)
+    check_sharding(cfg, accelerator.distributed_type)
     output_dir = Path(train_cfg.output_dir)
     resume_from = _decide_on_main(accelerator, lambda: check_output_dir(output_dir, args.resume, args.overwrite))
     accelerator.wait_for_everyone()
@@ -223,14 +237,14 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
         logger.warning("%d of %d teacher sequences dropped shots to fit data.max_seq_len_teacher=%d",
                        stats.teacher_shots_dropped, stats.examples, cfg.data.max_seq_len_teacher)
 
-    peft_model = add_lora(load_base_model(cfg.model.name, train_cfg.bf16, cfg.model.attn_implementation),
-                          cfg.lora, train_cfg.gradient_checkpointing)
-    model = AnswerWindowLM(peft_model)
+    trained_model = build_student(cfg.model, cfg.lora, train_cfg.bf16, train_cfg.gradient_checkpointing)
+    model = AnswerWindowLM(trained_model)
     if cfg.distillation.n_top_logits > vocab_size(model):
         raise ConfigError(f"distillation.n_top_logits={cfg.distillation.n_top_logits} exceeds the model's "
                           f"vocabulary ({vocab_size(model)})")
     trainable = [p for p in model.parameters() if p.requires_grad]
-    logger.info("trainable parameters: %d (LoRA r=%d)", sum(p.numel() for p in trainable), cfg.lora.r)
+    logger.info("trainable parameters: %d (%s)", sum(p.numel() for p in trainable),
+                f"LoRA r={cfg.lora.r}" if cfg.model.finetune == "lora" else "full fine-tuning, float32 weights")
 
     optimizer = torch.optim.AdamW(trainable, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     # Stepped once per optimizer step by the loop (not prepared: accelerate would step it once per
@@ -256,14 +270,14 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
     model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
     keep_low_precision_outputs(accelerator, model)  # bf16 window logits reach the loss as bf16
 
-    run = Run(cfg=cfg, accelerator=accelerator, tokenizer=tokenizer, model=model, peft_model=peft_model,
+    run = Run(cfg=cfg, accelerator=accelerator, tokenizer=tokenizer, model=model, trained_model=trained_model,
               optimizer=optimizer, scheduler=scheduler, dataloader=dataloader, output_dir=output_dir,
               resume_from=resume_from, method=method, data_stats=data_stats, examples=examples,
               n_train_rows=len(rows))
     if accelerator.is_main_process:
         atomic_write_text(output_dir / "run_config.yaml", run.config_yaml)
         atomic_write_json(output_dir / RUN_INFO_FILE, collect_run_info(
-            **run_identity_fields(method, cfg.distillation.teacher_context),
+            **run_identity_fields(method, cfg.distillation.teacher_context, cfg.model.finetune),
             world_size=accelerator.num_processes, mixed_precision=accelerator.mixed_precision,
             resumed_from=str(resume_from) if resume_from else None, data=data_stats))
     return run
@@ -347,14 +361,19 @@ class MetricsLogger:
 
 def train(run: Run, loss_step: LossStep) -> Path:
     """Run the optimisation loop to `training.max_steps`; returns the `final/` adapter folder."""
+    from accelerate.utils import DistributedType
     from tqdm.auto import tqdm
 
     cfg, accelerator, model = run.cfg, run.accelerator, run.model
     train_cfg = cfg.training
     step = 0
+    # eval.held_out_examples test rows scored every eval_steps (src/training/heldout_eval.py). Built before
+    # a resume loads trained weights: its teacher and 0-shot reference are the starting model's (a full
+    # fine-tuning run has no adapter to disable). Its set-up consumes no RNG that resume does not restore.
+    evaluator = build_heldout_evaluator(run)
     if run.resume_from is not None:
         _warn_on_config_change(cfg, run.resume_from)
-        state = load_checkpoint(run.resume_from, run.peft_model, run.optimizer, run.scheduler,
+        state = load_checkpoint(run.resume_from, run.trained_model, run.optimizer, run.scheduler,
                                 accelerator.process_index)
         step = state["step"]
         logger.info("resumed from %s at step %d", run.resume_from, step)
@@ -363,17 +382,25 @@ def train(run: Run, loss_step: LossStep) -> Path:
     accumulation = train_cfg.gradient_accumulation_steps
     step_examples = train_cfg.per_device_train_batch_size * accumulation * accelerator.num_processes
 
+    # FSDP shards the AdamW states: every rank saves its own (a gathered optimizer state would not fit).
+    sharded = accelerator.distributed_type == DistributedType.FSDP
+
     def checkpoint_state() -> dict:
-        return {"step": step, "examples_seen": step * step_examples,
-                "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict()}
+        optimizer = {} if sharded else {"optimizer": run.optimizer.state_dict()}
+        return {"step": step, "examples_seen": step * step_examples, **optimizer,
+                "scheduler": run.scheduler.state_dict()}
+
+    def gathered_weights() -> dict | None:
+        # Full fine-tuning: every rank takes part (FSDP gathers the shards); LoRA saves its adapter as is.
+        return full_state_dict(accelerator, model) if cfg.model.finetune == "full" else None
 
     def save(at_step: int) -> Path:
-        return save_checkpoint(accelerator, checkpoint_dir(run.output_dir, at_step), run.peft_model,
-                               run.tokenizer, run.config_yaml, checkpoint_state())
+        return save_checkpoint(accelerator, checkpoint_dir(run.output_dir, at_step), run.trained_model,
+                               run.tokenizer, run.config_yaml, checkpoint_state(), state_dict=gathered_weights(),
+                               rank_optimizer_state=run.optimizer.state_dict() if sharded else None)
 
     metrics = MetricsLogger(run.output_dir, step, accelerator.is_main_process)
-    # eval.held_out_examples test rows scored every eval_steps (src/training/heldout_eval.py); step 0 = base model
-    evaluator = build_heldout_evaluator(run)
+    # step 0 = the starting model
     if evaluator is not None and step == 0:
         metrics.log(0, evaluator())
     stop = _StopRequest()
@@ -440,9 +467,11 @@ def train(run: Run, loss_step: LossStep) -> Path:
     metrics.close()
 
     final_dir = run.output_dir / FINAL_DIR
+    final_weights = gathered_weights()
     if accelerator.is_main_process:
-        save_adapter(final_dir, run.peft_model, run.tokenizer, run.config_yaml)
-        logger.info("done: %d steps in %.1f s; adapter in %s", step, time.perf_counter() - run_start, final_dir)
+        save_final(final_dir, run.trained_model, run.tokenizer, run.config_yaml, state_dict=final_weights)
+        logger.info("done: %d steps in %.1f s; %s in %s", step, time.perf_counter() - run_start,
+                    "adapter" if cfg.model.finetune == "lora" else "model", final_dir)
     _shut_down_distributed(accelerator)
     return final_dir
 

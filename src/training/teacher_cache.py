@@ -78,7 +78,7 @@ def teacher_cache_context(teacher: torch.nn.Module, model_name: str, k: int, ali
         raise ValueError(f"alignment must be one of {D.ALIGNMENTS}, got {alignment!r}")
     if k <= 0:
         raise ValueError(f"k must be > 0 to cache a teacher top-K, got {k}")
-    base = teacher.peft_model.get_base_model() if hasattr(teacher, "peft_model") else teacher
+    base = teacher.causal_lm if hasattr(teacher, "causal_lm") else teacher  # an AnswerWindowLM: its transformer
     model_config = base.config.to_dict() if hasattr(base, "config") else {}
     attn = getattr(getattr(base, "config", None), "_attn_implementation", None)
     context = {

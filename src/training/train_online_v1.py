@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from functools import partial
 
-from src.config import Config
+from src.config import Config, ConfigError
 from src.losses import LossSpec
 from src.methods import DISTILLATION_METHOD, METHODS
 from src.models.prefix_teacher import SharedPrefixTeacher, fixed_shot_prefix_ids
@@ -25,17 +25,26 @@ from src.training.teacher import AdapterDisabledTeacher, ShotPrefixTeacher, Teac
 from src.training.teacher_cache import CachedTeacher, build_teacher_cache
 
 
+# The adapter-disabled teacher would be the trained weights themselves once every weight trains.
+FULL_DISTILLATION_UNAVAILABLE = ("model.finetune=full with distillation needs the frozen-copy teacher, not yet "
+                                 "available; use model.finetune=lora, or train_baseline.py for full SFT")
+
+
 def check_distillation_config(cfg: Config) -> None:
     if cfg.distillation.n_top_logits <= 0 or cfg.distillation.lambda_distill <= 0:
         raise SystemExit(
             "train_online_v1.py needs distillation.n_top_logits > 0 and distillation.lambda_distill > 0 "
             f"(got {cfg.distillation.n_top_logits} and {cfg.distillation.lambda_distill}). Use "
             "--config configs/online_v1.yaml, or train_baseline.py for plain SFT.")
+    if cfg.model.finetune == "full":
+        raise ConfigError(FULL_DISTILLATION_UNAVAILABLE)
 
 
 def build_teacher(cfg: Config, run, tail_temperature: float | None) -> Teacher:
     """The config's teacher: adapter disabled, on a shared shot prefix (distillation.reuse_shot_prefix),
     memoised (distillation.teacher_cache)."""
+    if cfg.model.finetune == "full":
+        raise ConfigError(FULL_DISTILLATION_UNAVAILABLE)
     dist_cfg = cfg.distillation
     log = logging.getLogger("fewshot_distill")
     # The unwrapped student module: same weights, adapter disabled inside each call.
