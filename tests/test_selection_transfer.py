@@ -4,16 +4,12 @@ on hand-made results files; the scripts write_results.py and plot_transfer.py on
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from src.results.selection import dev_choices, selected_labels, selection_table
 from src.results.transfer import load_task_results, transfer_table
-from tests.conftest import REPO_ROOT
-
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 
 def entry(correct: int, total: int = 10) -> dict:
@@ -78,8 +74,7 @@ def test_transfer_table_from_two_tasks(tmp_path):
 
 
 def test_write_results_and_plot_transfer_scripts(tmp_path, capsys):
-    import plot_transfer
-    import write_results
+    from scripts import plot_transfer, write_results
 
     test, dev = write(tmp_path, "test.json", TEST), write(tmp_path, "dev.json", DEV)
     svamp = write(tmp_path, "svamp.json", SVAMP)
