@@ -93,3 +93,14 @@ def test_write_results_and_plot_transfer_scripts(tmp_path, capsys):
                                "--transfer", str(test), str(svamp), "--out", str(tmp_path / "t.png"),
                                "--selection_out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "t.png").stat().st_size > 10_000 and (tmp_path / "s.png").stat().st_size > 10_000
+
+
+def test_results_of_different_tasks_or_splits_are_never_merged(tmp_path):
+    from src.results.load import load_many
+
+    with pytest.raises(ValueError, match="different tasks"):
+        load_many([write(tmp_path, "gsm8k.json", TEST), write(tmp_path, "svamp.json", SVAMP)])
+    with pytest.raises(ValueError, match="different splits"):
+        load_many([write(tmp_path, "test.json", TEST), write(tmp_path, "dev.json", DEV)])
+    merged = load_many([write(tmp_path, "svamp.json", SVAMP)])
+    assert merged["task"] == "svamp" and merged["split"] == "test"
