@@ -139,3 +139,18 @@ def test_dev_split_evaluation_selects_checkpoints_and_transfer_table(workspace, 
     assert "dev: dev-selected (%)" in markdown
     assert "| Method | Checkpoint | jsonl (%) | SVAMP (%) |" in markdown
     assert f"| Base model ({SHOTS}-shot ICL) | base model |" in markdown
+
+
+def test_dev_split_diagnostics_select_by_nll(workspace):
+    from src.eval.diagnostics_run import main as diagnostics
+    from src.results.selection import dev_choices, load_dev_results
+
+    output = workspace["root"] / "dev_diagnostics.json"
+    assert diagnostics(["--config", str(EXAMPLE_CONFIG), "--conditions", "base_0shot", f"icl_{SHOTS}shot",
+                        "online_v1", "--base_dir", str(workspace["runs"]), "--split", "dev", "--batch_size", "2",
+                        "--output", str(output), *overrides(workspace), "eval.mse_top_k=16"]) == 0
+    data = load_dev_results(output)
+    assert data["split"] == "dev" and data["prompting"]["shots_from"]["own_train_split"]
+    nll = {label: m["nll"] for label, m in data["conditions"]["online_v1"].items()}
+    assert {e["rows"] for labels in data["conditions"].values() for e in labels.values()} == {N_DEV}
+    assert dev_choices(data) == {"online_v1": min(nll, key=nll.get)}
