@@ -14,13 +14,13 @@ from dataclasses import replace
 from typing import Sequence
 
 from src.config import ConfigError, config_to_dict, load_config
+from src.data.dev_split import DEV_SPLIT
 from src.data.prompts import has_chat_template
 from src.eval.backends import (DTYPES, EngineSettings, cuda_available, default_backend, make_backend,
                                resolve_dtype)
 from src.eval.conditions import adapter_rank, discover_targets, log_problems, parse_checkpoint_selector
 from src.eval.prompts import build_prompts, max_model_len, rows_fingerprint, select_subset, tokenize_prompts
 from src.eval.runner import IncompatibleResultsError, ResultsStore, report, run_targets
-from src.data.dev_split import DEV_SPLIT
 from src.eval.shot_source import load_shot_rows
 from src.tasks import TASK_NAMES, task_of
 from src.utils.resources import ResourceError
