@@ -19,6 +19,7 @@ from src.results.load import SELECTION_RULES, load_many
 from src.results.stats import find_predictions, intervals_from_counts, intervals_from_predictions, \
     load_predictions_for
 from src.results.tables import selection_note
+from src.results.transfer import task_title
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED_RESULTS = REPO_ROOT / "assets" / "published_results.json"
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from err
     model = results.get("model", "").split("/")[-1]
-    prefix = f"{model} on GSM8K test" if model else "GSM8K test"
+    where = f"{task_title(results.get('task', 'gsm8k'))} {results.get('split', 'test')}"
+    prefix = f"{model} on {where}" if model else where
     if args.published:
         title = args.title or f"{prefix}: published numbers (paper README)"
     else:

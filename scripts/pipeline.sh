@@ -13,6 +13,9 @@
 #   CONTROLS        "yes" (default: also train the 0-shot-teacher and shuffled-answer controls) or "no"
 #   ACCURACY        "yes": GSM8K accuracy of every checkpoint with scripts/eval_checkpoints.py ($EVAL_ARGS)
 #   DIAG_SAMPLES    held-out rows of scripts/eval_diagnostics.py; DIAG_BATCH rows per forward
+#   DEV_EXAMPLES    N > 0 (with ACCURACY=yes and data.dev_examples=N in TRAIN_OVERRIDES and EVAL_OVERRIDES):
+#                   every checkpoint is also scored on the dev split, and the tables and figures add the
+#                   dev-selected checkpoint beside best and final
 #   TITLE           text written on the figures (model and scale)
 #
 # Re-running the same command continues: a finished run (final/) is skipped, a run with checkpoints is
@@ -77,6 +80,11 @@ if [ "${ACCURACY:-no}" = yes ]; then
   echo "== accuracy of every checkpoint ($(date -u +%H:%M:%S))"
   $PYTHON scripts/eval_checkpoints.py --config "$BASE_CONFIG" --conditions base_0shot "$ICL" "${RUNS[@]}" \
     --base_dir "$EXP" --output "$OUT/eval.json" "${ACCURACY_ARGS[@]}" "${EVAL_ARGS_[@]}"
+  if [ "${DEV_EXAMPLES:-0}" -gt 0 ]; then
+    echo "== dev-split accuracy of every checkpoint ($DEV_EXAMPLES rows; $(date -u +%H:%M:%S))"
+    $PYTHON scripts/eval_checkpoints.py --config "$BASE_CONFIG" --conditions "${RUNS[@]}" --split dev \
+      --base_dir "$EXP" --output "$OUT/dev_eval.json" "${ACCURACY_ARGS[@]}" "${EVAL_ARGS_[@]}"
+  fi
 fi
 
 echo "== held-out diagnostics of every checkpoint and both base rows ($(date -u +%H:%M:%S))"
@@ -94,7 +102,14 @@ $PYTHON scripts/plot_diagnostics.py --results "$OUT/diagnostics.json" --title "$
   --runs "${RUNS[@]/#/$EXP/}" --out_dir "$OUT"
 if [ "${ACCURACY:-no}" = yes ]; then
   $PYTHON scripts/gen_main_fig.py --results "$OUT/eval.json" --out "$OUT/main_comparison.png"
-  $PYTHON scripts/write_results.py --results "$OUT/eval.json" --out "$OUT/results.md"
+  if [ "${DEV_EXAMPLES:-0}" -gt 0 ]; then
+    $PYTHON scripts/write_results.py --results "$OUT/eval.json" --select dev --dev_results "$OUT/dev_eval.json" \
+      --out "$OUT/results.md"
+    $PYTHON scripts/plot_transfer.py --results "$OUT/eval.json" --select dev --dev_results "$OUT/dev_eval.json" \
+      --selection_out "$OUT/checkpoint_selection.png"
+  else
+    $PYTHON scripts/write_results.py --results "$OUT/eval.json" --out "$OUT/results.md"
+  fi
 fi
 echo "{\"train_seconds\": $train_seconds, \"diagnostics_seconds\": $diag_seconds, \"total_seconds\": $(( SECONDS - start ))}" \
   > "$OUT/pipeline_times.json"

@@ -20,7 +20,10 @@
 #   N_GPUS (default: torch.cuda.device_count()), PER_DEVICE (4), GLOBAL_BATCH (32), LAUNCH_EXTRA,
 #   TRAIN_OVERRIDES, EVAL_OVERRIDES, EVAL_ARGS (default "--n_samples 1319"), DIAG_SAMPLES (64),
 #   BASE_CONFIG, ONLINE_CONFIG, CONTROLS (yes), OUT (reproduce_out), TEACHER_CACHE (disk | memory | none),
-#   PLAN_ONLY (yes: print the plan and stop before training).
+#   PLAN_ONLY (yes: print the plan and stop before training),
+#   DEV_EXAMPLES (0 = the paper's data, all 7,473 train rows; N > 0 holds back N seeded train rows as a dev
+#   split: out of training and shots, every checkpoint scored on it, and the tables and figures report the
+#   dev-selected checkpoint beside the paper's best and the final one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,6 +61,12 @@ esac
 export TRAIN_OVERRIDES="training.per_device_train_batch_size=$PER_DEVICE training.gradient_accumulation_steps=$ACCUMULATION ${TRAIN_OVERRIDES:-}"
 export DISTILL_OVERRIDES="distillation.teacher_cache=$TEACHER_CACHE ${DISTILL_OVERRIDES:-}"
 export EVAL_OVERRIDES=${EVAL_OVERRIDES:-}
+export DEV_EXAMPLES=${DEV_EXAMPLES:-0}
+if [ "$DEV_EXAMPLES" -gt 0 ]; then
+  # Training and evaluation both hold the dev rows back (evaluation: out of the few-shot row's shot pool).
+  TRAIN_OVERRIDES="$TRAIN_OVERRIDES data.dev_examples=$DEV_EXAMPLES"
+  EVAL_OVERRIDES="$EVAL_OVERRIDES data.dev_examples=$DEV_EXAMPLES"
+fi
 export EVAL_ARGS=${EVAL_ARGS:-"--n_samples 1319"}
 export ACCURACY=yes CONTROLS=${CONTROLS:-yes}
 # The teacher reference is kept in host memory: rows x ~130 answer tokens x 151,936 x 4 bytes (~5 GB for 64).

@@ -12,6 +12,12 @@ Run:
         --out assets/published_results.md
     python scripts/write_results.py --results experiments/eval/results.json          # prints to stdout
     python scripts/write_results.py --results experiments/eval/results.json --select final
+    # checkpoints picked on the dev split (eval_checkpoints.py --split dev), beside best and final:
+    python scripts/write_results.py --results experiments/full_eval.json --select dev \
+        --dev_results experiments/dev_eval.json
+    # transfer table: rows = conditions, columns = tasks (one results file per task), at the selected checkpoint
+    python scripts/write_results.py --results experiments/full_eval.json \
+        --transfer experiments/full_eval.json experiments/svamp_eval.json
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ from src.results.stats import (
     load_predictions_for,
     paired_tests_from_predictions,
 )
+from src.results.selection import DEV_RULE, dev_choices, dev_note, load_dev_results, selected_labels, selection_table
 from src.results.tables import BOOTSTRAP_HEADER, results_markdown, selection_note
+from src.results.transfer import load_task_results, transfer_table
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,9 +47,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="eval_checkpoints.py results file(s); several are merged")
     parser.add_argument("--controls", nargs="+", default=[], metavar="C.json",
                         help="further results sets (e.g. published controls), each its own section, never merged")
-    parser.add_argument("--select", choices=SELECTION_RULES, default="best",
-                        help="which checkpoint of a trained method the main table reports: its best (as the paper "
-                             "does; default) or its final one")
+    parser.add_argument("--select", choices=(*SELECTION_RULES, DEV_RULE), default="best",
+                        help="which checkpoint of a trained method is reported: its best on test (as the paper "
+                             "does; default), its final one, or the one best on the dev split (needs "
+                             "--dev_results; the main table then stays 'best' and a best/dev/final table follows)")
+    parser.add_argument("--dev_results", default=None, metavar="D.json",
+                        help="results of the dev split (eval_checkpoints.py --split dev, or eval_diagnostics.py "
+                             "--split dev: selection by dev NLL); adds the best/dev/final table")
+    parser.add_argument("--transfer", nargs="+", default=None, metavar="T.json",
+                        help="one results file per task (eval_checkpoints.py --task ...): adds the transfer table "
+                             "(rows = conditions, columns = tasks) at the checkpoint --select picks on --results")
     parser.add_argument("--predictions", nargs="+", default=None, metavar="P.jsonl",
                         help="predictions file(s) for bootstrap intervals and McNemar tests (default: "
                              "{stem}.predictions.jsonl next to each results file, when all exist)")
@@ -49,6 +64,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=BOOTSTRAP_SEED, help="bootstrap seed")
     parser.add_argument("--out", default=None, help="output .md path (default: stdout)")
     return parser.parse_args(argv)
+
+
+def selection_sections(results: dict, args: argparse.Namespace) -> str:
+    """The best/dev/final table (with --dev_results) and the transfer table (with --transfer), as Markdown."""
+    choices = note = None
+    lines = []
+    if args.select == DEV_RULE and not args.dev_results:
+        raise ValueError("--select dev needs --dev_results FILE.json (eval_checkpoints.py --split dev)")
+    if args.dev_results:
+        dev = load_dev_results(args.dev_results)
+        choices, note = dev_choices(dev), dev_note(dev)
+        lines += ["", "### Checkpoint selection: best, dev, final", "",
+                  f"Test accuracy of each trained method at three checkpoints; dev choices from `{args.dev_results}`.",
+                  "", selection_table(results["conditions"], choices), "", note]
+    if args.transfer:
+        tasks = load_task_results(args.transfer)
+        picked = selected_labels(results["conditions"], args.select, choices)
+        names = ", ".join(f"`{r['path']}`" for r in tasks)
+        lines += ["", "### Transfer to other tasks", "",
+                  f"Accuracy (%) per task, each condition at its `{args.select}` checkpoint (chosen on "
+                  f"{'the dev split' if args.select == DEV_RULE else '`' + args.results[0] + '`'}), from {names}.",
+                  "", transfer_table(tasks, picked)]
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,11 +114,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("no predictions file: Wilson intervals from the counts, no paired tests", file=sys.stderr)
         kwargs = {"interval_header": header} if header else {}
-        markdown = results_markdown(results, args.results, args.select, intervals, paired_tests=tests,
+        main_rule = "best" if args.select == DEV_RULE else args.select
+        markdown = results_markdown(results, args.results, main_rule, intervals, paired_tests=tests,
                                     extra_sets=extra_sets, **kwargs)
+        markdown += selection_sections(results, args)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from err
-    print(selection_note(args.select), file=sys.stderr)
+    if args.select != DEV_RULE:
+        print(selection_note(args.select), file=sys.stderr)
     if args.out is None:
         sys.stdout.write(markdown)
     else:

@@ -23,7 +23,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from src.data.shots import SHOT_SAMPLING_MODES
 from src.data.teacher_context import TEACHER_CONTEXTS
-from src.tasks import TASKS
+from src.tasks import TASK_NAMES, get_task
 
 PARENT_KEY = "base_config"
 
@@ -80,9 +80,13 @@ class DataConfig:
     shot_sampling: str = "per_example"
     # Train on a seeded subset of this many rows (picked before tokenization); null = the whole split.
     max_train_examples: Optional[int] = None
+    # Hold back this many seeded rows of the train split as a dev split (src/data/dev_split.py): out of
+    # training and of every shot pool; scored with --split dev, used by --select dev. 0 = off (the paper's data).
+    dev_examples: int = 0
 
     def __post_init__(self) -> None:
-        _require(self.task in TASKS, f"data.task must be one of {sorted(TASKS)}, got {self.task!r}")
+        _require(self.task in TASK_NAMES, f"data.task must be one of {list(TASK_NAMES)}, got {self.task!r}")
+        _require(self.dev_examples >= 0, "data.dev_examples must be >= 0 (0 = no dev split)")
         _require(self.max_train_examples is None or self.max_train_examples > 0,
                  "data.max_train_examples must be > 0, or null for the whole split")
         _require(self.num_fewshot_examples >= 0, "data.num_fewshot_examples must be >= 0")
@@ -210,6 +214,26 @@ class EvalConfig:
 
 
 @dataclass
+class TaskConfig:
+    # data.task=jsonl only (src/tasks/jsonl.py): a task defined by these fields, no Python.
+    # Record field holding the question text.
+    question_field: str = "question"
+    # Record field holding the final answer alone (a number, or LaTeX) ...
+    answer_field: Optional[str] = None
+    # ... or worked text ending in '#### N' (number) or a \boxed{} answer (latex). Set exactly one.
+    solution_field: Optional[str] = None
+    # "number": GSM8K's prompt, extraction and exact numeric match; "latex": MATH-500's (\boxed{}, math-verify).
+    answer_type: str = "number"
+
+    def __post_init__(self) -> None:
+        from src.tasks.jsonl import ANSWER_TYPES
+
+        _require(self.answer_type in ANSWER_TYPES,
+                 f"task.answer_type must be one of {ANSWER_TYPES}, got {self.answer_type!r}")
+        _require(bool(self.question_field), "task.question_field must name a record field")
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -217,8 +241,16 @@ class Config:
     lora: LoraConfig = field(default_factory=LoraConfig)
     distillation: DistillationConfig = field(default_factory=DistillationConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
 
     def __post_init__(self) -> None:
+        # The task: section travels with data: (a plain attribute, not a config key), so every function
+        # that takes only the data config builds the same task (src/tasks `task_of`).
+        self.data.task_settings = self.task
+        try:
+            get_task(self.data.task, self.task)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         if self.distillation.reuse_shot_prefix:
             shot_sampling, teacher_context = self.data.shot_sampling, self.distillation.teacher_context
             _require(shot_sampling == "fixed" and teacher_context == "fewshot",

@@ -1,5 +1,5 @@
 """GSM8K answer extraction (flexible) and gold parsing (src/tasks/gsm8k.py), numeric matching and accuracy
-(src/eval/answers.py). Strict vs flexible extraction: tests/test_tasks.py."""
+(src/tasks/numbers.py; accuracy: src/eval/answers.py). Strict vs flexible extraction: tests/test_tasks.py."""
 
 import json
 import re
@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from src.eval.answers import accuracy, answers_match
+from src.eval.answers import accuracy
+from src.tasks.numbers import answers_match
 from src.tasks.gsm8k import extract_answer, parse_gold_answer
 
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"

@@ -68,3 +68,18 @@ def test_reproduce_refuses_a_gpu_count_that_does_not_divide_the_global_batch(tin
     assert result.returncode != 0
     assert "not divisible by 3 GPUs x 4 per device" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_reproduce_with_a_dev_split_reports_dev_selection_beside_best(tiny_model_dir, tmp_path):
+    out = tmp_path / "dev"
+    result = reproduce(out, tiny_model_dir, DEV_EXAMPLES="8", N_GPUS="1", PER_DEVICE="2", GLOBAL_BATCH="4")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for run in ("baseline", "online_v1"):
+        assert "dev_examples: 8" in (out / "experiments" / run / "run_config.yaml").read_text()
+    dev = json.loads((out / "dev_eval.json").read_text())
+    assert dev["split"] == "dev" and set(dev["conditions"]) == {"baseline", "online_v1"}
+    assert {e["total"] for labels in dev["conditions"].values() for e in labels.values()} == {4}  # --n_samples 4
+    assert json.loads((out / "eval.json").read_text())["prompting"]["shots_from"]["dev_examples_held_out"] == 8
+    results = (out / "results.md").read_text()
+    assert "### Checkpoint selection: best, dev, final" in results and "dev-selected" in results
+    assert (out / "checkpoint_selection.png").is_file()

@@ -27,10 +27,11 @@ from typing import Sequence
 import torch
 
 from src.constants import IGNORE_INDEX
+from src.data.dev_split import DEV_SPLIT, rows_of_split
 from src.data.prompts import AlignmentError, render_answer, render_prompt, tokenize_prompt_and_answer
 from src.data.shots import evaluation_shot_indices, question_index, training_shot_indices
 from src.data.teacher_context import teacher_shots
-from src.tasks import get_task, validate_rows
+from src.tasks import task_of, validate_rows
 from src.utils.resources import DATA_FIX, ResourceError, loading
 
 
@@ -69,24 +70,37 @@ class BuildStats:
 
 
 def load_gsm8k_rows(data_cfg, split: str) -> list[dict]:
-    """Rows `{"question", "answer"}` of one split of `data.task`'s dataset, validated by that task."""
+    """Rows `{"question", "answer"}` of one split of `data.task`'s dataset, validated by that task.
+
+    With `data.dev_examples` > 0 the train split loses its dev rows, and split "dev" is those rows
+    (src/data/dev_split.py).
+    """
     import datasets  # imported here: the pure helpers of this module do not need it
 
+    wanted, split = split, (data_cfg.train_split if split == DEV_SPLIT else split)
+    if wanted == DEV_SPLIT and not data_cfg.dev_examples:
+        raise ValueError("the dev split needs data.dev_examples=N (the N train rows held back from training)")
+    task = task_of(data_cfg)
     if data_cfg.path:
         folder = Path(data_cfg.path)
-        file = folder / f"{split}.jsonl"
+        name = task.data_file(split)
+        if name is None:
+            raise ResourceError(f"data.task={task.name} has no {split!r} split (it has: "
+                                f"{', '.join(task.split_files or ())}); set data.train_split/data.test_split")
+        file = folder / name
         if not file.is_file():
             raise ResourceError(
-                f"data.path={data_cfg.path!r} has no {split}.jsonl ({file.resolve()}). Point data.path "
+                f"data.path={data_cfg.path!r} has no {name} ({file.resolve()}). Point data.path "
                 "at a folder with train.jsonl/test.jsonl, or set data.path=null to load "
                 f"{data_cfg.dataset} from the hub.")
         dataset = datasets.load_dataset("json", data_files={split: str(file)}, split=split)
     else:
         with loading("dataset", data_cfg.dataset, fix=DATA_FIX):
             dataset = datasets.load_dataset(data_cfg.dataset, data_cfg.subset, split=split)
-    task = get_task(data_cfg.task)
     rows = [task.to_row(record) for record in dataset]
     rows, _ = validate_rows(rows, task, policy=data_cfg.invalid_rows, source=f"{split} split")
+    if split == data_cfg.train_split and data_cfg.dev_examples:
+        rows = rows_of_split(rows, wanted, data_cfg.dev_examples)
     return rows
 
 
@@ -102,7 +116,7 @@ def build_example(tokenizer, rows: Sequence[dict], index: int, data_cfg, seed: i
     """
     row = rows[index]
     question, answer = row["question"], row["answer"]
-    task = get_task(data_cfg.task)
+    task = task_of(data_cfg)
     student_prompt = render_prompt(tokenizer, question, task=task)
     answer_text = render_answer(tokenizer, question, answer, task=task)
     student_prompt_ids, answer_ids = tokenize_prompt_and_answer(tokenizer, student_prompt, answer_text)

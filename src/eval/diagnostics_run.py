@@ -24,10 +24,11 @@ from src.config import config_to_dict
 from src.data.prompts import has_chat_template
 from src.eval import diagnostics as diag
 from src.eval.conditions import discover_targets, log_problems
-from src.eval.evaluate import build_parser, parse_args
 from src.data.subset import select_subset
+from src.eval.evaluate import build_parser, evaluated_split, parse_args
 from src.eval.prompts import rows_fingerprint
 from src.eval.runner import IncompatibleResultsError, ResultsStore, report
+from src.eval.shot_source import load_shot_rows
 from src.run_identity import ZERO_SHOT_CONDITION, icl_condition
 from src.utils.run_info import collect_run_info
 
@@ -88,8 +89,8 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
     from src.models.student import AnswerWindowLM, load_base_model, load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model.name)
-    test_rows = load_gsm8k_rows(cfg.data, cfg.data.test_split)
-    train_rows = load_gsm8k_rows(cfg.data, cfg.data.train_split)  # the teacher's shots
+    test_rows = load_gsm8k_rows(cfg.data, evaluated_split(cfg, args.split))
+    train_rows, shot_source = load_shot_rows(cfg.data, args.shot_path)  # the teacher's shots
     seed, n_shots = cfg.training.seed, cfg.data.num_fewshot_examples
     top_k, alignment = cfg.eval.mse_top_k, cfg.distillation.alignment
     indices = select_subset(len(test_rows), args.n_samples, seed)
@@ -104,9 +105,11 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
         "kind": KIND,
         "config": config_to_dict(cfg),
         "model": cfg.model.name,
+        "task": cfg.data.task,
+        "split": args.split,
         "subset_indices": indices,
         "sampling": {"teacher_forced": True},
-        "prompting": {"teacher_shots": n_shots, "shot_seed": seed, "shot_split": cfg.data.train_split,
+        "prompting": {"teacher_shots": n_shots, "shot_seed": seed, "shots_from": shot_source,
                       "shot_sampling": cfg.data.shot_sampling,
                       "chat_template": has_chat_template(tokenizer)},
         "data_fingerprint": rows_fingerprint(test_rows) + ":" + rows_fingerprint(train_rows),

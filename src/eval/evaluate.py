@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Sequence
 
 from src.config import ConfigError, config_to_dict, load_config
+from src.data.dev_split import DEV_SPLIT
 from src.data.prompts import has_chat_template
 from src.eval.backends import (DTYPES, EngineSettings, cuda_available, default_backend, make_backend,
                                resolve_dtype)
@@ -21,12 +22,15 @@ from src.eval.conditions import adapter_rank, discover_targets, log_problems, pa
 from src.data.subset import select_subset
 from src.eval.prompts import build_prompts, max_model_len, rows_fingerprint, tokenize_prompts
 from src.eval.runner import IncompatibleResultsError, ResultsStore, report, run_targets
-from src.tasks import get_task
+from src.eval.shot_source import load_shot_rows
+from src.tasks import TASK_NAMES, task_of
 from src.utils.gpu_env import check_gpu_setup
 from src.utils.resources import ResourceError
 from src.utils.run_info import collect_run_info
 
 logger = logging.getLogger("fewshot_distill.eval")
+
+TEST_SPLIT = "test"
 
 
 def build_parser(description: str | None = None, generation: bool = True) -> argparse.ArgumentParser:
@@ -45,6 +49,14 @@ def build_parser(description: str | None = None, generation: bool = True) -> arg
     parser.add_argument("--output", required=True, help="results JSON; predictions go to {stem}.predictions.jsonl")
     parser.add_argument("--overwrite", action="store_true",
                         help="discard an existing results file instead of resuming it")
+    parser.add_argument("--task", default=None, choices=TASK_NAMES,
+                        help="evaluate on this task (= data.task=NAME; point data.path= at its folder): e.g. "
+                             "GSM8K-trained checkpoints on svamp, gsm_hard or math500")
+    parser.add_argument("--split", choices=(TEST_SPLIT, DEV_SPLIT), default=TEST_SPLIT,
+                        help="test: data.test_split; dev: the data.dev_examples rows held back from training")
+    parser.add_argument("--shot_path", default=None, metavar="FOLDER",
+                        help="GSM8K folder (train.jsonl) for the few-shot rows of a task without a train split "
+                             "(svamp, gsm_hard, math500); default: GSM8K from the hub")
     if generation:
         parser.add_argument("--backend", choices=("vllm", "hf"), default=None,
                             help="default: vllm when installed, else hf (batched transformers generate)")
@@ -69,12 +81,18 @@ def parse_args(argv: Sequence[str] | None, description: str | None = None,
     try:
         args.checkpoint_labels = (None if args.checkpoint_steps is None
                                   else [parse_checkpoint_selector(s) for s in args.checkpoint_steps])
-        cfg = load_config(args.config, args.overrides)
+        task_override = [f"data.task={args.task}"] if args.task else []
+        cfg = load_config(args.config, [*args.overrides, *task_override])
     except (ValueError, ConfigError) as error:
         parser.error(str(error))
     if hasattr(args, "backend"):
         args.backend = args.backend or default_backend()
     return args, cfg
+
+
+def evaluated_split(cfg, split: str) -> str:
+    """The row-loader split `--split` names: data.test_split, or the dev split."""
+    return DEV_SPLIT if split == DEV_SPLIT else cfg.data.test_split
 
 
 def main(argv: Sequence[str] | None = None, description: str | None = None) -> int:
@@ -90,15 +108,15 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
     try:
         tokenizer = load_tokenizer(cfg.model.name)
         load_model_config(cfg.model.name)  # before any engine starts: vLLM's own error is a long traceback
-        test_rows = load_gsm8k_rows(cfg.data, cfg.data.test_split)
-        train_rows = load_gsm8k_rows(cfg.data, cfg.data.train_split)
-    except ResourceError as error:
+        test_rows = load_gsm8k_rows(cfg.data, evaluated_split(cfg, args.split))
+        train_rows, shot_source = load_shot_rows(cfg.data, args.shot_path)
+    except (ResourceError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     seed = cfg.training.seed
     indices = select_subset(len(test_rows), args.n_samples, seed)
-    task = get_task(cfg.data.task)
-    golds = [task.parse_gold(test_rows[i]["answer"]) for i in indices]
+    task = task_of(cfg.data)
+    golds = [task.row_gold(test_rows[i]) for i in indices]
     icl_shots = cfg.data.num_fewshot_examples
 
     targets, problems = discover_targets(args.conditions, args.base_dir, args.checkpoint_labels,
@@ -131,9 +149,11 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
     header = {
         "config": config_to_dict(cfg),
         "model": cfg.model.name,
+        "task": cfg.data.task,
+        "split": args.split,
         "subset_indices": indices,
         "sampling": {"temperature": 0.0, "max_new_tokens": args.max_new_tokens},
-        "prompting": {"icl_shots": icl_shots, "shot_seed": seed, "shot_split": cfg.data.train_split,
+        "prompting": {"icl_shots": icl_shots, "shot_seed": seed, "shots_from": shot_source,
                       "shot_sampling": cfg.data.shot_sampling, "task": cfg.data.task,
                       "chat_template": has_chat_template(tokenizer), "enable_thinking": False},
         "data_fingerprint": rows_fingerprint([test_rows[i] for i in indices]) + ":" + rows_fingerprint(train_rows),

@@ -35,7 +35,8 @@ from src.utils.resources import ResourceError
 logger = logging.getLogger(__name__)
 
 # Header fields that must match for a run to add to an existing results file.
-COMPATIBILITY_KEYS = ("model", "subset_indices", "sampling", "prompting", "data_fingerprint", "engine")
+# "task" and "split": a results file holds one task's one split, never merged with another's.
+COMPATIBILITY_KEYS = ("model", "task", "split", "subset_indices", "sampling", "prompting", "data_fingerprint", "engine")
 
 
 class IncompatibleResultsError(ValueError):

@@ -137,8 +137,14 @@ def load_many(paths: list[str | Path]) -> dict:
         raise ValueError("no results files given; pass at least one --results FILE.json")
     results = [load_results(p) for p in paths]
     sources = [str(p) for p in paths]
+    # One results set is one task's one split: files of other tasks go side by side (the transfer table).
+    for key, default in (("task", "gsm8k"), ("split", "test")):
+        found = {source: r.get(key, default) for source, r in zip(sources, results)}
+        if len(set(found.values())) > 1:
+            raise ValueError(f"these results files hold different {key}s ({found}) and are never merged; pass "
+                             "one per run of write_results.py, or other tasks with --transfer")
     merged: dict[str, Any] = {"conditions": merge_conditions(results, sources), "sources": sources}
-    for key in ("model", "published", "source", "sampling", "headline", "condition_descriptions",
+    for key in ("model", "task", "split", "published", "source", "sampling", "headline", "condition_descriptions",
                 "condition_labels", "title", "training"):
         values = [r[key] for r in results if key in r]
         if values and len(values) == len(results) and all(v == values[0] for v in values):

@@ -5,7 +5,12 @@ how the gold answer is parsed, and how an answer is extracted from a model's out
 else (chat template, shots, teacher contexts, losses, evaluation loop) is shared.
 
 Rows are `{"question": str, "answer": str}` dicts everywhere in the code; `to_row` maps a dataset
-record onto that shape.
+record onto that shape. `answer` is the assistant turn a model is trained on and a shot shows; a task
+whose records state the final answer apart from that text (MATH-500's `answer` field) keeps it in an
+optional third key, `gold`, read by `row_gold`.
+
+Each split is one file in the `data.path` folder (`data_file`: `{split}.jsonl` by default; None when
+the task has no such split, e.g. SVAMP, GSM-Hard and MATH-500 are test sets only).
 
 Answer extraction is reported two ways, like lm-evaluation-harness's `strict-match` and
 `flexible-extract` filters:
@@ -26,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from src.eval.answers import answers_match
+from src.tasks.numbers import answers_match
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,14 @@ class Task:
     """Base class of a dataset's task; subclasses override what differs (see module docstring)."""
 
     name: str = ""
+    # File of each split under data.path; None = the default `{split}.jsonl` for every split.
+    split_files: dict[str, str] | None = None
+
+    def data_file(self, split: str) -> str | None:
+        """The file name of `split` in a data.path folder, or None when the task has no such split."""
+        if self.split_files is None:
+            return f"{split}.jsonl"
+        return self.split_files.get(split)
 
     def to_row(self, record: dict) -> dict:
         """A dataset record as a `{"question", "answer"}` row (fields may be missing: `row_problem` says so)."""
@@ -61,6 +74,11 @@ class Task:
     def parse_gold(self, answer: str) -> str:
         """A row's gold answer as a canonical string; ValueError if it has none."""
         raise NotImplementedError
+
+    def row_gold(self, row: dict) -> str:
+        """A row's gold answer: its `gold` key when the record states one, else parsed from its answer text."""
+        gold = row.get("gold")
+        return gold if isinstance(gold, str) else self.parse_gold(row["answer"])
 
     def extract(self, text: str) -> Extraction:
         """The strict and flexible answers in a model output."""

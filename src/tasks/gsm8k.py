@@ -3,7 +3,7 @@
 Rows are `{"question", "answer"}`; an answer is worked reasoning ending with a line `#### N`. The
 question is shown as `Question: {question}`; the answer turn is the row's answer text verbatim.
 
-Extraction from a model output (canonical numeric strings, see src/eval/answers.py):
+Extraction from a model output (canonical numeric strings, see src/tasks/numbers.py):
   strict    the first number on the line of the LAST `####` marker (after the marker), else None
             (lm-evaluation-harness `strict-match` reads the `####` line only, too);
   flexible  the number after the last `####` (on its line or below) when there is one, else the
@@ -18,7 +18,7 @@ Extraction from a model output (canonical numeric strings, see src/eval/answers.
 
 from __future__ import annotations
 
-from src.eval.answers import first_number, last_number
+from src.tasks.numbers import first_number, last_number
 from src.tasks.base import Extraction, Task
 
 ANSWER_MARKER = "####"
