@@ -26,7 +26,8 @@ def rows(draw):
     return out
 
 
-def check_rows(tokenizer, generated_rows):
+def check_rows(tokenizer, generated_rows) -> int:
+    """Build every row's example: aligned, or refused with AlignmentError. Returns how many were built."""
     cfg = DataConfig(num_fewshot_examples=2)
     examples = []
     for index in range(len(generated_rows)):
@@ -42,18 +43,30 @@ def check_rows(tokenizer, generated_rows):
         _, mask, answer_ids = D.student_answer_window(batch["student_labels"])
         D.check_aligned_token_ids(batch["teacher_input_ids"], batch["teacher_attention_mask"].sum(1),
                                   answer_ids, mask)
+    return len(examples)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(generated_rows=rows())
-def test_alignment_holds_for_generated_rows_real_qwen3(qwen3_tokenizer, generated_rows):
-    check_rows(qwen3_tokenizer, generated_rows)
+def check_generated_rows(tokenizer):
+    """Alignment over 40 generated row sets, and most rows are really built: a tokenizer or template that
+    refused every row would otherwise pass without checking any alignment."""
+    counts = {"rows": 0, "built": 0}
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(generated_rows=rows())
+    def check(generated_rows):
+        counts["rows"] += len(generated_rows)
+        counts["built"] += check_rows(tokenizer, generated_rows)
+
+    check()
+    assert counts["built"] >= 0.9 * counts["rows"], counts
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(generated_rows=rows())
-def test_alignment_holds_for_generated_rows_offline_tokenizer(offline_tokenizer, generated_rows):
-    check_rows(offline_tokenizer, generated_rows)
+def test_alignment_holds_for_generated_rows_real_qwen3(qwen3_tokenizer):
+    check_generated_rows(qwen3_tokenizer)
+
+
+def test_alignment_holds_for_generated_rows_offline_tokenizer(offline_tokenizer):
+    check_generated_rows(offline_tokenizer)
 
 
 @pytest.fixture(scope="module")

@@ -163,8 +163,14 @@ def test_accuracy_as_percent_is_rejected():
         validate_entry({"accuracy": 64.29, "correct": 848, "total": 1319}, "x")
 
 
-def test_rounded_accuracy_is_accepted():
-    validate_entry({"accuracy": 0.6429, "correct": 848, "total": 1319}, "x")
+def test_accuracy_rounded_to_four_decimals_is_accepted_but_not_one_that_disagrees(tmp_path):
+    """848 / 1319 = 0.642911...: rounded to 4 decimals it loads with its counts; 0.6439 (off by 1e-3,
+    past the 5e-4 tolerance) does not."""
+    data = {"conditions": {"baseline": {"step_400": {"accuracy": 0.6429, "correct": 848, "total": 1319}}}}
+    loaded = load_results(write_json(tmp_path / "rounded.json", data))
+    assert loaded["conditions"]["baseline"]["step_400"]["correct"] == 848
+    with pytest.raises(ValueError, match="inconsistent with correct/total"):
+        validate_entry({"accuracy": 0.6439, "correct": 848, "total": 1319}, "x")
 
 
 @pytest.mark.parametrize("bad", [
