@@ -83,6 +83,7 @@ class Run:
     data_stats: dict = field(default_factory=dict)
     examples: list = field(default_factory=list)   # the TrainingExamples the dataloader serves
     n_train_rows: int = 0                           # rows of the training split (shots are drawn from them)
+    step: int = 0                   # optimizer steps done, kept current by `train` (on-policy sampling seeds)
 
     @property
     def config_yaml(self) -> str:
@@ -349,6 +350,7 @@ def train(run: Run, loss_step: LossStep) -> Path:
         state = load_checkpoint(run.resume_from, run.peft_model, run.optimizer, run.scheduler,
                                 accelerator.process_index)
         step, epoch, batches_done_in_epoch = state["step"], state["epoch"], state["batches_done_in_epoch"]
+        run.step = step
         logger.info("resumed from %s at step %d (epoch %d, batch %d)", run.resume_from, step, epoch,
                     batches_done_in_epoch)
 
@@ -397,6 +399,7 @@ def train(run: Run, loss_step: LossStep) -> Path:
 
             run.scheduler.step()
             step += 1
+            run.step = step
             progress.update(1)
             eval_scalars = {}
             if evaluator is not None and step % train_cfg.eval_steps == 0:

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# make mini-onpolicy: the on-policy runs of make mini (same model, rows, steps and held-out diagnostics),
+# compared against the committed off-policy runs in assets/mini/ instead of re-training them.
+#
+#   make mini-onpolicy               # or: PYTHON=.venv/bin/python bash scripts/mini_onpolicy.sh
+#   MSE=no bash scripts/mini_onpolicy.sh             # only the reverse-KL run
+#
+# Trains `onpolicy` (configs/mini/onpolicy.yaml: the student's own samples, reverse KL, base teacher)
+# and, unless MSE=no, `onpolicy_mse` (the same with the paper's MSE: only the answer source differs
+# from assets/mini/online_v1, besides the CE it cannot have), scores every checkpoint and both base rows
+# on the same held-out test rows as make mini, and copies the small outputs (diagnostics JSON, per-row
+# JSONL, each run's metrics.jsonl / run_info.json / run_config.yaml / samples.jsonl) into $ASSETS
+# (default assets/mini_onpolicy/). Re-running continues where it stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python}
+OUT=${OUT:-mini_out/onpolicy}
+ASSETS=${ASSETS-assets/mini_onpolicy}
+export ACCELERATE_USE_CPU=${ACCELERATE_USE_CPU:-true}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+MODEL=${MODEL:-models/smollm2-135m-instruct}
+if [ "$MODEL" = models/smollm2-135m-instruct ]; then
+  $PYTHON scripts/get_real_model.py --out "$MODEL"
+fi
+DATA=${DATA:-../shared/data/gsm8k}
+CONFIG=configs/mini/onpolicy.yaml
+EXP="$OUT/experiments"
+mkdir -p "$EXP"
+
+train_run() {  # NAME [key=value ...]
+  local name=$1 dir="$EXP/$1" mode=()
+  shift
+  if [ -d "$dir/final" ]; then echo "== $name: finished earlier, skipped"; return; fi
+  if compgen -G "$dir/checkpoint-*" > /dev/null; then mode=(--resume); elif [ -d "$dir" ]; then mode=(--overwrite); fi
+  echo "== train $name ${mode[*]:-} ($(date -u +%H:%M:%S))"
+  $PYTHON -m accelerate.commands.launch --num_processes 1 src/training/train_online_v1.py --config "$CONFIG" \
+    --output_dir "$dir" "${mode[@]}" model.name="$MODEL" data.path="$DATA" "$@"
+}
+
+start=$SECONDS
+RUNS=(onpolicy)
+train_run onpolicy
+if [ "${MSE:-yes}" = yes ]; then
+  train_run onpolicy_mse distillation.loss=mse eval.held_out_examples=0
+  RUNS+=(onpolicy_mse)
+fi
+train_seconds=$(( SECONDS - start ))
+
+echo "== held-out diagnostics ($(date -u +%H:%M:%S))"
+t0=$SECONDS
+$PYTHON scripts/eval_diagnostics.py --config "$CONFIG" --conditions base_0shot icl_8shot "${RUNS[@]}" \
+  --base_dir "$EXP" --n_samples "${DIAG_SAMPLES:-24}" --batch_size "${DIAG_BATCH:-4}" \
+  --output "$OUT/diagnostics.json" model.name="$MODEL" data.path="$DATA"
+diag_seconds=$(( SECONDS - t0 ))
+echo "{\"train_seconds\": $train_seconds, \"diagnostics_seconds\": $diag_seconds, \"mini_wall_seconds\": $(( SECONDS - start ))}" \
+  > "$OUT/pipeline_times.json"
+
+if [ -n "$ASSETS" ]; then
+  mkdir -p "$ASSETS"
+  cp "$OUT/diagnostics.json" "$OUT/diagnostics.rows.jsonl" "$OUT/pipeline_times.json" "$ASSETS/"
+  for name in "${RUNS[@]}"; do
+    mkdir -p "$ASSETS/$name"
+    cp "$EXP/$name/metrics.jsonl" "$EXP/$name/run_info.json" "$EXP/$name/run_config.yaml" \
+       "$EXP/$name/samples.jsonl" "$ASSETS/$name/"
+  done
+  echo "copied the small outputs to $ASSETS/"
+fi
+echo "== make mini-onpolicy finished in $(( SECONDS - start )) s"
