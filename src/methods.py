@@ -33,7 +33,7 @@ class Condition:
     name: str
     label: str
     colour: str | None = None
-    method: str | None = None          # None: a base-model row
+    method: str | None = None          # None: a base-model row, or a run folder named by hand (below)
     teacher_context: str | None = None  # for a method with a teacher
 
 
@@ -67,9 +67,9 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition("online_v1", "LoRA SFT + Few-Shot Distillation", "tab:red", DISTILLATION_METHOD, "fewshot"),
     Condition("onpolicy", "On-policy distillation (student samples, reverse KL)", "tab:brown", ONPOLICY_METHOD,
               "fewshot"),
-    # The same method trained with distillation.loss=mse (make mini): the answer source alone changed.
-    Condition("onpolicy_mse", "On-policy distillation (student samples, MSE)", "tab:olive", ONPOLICY_METHOD,
-              "fewshot"),
+    # make mini-onpolicy's run folder of the onpolicy method with distillation.loss=mse (its run_info says
+    # "onpolicy": a loss is not part of a run's identity), named here for its label and colour only.
+    Condition("onpolicy_mse", "On-policy distillation (student samples, MSE)", "tab:olive"),
     Condition("onpolicy_mixed", "Mixed gold / student-sample distillation", "tab:pink", MIXED_METHOD, "fewshot"),
 )
 CONDITIONS_BY_NAME: dict[str, Condition] = {c.name: c for c in CONDITIONS}
