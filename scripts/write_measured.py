@@ -39,6 +39,11 @@ def run_timing(records: list[dict]) -> dict:
             "final_ce": train[-1].get("train/ce_loss") if train else None}
 
 
+def run_elapsed(metrics: Path) -> float:
+    """Seconds from the start of training to the last logged step of a run."""
+    return max(r["elapsed_s"] for r in read_metrics_jsonl(metrics) if "elapsed_s" in r)
+
+
 def onpolicy_markdown(onpolicy: Path, mini_conditions: dict) -> list[str]:
     """The on-policy runs beside the off-policy distillation run: held-out diagnostics per checkpoint,
     then what the student sampled over training (length, EOS, generation time) per run."""
@@ -60,8 +65,10 @@ def onpolicy_markdown(onpolicy: Path, mini_conditions: dict) -> list[str]:
         f"scores those tokens; no CE, loss = {dist['lambda_distill']} x the distillation term on the teacher's top-"
         f"{dist['n_top_logits']} ids ("
         + ", ".join(f"`{run}`: `{c['distillation']['loss']}`" for run, c in configs.items())
-        + f"; {dist['alignment']} alignment as above). Wall time {times['mini_wall_seconds']} s (training "
-        f"{times['train_seconds']} s, diagnostics {times['diagnostics_seconds']} s). The base rows of its "
+        + f"; {dist['alignment']} alignment as above). Training time (the last step's `elapsed_s` in "
+        "metrics.jsonl, in-training eval passes included): "
+        + ", ".join(f"`{run}` {run_elapsed(onpolicy / run / 'metrics.jsonl'):.0f} s" for run in runs)
+        + f"; diagnostics {times['diagnostics_seconds']} s. The base rows of its "
         f"diagnostics {'equal' if same_base else 'DIFFER FROM'} those above (the same held-out rows). The "
         "off-policy distillation run is the one above, not re-run:",
         "",
