@@ -54,12 +54,14 @@ def onpolicy_markdown(onpolicy: Path, mini_conditions: dict) -> list[str]:
     configs = {run: yaml.safe_load((onpolicy / run / "run_config.yaml").read_text()) for run in runs}
     cfg = configs[runs[0]]
     dist, gen = cfg["distillation"], cfg["generation"]
+    last_steps = {run: max(r["step"] for r in read_metrics_jsonl(onpolicy / run / "metrics.jsonl")) for run in runs}
     same_base = all(conditions[c]["base"] == mini_conditions[c]["base"] for c in conditions
                     if "base" in conditions[c] and c in mini_conditions)
     lines = [
         "",
         f"**On-policy distillation** (`make mini-onpolicy`, [`assets/mini_onpolicy/`](assets/mini_onpolicy)): the "
-        f"same rows, steps, lr and held-out rows, but every step the student samples its own answer to each "
+        f"same rows, lr schedule ({cfg['training']['max_steps']} steps) and held-out rows, but every step the student "
+        f"samples its own answer to each "
         f"question (temperature {gen['temperature']}, top-p {gen['top_p']}, at most {gen['max_new_tokens']} new "
         f"tokens) and the {cfg['data']['num_fewshot_examples']}-shot teacher ({dist['teacher_weights']} weights) "
         f"scores those tokens; no CE, loss = {dist['lambda_distill']} x the distillation term on the teacher's top-"
@@ -70,7 +72,10 @@ def onpolicy_markdown(onpolicy: Path, mini_conditions: dict) -> list[str]:
         + ", ".join(f"`{run}` {run_elapsed(onpolicy / run / 'metrics.jsonl'):.0f} s" for run in runs)
         + f"; diagnostics {times['diagnostics_seconds']} s. The base rows of its "
         f"diagnostics {'equal' if same_base else 'DIFFER FROM'} those above (the same held-out rows). The "
-        "off-policy distillation run is the one above, not re-run:",
+        "off-policy distillation run is the one above, not re-run." + "".join(
+            f" `{run}` was stopped after step {last} of {configs[run]['training']['max_steps']} (CPU time); its "
+            f"checkpoints up to step {last} are scored, to compare with the off-policy run at the same step."
+            for run, last in last_steps.items() if last < configs[run]['training']['max_steps']),
         "",
         diagnostics_markdown({**{c: labels for c, labels in conditions.items()},
                               "online_v1": mini_conditions["online_v1"]}),
