@@ -73,8 +73,8 @@ def onpolicy_markdown(onpolicy: Path, mini_conditions: dict) -> list[str]:
         + f"; diagnostics {times['diagnostics_seconds']} s. The base rows of its "
         f"diagnostics {'equal' if same_base else 'DIFFER FROM'} those above (the same held-out rows). The "
         "off-policy distillation run is the one above, not re-run." + "".join(
-            f" `{run}` was stopped after step {last} of {configs[run]['training']['max_steps']} (CPU time); its "
-            f"checkpoints up to step {last} are scored, to compare with the off-policy run at the same step."
+            f" `{run}` was stopped after step {last} of {configs[run]['training']['max_steps']} (CPU time): the "
+            "checkpoints it saved before are scored, to compare with the off-policy run at the same step."
             for run, last in last_steps.items() if last < configs[run]['training']['max_steps']),
         "",
         diagnostics_markdown({**{c: labels for c, labels in conditions.items()},
