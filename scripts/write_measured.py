@@ -96,8 +96,10 @@ def onpolicy_markdown(onpolicy: Path, mini_conditions: dict) -> list[str]:
                              f"{r['train/dist_loss']:.4f} |")
         samples = [json.loads(line) for line in (onpolicy / run / "samples.jsonl").read_text().splitlines() if line]
         limited = sum(1 for s in samples if not s["eos"])
-        totals.append(f"`{run}`: {limited} of {len(samples)} samples reached the {gen['max_new_tokens']}-token limit "
-                      f"without EOS, {sum(1 for s in samples if s['empty'])} were empty")
+        steps = sorted({s["step"] for s in samples})
+        totals.append(f"`{run}`: {limited} of {len(samples)} samples (written at steps {steps[0]}-{steps[-1]}) reached "
+                      f"the {gen['max_new_tokens']}-token limit without EOS, {sum(1 for s in samples if s['empty'])} "
+                      "were empty")
     lines += ["", "; ".join(totals) + "."]
     return lines
 
