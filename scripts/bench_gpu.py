@@ -5,7 +5,8 @@ Needs only torch, transformers and peft (no vLLM, no datasets, no model hub), so
 GPU machine. Writes one JSON (default docs/bench_gpu.json) that docs/performance.md cites:
 
   bench.<attention>     src/bench/step_bench.py at the qwen3-1.7b shape (random weights from its
-                        config, bf16): sft, reference, ours, ours_cached, fixed, fixed_reuse with sdpa;
+                        config, bf16): sft, reference, ours, ours_cached, fixed, fixed_reuse, onpolicy
+                        (generation / teacher / student split, 128 sampled tokens per row) with sdpa;
                         sft, ours, fixed_reuse with flash_attention_2 when `flash_attn` imports. Median
                         step times, torch.cuda.max_memory_allocated per variant (each variant is its own
                         process), the FLOP model, and the shared-prefix teacher's bf16 difference from
@@ -37,7 +38,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-SDPA_VARIANTS = "sft,reference,ours,ours_cached,fixed,fixed_reuse"
+SDPA_VARIANTS = "sft,reference,ours,ours_cached,fixed,fixed_reuse,onpolicy"
 FLASH_VARIANTS = "sft,ours,fixed_reuse"
 # Flash-attention runs only if the sdpa pass left this much of the budget (seconds).
 FLASH_MIN_SECONDS_LEFT = 150
@@ -129,6 +130,10 @@ def summarise(report: dict) -> dict:
     miss = report.get("details", {}).get("ours_cached", {}).get("miss_step_s")
     if miss:
         summary["ours_cached_miss"] = {"step_x_sft": miss / sft["median_step_s"]}
+    onpolicy = report.get("details", {}).get("onpolicy")
+    if onpolicy:  # where the on-policy step's time goes
+        summary["onpolicy_split"] = {f"{part}_x_sft": onpolicy[f"{part}_step_s"] / sft["median_step_s"]
+                                     for part in ("generation", "teacher", "student")}
     return summary
 
 
@@ -138,7 +143,7 @@ def bench_args(args, data: Path, tokenizer: Path, attention: str, variants: str,
     if args.dry_run:
         return common + ["--model", "tiny", "--device", "cpu", "--dtype", "float32", "--batch-size", "1",
                          "--n-batches", "1", "--warmup", "0", "--repeats", "1", "--shots", "2", "--k", "16",
-                         "--length-sample", "2", "--in-process"]
+                         "--length-sample", "2", "--gen-tokens", "4", "--in-process"]
     return common + ["--model", "qwen3-1.7b", "--device", "cuda", "--dtype", "bfloat16", "--batch-size", "4",
                      "--n-batches", "2", "--warmup", "1", "--repeats", "3", "--length-sample", "64"]
 

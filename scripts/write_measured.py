@@ -1,11 +1,12 @@
 """The README section "Measured in this repository", generated from the committed `make mini` outputs.
 
-Reads assets/mini/ (diagnostics.json, pipeline_times.json, {run}/metrics.jsonl, {run}/run_config.yaml)
-and the published numbers (assets/published_results.json); writes assets/mini/measured.md and, with
---readme, replaces the text between the README's `<!-- measured:start -->` / `<!-- measured:end -->`
-markers. No number in that section is typed by hand.
+Reads assets/mini/ (diagnostics.json, pipeline_times.json, {run}/metrics.jsonl, {run}/run_config.yaml),
+the on-policy runs of `make mini-onpolicy` when present (assets/mini_onpolicy/: the same files plus each
+run's samples.jsonl) and the published numbers (assets/published_results.json); writes
+assets/mini/measured.md and, with --readme, replaces the text between the README's
+`<!-- measured:start -->` / `<!-- measured:end -->` markers. No number in that section is typed by hand.
 
-    python scripts/write_measured.py --mini assets/mini --readme README.md
+    python scripts/write_measured.py --mini assets/mini --onpolicy assets/mini_onpolicy --readme README.md
 """
 
 from __future__ import annotations
@@ -38,7 +39,72 @@ def run_timing(records: list[dict]) -> dict:
             "final_ce": train[-1].get("train/ce_loss") if train else None}
 
 
-def measured_markdown(mini: Path, published: Path) -> str:
+def run_elapsed(metrics: Path) -> float:
+    """Seconds from the start of training to the last logged step of a run."""
+    return max(r["elapsed_s"] for r in read_metrics_jsonl(metrics) if "elapsed_s" in r)
+
+
+def onpolicy_markdown(onpolicy: Path, mini_conditions: dict) -> list[str]:
+    """The on-policy runs beside the off-policy distillation run: held-out diagnostics per checkpoint,
+    then what the student sampled over training (length, EOS, generation time) per run."""
+    diagnostics = load_diagnostics(onpolicy / "diagnostics.json")
+    conditions = diagnostics["conditions"]
+    times = json.loads((onpolicy / "pipeline_times.json").read_text())
+    runs = sorted(p.name for p in onpolicy.iterdir() if (p / "metrics.jsonl").is_file())
+    configs = {run: yaml.safe_load((onpolicy / run / "run_config.yaml").read_text()) for run in runs}
+    cfg = configs[runs[0]]
+    dist, gen = cfg["distillation"], cfg["generation"]
+    last_steps = {run: max(r["step"] for r in read_metrics_jsonl(onpolicy / run / "metrics.jsonl")) for run in runs}
+    same_base = all(conditions[c]["base"] == mini_conditions[c]["base"] for c in conditions
+                    if "base" in conditions[c] and c in mini_conditions)
+    lines = [
+        "",
+        f"**On-policy distillation** (`make mini-onpolicy`, [`assets/mini_onpolicy/`](assets/mini_onpolicy)): the "
+        f"same rows, lr schedule ({cfg['training']['max_steps']} steps) and held-out rows, but every step the student "
+        f"samples its own answer to each "
+        f"question (temperature {gen['temperature']}, top-p {gen['top_p']}, at most {gen['max_new_tokens']} new "
+        f"tokens) and the {cfg['data']['num_fewshot_examples']}-shot teacher ({dist['teacher_weights']} weights) "
+        f"scores those tokens; no CE, loss = {dist['lambda_distill']} x the distillation term on the teacher's top-"
+        f"{dist['n_top_logits']} ids ("
+        + ", ".join(f"`{run}`: `{c['distillation']['loss']}`" for run, c in configs.items())
+        + f"; {dist['alignment']} alignment as above). Training time (the last step's `elapsed_s` in "
+        "metrics.jsonl, in-training eval passes included): "
+        + ", ".join(f"`{run}` {run_elapsed(onpolicy / run / 'metrics.jsonl'):.0f} s" for run in runs)
+        + f"; diagnostics {times['diagnostics_seconds']} s. The base rows of its "
+        f"diagnostics {'equal' if same_base else 'DIFFER FROM'} those above (the same held-out rows). The "
+        "off-policy distillation run is the one above, not re-run." + "".join(
+            f" `{run}` was stopped after step {last} of {configs[run]['training']['max_steps']} (CPU time): the "
+            "checkpoints it saved before are scored, to compare with the off-policy run at the same step."
+            for run, last in last_steps.items() if last < configs[run]['training']['max_steps']),
+        "",
+        diagnostics_markdown({**{c: labels for c, labels in conditions.items()},
+                              "online_v1": mini_conditions["online_v1"]}),
+        "",
+        "What the student sampled (from each run's metrics.jsonl and samples.jsonl; per optimizer step, means over "
+        "its micro-batches):",
+        "",
+        "| run | step | sample length (tokens) | ended with EOS | empty samples / micro-batch | generation s / "
+        "micro-batch | distillation loss |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    totals = []
+    for run in runs:
+        for r in read_metrics_jsonl(onpolicy / run / "metrics.jsonl"):
+            if "train/sample_len" in r:
+                lines.append(f"| {run} | {r['step']} | {r['train/sample_len']:.1f} | {r['train/sample_eos_frac']:.3f} | "
+                             f"{r['train/empty_samples']:.2f} | {r['train/gen_seconds']:.1f} | "
+                             f"{r['train/dist_loss']:.4f} |")
+        samples = [json.loads(line) for line in (onpolicy / run / "samples.jsonl").read_text().splitlines() if line]
+        limited = sum(1 for s in samples if not s["eos"])
+        steps = sorted({s["step"] for s in samples})
+        totals.append(f"`{run}`: {limited} of {len(samples)} samples (written at steps {steps[0]}-{steps[-1]}) reached "
+                      f"the {gen['max_new_tokens']}-token limit without EOS, {sum(1 for s in samples if s['empty'])} "
+                      "were empty")
+    lines += ["", "; ".join(totals) + "."]
+    return lines
+
+
+def measured_markdown(mini: Path, published: Path, onpolicy: Path | None = None) -> str:
     diagnostics = load_diagnostics(mini / "diagnostics.json")
     conditions = diagnostics["conditions"]
     times = json.loads((mini / "pipeline_times.json").read_text())
@@ -94,6 +160,8 @@ def measured_markdown(mini: Path, published: Path) -> str:
             lines.append(f"| {r['step']} | {r['eval/nll']:.4f} | {r['eval/top1']:.4f} | {r['eval/kl']:.4f} | "
                          f"{r['eval/topk_mse']:.3f} | {r.get('eval/gap_closed_nll', float('nan')):.3f} | "
                          f"{r.get('eval/gap_closed_kl', float('nan')):.3f} | {r['eval/seconds']:.1f} |")
+    if onpolicy is not None:
+        lines += onpolicy_markdown(onpolicy, conditions)
     lines += ["", f"Beside it, the paper's published table (Qwen3-1.7B, GSM8K test accuracy, best checkpoint of "
               f"each method; not measured here, from `{published}`):", "",
               main_table(load_many([published])["conditions"], rule="best")]
@@ -103,12 +171,15 @@ def measured_markdown(mini: Path, published: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mini", default="assets/mini", help="folder with the copied make mini outputs")
+    parser.add_argument("--onpolicy", default="assets/mini_onpolicy",
+                        help="folder with the copied make mini-onpolicy outputs (skipped when absent)")
     parser.add_argument("--published", default="assets/published_results.json")
     parser.add_argument("--readme", default=None, help="README to update between the measured: markers")
     args = parser.parse_args(argv)
     mini = Path(args.mini)
     try:
-        markdown = measured_markdown(mini, Path(args.published))
+        onpolicy = Path(args.onpolicy) if (Path(args.onpolicy) / "diagnostics.json").is_file() else None
+        markdown = measured_markdown(mini, Path(args.published), onpolicy)
     except (FileNotFoundError, ValueError, KeyError) as error:
         raise SystemExit(f"error: {error}") from None
     (mini / "measured.md").write_text(markdown)

@@ -26,6 +26,8 @@ from src.data.teacher_context import TEACHER_CONTEXTS
 from src.tasks import TASK_NAMES, get_task
 
 PARENT_KEY = "base_config"
+ANSWER_SOURCES = ("gold", "student", "mixed")
+TEACHER_WEIGHTS = ("base", "live")
 
 
 class ConfigError(ValueError):
@@ -181,6 +183,16 @@ class DistillationConfig:
     # Fixed shots only: compute the shot prefix's keys/values once and run each teacher sequence's
     # [question][answer] suffix on them (src/models/prefix_teacher.py).
     reuse_shot_prefix: bool = False
+    # Where the answer both models read comes from (src/training/onpolicy.py): "gold" (the paper's: the
+    # dataset's answer, CE + lambda * distillation), "student" (the student's own sample each step,
+    # distillation only: on-policy, as SDFT / OPSD / GKD) or "mixed" (a student_fraction of each batch
+    # sampled, the rest gold; CE on the gold rows only: GKD's lambda).
+    answer_source: str = "gold"
+    # mixed only: the fraction of each micro-batch's rows that are sampled (rounded to whole rows).
+    student_fraction: float = 0.5
+    # The teacher's weights: "base" (the adapter disabled: the frozen start, the paper's) or "live" (the
+    # current student, adapter on, reading the teacher context: SDFT / OPSD's live teacher).
+    teacher_weights: str = "base"
 
     def __post_init__(self) -> None:
         _require(self.n_top_logits >= 0, "distillation.n_top_logits must be >= 0")
@@ -198,6 +210,39 @@ class DistillationConfig:
         problem = loss_settings_problem(self.loss, self.temperature, self.jsd_beta, self.topk_tail,
                                         self.n_top_logits)
         _require(problem is None, str(problem))
+        _require(self.answer_source in ANSWER_SOURCES,
+                 f"distillation.answer_source must be one of {ANSWER_SOURCES}, got {self.answer_source!r}")
+        _require(0.0 < self.student_fraction < 1.0,
+                 f"distillation.student_fraction must be in (0, 1) (the sampled share of a mixed batch), got "
+                 f"{self.student_fraction}")
+        _require(self.teacher_weights in TEACHER_WEIGHTS,
+                 f"distillation.teacher_weights must be one of {TEACHER_WEIGHTS}, got {self.teacher_weights!r}")
+        _require(self.teacher_cache == "none" or self.answer_source == "gold",
+                 f"distillation.teacher_cache={self.teacher_cache} needs answer_source=gold: with "
+                 f"{self.answer_source} samples every step's answers are new; set distillation.teacher_cache=none")
+        _require(self.teacher_weights == "base" or self.teacher_cache == "none",
+                 f"distillation.teacher_weights=live changes every step and cannot be cached; set "
+                 f"distillation.teacher_cache=none")
+        _require(self.teacher_weights == "base" or not self.reuse_shot_prefix,
+                 "distillation.teacher_weights=live cannot reuse the base model's shot prefix keys/values; set "
+                 "distillation.reuse_shot_prefix=false")
+
+
+@dataclass
+class GenerationConfig:
+    # The student's own answers (distillation.answer_source student / mixed), sampled each step with
+    # src/models/generation.py, seeded per (training.seed, step, example).
+    # Longest sample; one that reaches it without EOS is kept (and counted in train/sample_eos_frac).
+    max_new_tokens: int = 512
+    # 0 = greedy; 1.0 = the student's own distribution (on-policy).
+    temperature: float = 1.0
+    # Nucleus sampling: keep the smallest set of ids holding this much mass (1.0 = off).
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(self.max_new_tokens >= 1, "generation.max_new_tokens must be >= 1")
+        _require(self.temperature >= 0, "generation.temperature must be >= 0 (0 = greedy)")
+        _require(0.0 < self.top_p <= 1.0, "generation.top_p must be in (0, 1]")
 
 
 @dataclass
@@ -240,6 +285,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     distillation: DistillationConfig = field(default_factory=DistillationConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
 

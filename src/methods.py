@@ -25,6 +25,7 @@ class Method:
     loss_step_builder: str      # "module:function(cfg, run) -> loss_step(model, batch)"
     with_teacher: bool          # examples carry a teacher prompt
     unlisted_context: str | None = None   # condition of a teacher context without an entry: "...{context}"
+    answer_source: str | None = None      # distillation.answer_source it trains with (distillation methods)
 
 
 @dataclass(frozen=True)
@@ -32,18 +33,24 @@ class Condition:
     name: str
     label: str
     colour: str | None = None
-    method: str | None = None          # None: a base-model row
+    method: str | None = None          # None: a base-model row, or a run folder named by hand (below)
     teacher_context: str | None = None  # for a method with a teacher
     finetune: str = "lora"             # model.finetune of its runs: "lora" or "full"
 
 
 SFT_METHOD = "baseline"             # src/training/train_baseline.py
 DISTILLATION_METHOD = "online_v1"   # src/training/train_online_v1.py
+ONPOLICY_METHOD = "onpolicy"        # train_online_v1.py with distillation.answer_source=student
+MIXED_METHOD = "onpolicy_mixed"     # train_online_v1.py with distillation.answer_source=mixed
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method(SFT_METHOD, "src.training.train_baseline:build_loss_step", with_teacher=False),
     Method(DISTILLATION_METHOD, "src.training.train_online_v1:build_loss_step", with_teacher=True,
-           unlisted_context="online_{context}"),
+           unlisted_context="online_{context}", answer_source="gold"),
+    Method(ONPOLICY_METHOD, "src.training.onpolicy:build_loss_step", with_teacher=True,
+           unlisted_context="onpolicy_{context}", answer_source="student"),
+    Method(MIXED_METHOD, "src.training.onpolicy:build_loss_step", with_teacher=True,
+           unlisted_context="onpolicy_mixed_{context}", answer_source="mixed"),
 )}
 
 ZERO_SHOT_CONDITION = "base_0shot"
@@ -66,12 +73,27 @@ CONDITIONS: tuple[Condition, ...] = (
               DISTILLATION_METHOD, "zeroshot", finetune="full"),
     Condition("online_v1_full", "Full SFT + Few-Shot Distillation", "darkred", DISTILLATION_METHOD, "fewshot",
               finetune="full"),
+    Condition("onpolicy", "On-policy distillation (student samples, reverse KL)", "tab:brown", ONPOLICY_METHOD,
+              "fewshot"),
+    # make mini-onpolicy's run folder of the onpolicy method with distillation.loss=mse (its run_info says
+    # "onpolicy": a loss is not part of a run's identity), named here for its label and colour only.
+    Condition("onpolicy_mse", "On-policy distillation (student samples, MSE)", "tab:olive"),
+    Condition("onpolicy_mixed", "Mixed gold / student-sample distillation", "tab:pink", MIXED_METHOD, "fewshot"),
 )
 CONDITIONS_BY_NAME: dict[str, Condition] = {c.name: c for c in CONDITIONS}
-SPARE_COLOURS: tuple[str, ...] = ("tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+SPARE_COLOURS: tuple[str, ...] = ("tab:cyan", "gold", "teal", "slategray")
 DEFAULT_TEACHER_CONTEXT = "fewshot"
 LORA_FINETUNE = "lora"              # model.finetune's default
 FULL_FINETUNE_SUFFIX = "_full"      # an unlisted full fine-tuning condition: its LoRA condition + this
+
+
+def distillation_method(answer_source: str) -> str:
+    """The distillation method that trains with `distillation.answer_source` (train_online_v1.py)."""
+    for method in METHODS.values():
+        if method.answer_source == answer_source:
+            return method.name
+    raise ValueError(f"No method trains with answer_source {answer_source!r}; "
+                     f"expected one of {[m.answer_source for m in METHODS.values() if m.answer_source]}")
 
 
 def method_condition(method: str, teacher_context: str | None = None, finetune: str = LORA_FINETUNE) -> str:

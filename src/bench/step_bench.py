@@ -15,6 +15,10 @@ Variants:
   fixed         `ours` on the same examples with one fixed set of shots for all (data.shot_sampling=fixed)
   fixed_reuse   `fixed` with distillation.reuse_shot_prefix: the shot prefix's keys/values computed once
                 (src/models/prefix_teacher.py), the teacher runs only each [question][answer] suffix
+  onpolicy      the on-policy step (src/training/onpolicy.py, answer_source=student, reverse KL): the student
+                samples --gen-tokens new tokens per row (random weights rarely emit EOS, so every sample
+                runs to the limit: the worst case), the adapter-disabled teacher scores them, the student
+                trains on them; its time is split into generation, teacher and student (forward + backward)
 
 `--flops-only` skips the timing and prints the FLOP model (per step and whole run) for the shape;
 `--in-process` runs the variants in this process (quick checks such as `make bench-gpu --dry-run`;
@@ -40,7 +44,7 @@ import torch
 from src.utils.resources import ResourceError, loading
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-VARIANTS = ("sft", "reference", "ours", "ours_cached", "ours_grouped", "fixed", "fixed_reuse")
+VARIANTS = ("sft", "reference", "ours", "ours_cached", "ours_grouped", "fixed", "fixed_reuse", "onpolicy")
 
 # Vocabulary 151,936 as in Qwen3 (covers the real tokenizer's 151,669 ids).
 MODEL_SHAPES = {
@@ -290,6 +294,50 @@ def _time_steps(step, batches, warmup: int, repeats: int, device, memory: PeakMe
     return times, memory.peak() if memory is not None else None
 
 
+class _TimedTeacher:
+    """A Teacher whose `top_k` calls are timed (the on-policy row's teacher share)."""
+
+    def __init__(self, teacher, device: torch.device):
+        self.teacher, self.device, self.seconds = teacher, device, 0.0
+
+    def top_k(self, *args):
+        _sync(self.device)
+        start = time.perf_counter()
+        out = self.teacher.top_k(*args)
+        _sync(self.device)
+        self.seconds += time.perf_counter() - start
+        return out
+
+
+def onpolicy_step_timer(args, student, peft_model, teacher, autocast, backward, device):
+    """The on-policy step (generation, teacher, student) and the list its per-step split goes to."""
+    from transformers import AutoTokenizer
+
+    from src.losses import LossSpec
+    from src.training.onpolicy import SampleSettings, StudentSampler, onpolicy_loss_step
+
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    sampler = StudentSampler(peft_model, tokenizer, SampleSettings(args.gen_tokens, 1.0, 1.0, args.seed))
+    timed = _TimedTeacher(teacher, device)
+    splits: list[dict] = []
+
+    def step(batch):
+        timed.seconds = 0.0
+        _sync(device)
+        start = time.perf_counter()
+        with autocast():
+            terms = onpolicy_loss_step(student, batch, timed, sampler, "student", 1.0, args.alignment,
+                                       LossSpec("reverse_kl"), pad_token_id=tokenizer.pad_token_id)
+        backward(terms)
+        _sync(device)
+        total = time.perf_counter() - start
+        generation = float(terms["gen_seconds"])
+        splits.append({"generation_s": generation, "teacher_s": timed.seconds,
+                       "student_s": total - generation - timed.seconds, "sample_len": float(terms["sample_len"])})
+
+    return step, splits
+
+
 def run_variant(args, variant: str, data: dict, memory: PeakMemory | None = None) -> dict:
     """One variant's timings and peak memory. `memory`: the peak counter (default PeakMemory)."""
     from accelerate import Accelerator
@@ -368,7 +416,15 @@ def run_variant(args, variant: str, data: dict, memory: PeakMemory | None = None
         _sync(device)
         result["shot_prefix_s"] = time.perf_counter() - start
         result["shot_prefix_tokens"] = shot_prefix.prefix_length
-    if variant in ("sft", "reference", "ours", "ours_grouped", "fixed", "fixed_reuse"):
+    if variant == "onpolicy":
+        step, splits = onpolicy_step_timer(args, student, peft_model, online, autocast, backward, device)
+        times, peak = _time_steps(step, batches, args.warmup, args.repeats, device, memory)
+        timed_splits = splits[len(splits) - len(times):]  # the warm-up steps' splits are dropped
+        for part in ("generation", "teacher", "student"):
+            result[f"{part}_step_s"] = statistics.median(split[f"{part}_s"] for split in timed_splits)
+        result["sample_len"] = statistics.median(split["sample_len"] for split in timed_splits)
+        result["gen_tokens"] = args.gen_tokens
+    elif variant in ("sft", "reference", "ours", "ours_grouped", "fixed", "fixed_reuse"):
         step = {"sft": sft, "reference": reference}.get(variant) or ours_with(online)
         # The training step's peak is read right after its timed steps: the teacher-only timing and
         # the prefix comparison below are no-grad passes and must not replace it.
@@ -455,6 +511,8 @@ def whole_run(results: dict, batch_size: int, n_unique: int) -> dict:
         out["ours_cached_s"] = n_unique * miss + (total - n_unique) * per_example["ours_cached"]
     if "fixed" in results:
         out["fixed_uncached_s"] = total * per_example["fixed"]
+    if "onpolicy" in results:  # every step samples anew: nothing to cache
+        out["onpolicy_s"] = total * per_example["onpolicy"]
     if "fixed_reuse" in results:
         prefix_once = results["fixed_reuse"]["shot_prefix_s"]
         out["fixed_reuse_uncached_s"] = total * per_example["fixed_reuse"] + prefix_once
@@ -462,7 +520,7 @@ def whole_run(results: dict, batch_size: int, n_unique: int) -> dict:
             out["fixed_reuse_cached_s"] = (n_unique * per_example["fixed_reuse"]
                                            + (total - n_unique) * per_example["ours_cached"] + prefix_once)
     for name in ("reference_s", "floor_s", "ours_uncached_s", "ours_cached_s", "fixed_uncached_s",
-                 "fixed_reuse_uncached_s", "fixed_reuse_cached_s"):
+                 "fixed_reuse_uncached_s", "fixed_reuse_cached_s", "onpolicy_s"):
         if name in out:
             out[name.replace("_s", "_over_sft")] = out[name] / out["sft_s"]
     if "floor_s" in out and "ours_cached_s" in out:
@@ -495,6 +553,15 @@ def format_table(results: dict, flops: dict, whole: dict) -> str:
             f"{peak / 2**20:.0f}" if peak else "-",
             f"{peak / sft['peak_mem_bytes']:.2f}" if peak else "-",
             f"{tps:.0f}" if tps else "-"))
+    if "onpolicy" in results:
+        r = results["onpolicy"]
+        for part in ("generation", "teacher", "student"):
+            lines.append(f"| (onpolicy: {part}) | {r[f'{part}_step_s']:.3f} | - | "
+                         f"{r[f'{part}_step_s'] / sft['median_step_s']:.2f} | - | - | - | - |")
+        lines.append("")
+        lines.append(f"onpolicy: {r['sample_len']:.0f} sampled tokens per row (--gen-tokens "
+                     f"{r['gen_tokens']}); generation {r['generation_step_s'] / r['median_step_s']:.0%} "
+                     "of its step")
     if "reference" in results and "ours" in results:
         lines.append("")
         lines.append(f"reference / ours (online step): {results['reference']['median_step_s'] / results['ours']['median_step_s']:.2f}x"
@@ -544,7 +611,9 @@ def parse_args(argv=None):
     parser.add_argument("--alignment", default="seed", choices=["seed", "predict"])
     parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
     parser.add_argument("--gradient-checkpointing", action="store_true")
-    parser.add_argument("--variants", default="sft,reference,ours,ours_cached,ours_grouped,fixed,fixed_reuse")
+    parser.add_argument("--variants", default="sft,reference,ours,ours_cached,ours_grouped,fixed,fixed_reuse,onpolicy")
+    parser.add_argument("--gen-tokens", type=int, default=128,
+                        help="onpolicy: new tokens sampled per row (generation.max_new_tokens)")
     parser.add_argument("--length-sample", type=int, default=256,
                         help="examples tokenized for the padding statistics")
     parser.add_argument("--cpu-threads", type=int, default=1, help="torch threads per CPU worker")

@@ -26,6 +26,7 @@ from typing import Protocol, Sequence
 
 from src.utils.gpu_env import make_cuda_check_fork_safe
 from src.utils.resources import MODEL_FIX, loading
+from src.models.generation import eos_token_ids  # noqa: F401  (moved to the model layer; read from here too)
 
 logger = logging.getLogger(__name__)
 
@@ -93,17 +94,6 @@ def vllm_lora_rank(rank: int) -> int:
             return allowed
     raise ValueError(f"LoRA rank {rank} exceeds vLLM's largest max_lora_rank {VLLM_LORA_RANKS[-1]}; "
                      "use --backend hf")
-
-
-def eos_token_ids(tokenizer, generation_config=None) -> set[int]:
-    """Tokens that end generation: the model's generation_config eos ids plus the tokenizer's eos."""
-    ids = set()
-    configured = getattr(generation_config, "eos_token_id", None)
-    if configured is not None:
-        ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids
 
 
 class VLLMBackend:

@@ -40,10 +40,24 @@ def left_pad(prompt_ids: Sequence[Sequence[int]], pad_token_id: int) -> tuple[to
     return input_ids, attention_mask
 
 
+def eos_token_ids(tokenizer, generation_config=None) -> set[int]:
+    """Tokens that end generation: the model's generation_config eos ids plus the tokenizer's eos."""
+    ids = set()
+    configured = getattr(generation_config, "eos_token_id", None)
+    if configured is not None:
+        ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
 def next_token(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | Sequence[torch.Generator] | None = None) -> torch.Tensor:
     """One token per row from logits [B, V]: argmax at temperature 0, else a sample from
-    softmax(logits / temperature) restricted to the smallest set of ids holding `top_p` of the mass."""
+    softmax(logits / temperature) restricted to the smallest set of ids holding `top_p` of the mass.
+
+    `generator`: one for the batch, or one per row (a row's samples then do not depend on the other
+    rows of its batch: training seeds each example's sample on its own)."""
     if temperature == 0.0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
@@ -53,18 +67,22 @@ def next_token(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.
         keep = (sorted_probs.cumsum(dim=-1) - sorted_probs) < top_p
         sorted_probs = sorted_probs * keep
         probs = torch.zeros_like(probs).scatter_(-1, sorted_ids, sorted_probs)
+    if isinstance(generator, Sequence):
+        if len(generator) != probs.size(0):
+            raise ValueError(f"{len(generator)} generators for {probs.size(0)} rows; pass one per row")
+        return torch.cat([torch.multinomial(row[None], 1, generator=g)[0] for row, g in zip(probs, generator)])
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
 @torch.no_grad()
 def generate_tokens(model, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int, eos_ids: set[int],
                     pad_token_id: int, temperature: float = 0.0, top_p: float = 1.0,
-                    generator: torch.Generator | None = None, device: torch.device | str | None = None
+                    generator: torch.Generator | Sequence[torch.Generator] | None = None, device: torch.device | str | None = None
                     ) -> GeneratedTokens:
     """New token ids for each prompt (left-padded batch, KV cache), stopping a row at its first EOS.
 
     temperature 0: greedy (generator unused); > 0: sampling with `generator` (seed it for
-    reproducible samples; it must live on `device`). Rows that ended get `pad_token_id` fed in
+    reproducible samples; it must live on `device`), or with one generator per row. Rows that ended get `pad_token_id` fed in
     and are not extended.
     """
     from transformers import DynamicCache

@@ -86,6 +86,7 @@ class Run:
     data_stats: dict = field(default_factory=dict)
     examples: list = field(default_factory=list)   # the TrainingExamples the dataloader serves
     n_train_rows: int = 0                           # rows of the training split (shots are drawn from them)
+    step: int = 0                   # optimizer steps done, kept current by `train` (on-policy sampling seeds)
 
     @property
     def config_yaml(self) -> str:
@@ -376,6 +377,7 @@ def train(run: Run, loss_step: LossStep) -> Path:
         state = load_checkpoint(run.resume_from, run.trained_model, run.optimizer, run.scheduler,
                                 accelerator.process_index)
         step = state["step"]
+        run.step = step
         logger.info("resumed from %s at step %d", run.resume_from, step)
     # The dataloader is one pass over the whole run and every optimizer step takes exactly
     # `accumulation` micro-batches on every rank, so the data position is the step count.
@@ -435,6 +437,7 @@ def train(run: Run, loss_step: LossStep) -> Path:
             run.scheduler.step()
             step += 1
             window.optimizer_steps += 1
+            run.step = step
             progress.update(1)
             eval_scalars = {}
             if evaluator is not None and step % train_cfg.eval_steps == 0:

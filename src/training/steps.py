@@ -50,21 +50,31 @@ def distillation_loss_step(student, batch: dict, teacher: Teacher, lambda_distil
                            alignment: str, loss: L.LossSpec = D.MSE) -> dict[str, torch.Tensor]:
     """CE + lambda * distillation loss (`loss`; the paper's: MSE of teacher top-K logits and student
     logits at the same vocabulary ids). The distillation term is logged as `dist_loss` for every loss."""
+    ce_loss, dist_loss = answer_losses(student, batch, teacher, alignment, loss)
+    total = D.distillation_loss(ce_loss, dist_loss, lambda_distill)
+    return {"loss": total, "ce_loss": ce_loss.detach(), "dist_loss": dist_loss.detach()}
+
+
+def answer_losses(student, batch: dict, teacher: Teacher, alignment: str, loss: L.LossSpec = D.MSE,
+                  ce_rows: torch.Tensor | None = None, distill_rows: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(CE, distillation term) over the answer tokens of `batch`: the teacher's pass (no_grad), then the
+    student's. `ce_rows` / `distill_rows` [B] bool restrict a term to some rows (on-policy: no CE on
+    sampled answers, nothing on an empty sample); None = every row."""
     window_positions, answer_mask, answer_ids = D.student_answer_window(batch["student_labels"])
     # Teacher first: its transient activations and logits are freed before the student's graph
     # exists, so they do not add to the step's peak memory.
     teacher_values, teacher_ids, *teacher_tail = teacher.top_k(batch, answer_ids, answer_mask)  # no_grad
     window_logits = student(batch["student_input_ids"], batch["student_attention_mask"], window_positions)
 
+    ce_mask = answer_mask if ce_rows is None else answer_mask & ce_rows[:, None]
+    distill_mask = answer_mask if distill_rows is None else answer_mask & distill_rows[:, None]
     # seed: the logits at the positions holding the answer tokens (window[1:]); predict: the CE
     # positions (window[:-1]). The teacher's ids, values and mask are padded onto the whole window.
     shift = 1 if alignment == "seed" else 0
-    ce_loss, dist_loss = D.answer_window_losses(
-        window_logits, *targets_on_window(answer_ids, answer_mask),
+    return D.answer_window_losses(
+        window_logits, *targets_on_window(answer_ids, ce_mask),
         teacher_ids=F.pad(teacher_ids, (0, 0, shift, 1 - shift)),
         teacher_values=F.pad(teacher_values, (0, 0, shift, 1 - shift)),
-        distill_mask=F.pad(answer_mask, (shift, 1 - shift), value=False), loss=loss,
+        distill_mask=F.pad(distill_mask, (shift, 1 - shift), value=False), loss=loss,
         teacher_tail=F.pad(teacher_tail[0], (shift, 1 - shift)) if teacher_tail else None)
-
-    total = D.distillation_loss(ce_loss, dist_loss, lambda_distill)
-    return {"loss": total, "ce_loss": ce_loss.detach(), "dist_loss": dist_loss.detach()}

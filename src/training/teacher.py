@@ -16,8 +16,10 @@ Variants (a new one is one small subclass defining `logits_at`):
   ShotPrefixTeacher        the same, reading each row's suffix on the cached shared shot prefix
                            (src/models/prefix_teacher.py; distillation.reuse_shot_prefix)
   CachedTeacher            another Teacher's results memoised per example (src/training/teacher_cache.py)
-A frozen copy of the starting weights (full fine-tuning) or the live student reading the teacher
-context are one more subclass each: `logits_at` runs that module instead.
+  LiveTeacher              the current student, adapter on, reading the teacher context
+                           (distillation.teacher_weights=live, SDFT / OPSD's live teacher; not cacheable)
+A frozen copy of the starting weights (full fine-tuning) is one more subclass: `logits_at` runs that
+module instead.
 
 `frozen_weights` is the module whose (non-LoRA) parameters determine the logits: the teacher cache
 keys its entries by them. `cache_tag` separates variants whose values differ only by rounding.
@@ -112,3 +114,30 @@ class ShotPrefixTeacher(Teacher):
 
     def logits_at(self, input_ids, attention_mask, positions):
         return self.shot_prefix.logits(input_ids, attention_mask, positions)
+
+
+class LiveTeacher(Teacher):
+    """The current student (adapter on) reading the teacher context: SDFT / OPSD's live teacher.
+
+    Run in eval mode (no LoRA dropout: the targets are the model's, not a noisy draw of them) and
+    restored to the caller's mode. Its weights change every optimizer step, so it is never cached.
+    """
+
+    cacheable = False
+
+    def __init__(self, window_lm: AnswerWindowLM, k: int, alignment: str = "seed",
+                 tail_temperature: float | None = None):
+        super().__init__(k, alignment, tail_temperature)
+        self.window_lm = window_lm
+
+    @property
+    def frozen_weights(self) -> torch.nn.Module:
+        return self.window_lm
+
+    def logits_at(self, input_ids, attention_mask, positions):
+        was_training = self.window_lm.training
+        self.window_lm.eval()
+        try:
+            return self.window_lm(input_ids, attention_mask, positions)
+        finally:
+            self.window_lm.train(was_training)

@@ -4,6 +4,9 @@ Teacher: the same base model with the LoRA adapter disabled, reading [8 shots][q
 Student: base model + LoRA, reading [question][answer].
 Loss: CE(student) + lambda_distill * MSE(teacher top-K logits, student logits at the same vocab ids),
 at every answer token; `distillation.loss` swaps the MSE for a KL-family loss (src/losses.py).
+`distillation.answer_source=student|mixed` trains on the student's own samples instead (the methods
+onpolicy / onpolicy_mixed of src/methods.py, loss step in src/training/onpolicy.py);
+`distillation.teacher_weights=live` makes the teacher the current student reading the context.
 
     accelerate launch --num_processes 2 --mixed_precision bf16 \
         src/training/train_online_v1.py --config configs/online_v1.yaml --output_dir experiments/online_v1 \
@@ -17,11 +20,11 @@ from functools import partial
 
 from src.config import Config, ConfigError
 from src.losses import LossSpec
-from src.methods import DISTILLATION_METHOD, METHODS
+from src.methods import METHODS, distillation_method
 from src.models.prefix_teacher import SharedPrefixTeacher, fixed_shot_prefix_ids
 from src.training.loop import exit_on_user_error, parse_training_args, setup_run, train
-from src.training.steps import distillation_loss_step
-from src.training.teacher import AdapterDisabledTeacher, ShotPrefixTeacher, Teacher
+from src.training.steps import distillation_loss_step, loss_step_builder
+from src.training.teacher import AdapterDisabledTeacher, LiveTeacher, ShotPrefixTeacher, Teacher
 from src.training.teacher_cache import CachedTeacher, build_teacher_cache
 
 
@@ -42,7 +45,8 @@ def check_distillation_config(cfg: Config) -> None:
 
 def build_teacher(cfg: Config, run, tail_temperature: float | None) -> Teacher:
     """The config's teacher: adapter disabled, on a shared shot prefix (distillation.reuse_shot_prefix),
-    memoised (distillation.teacher_cache)."""
+    memoised (distillation.teacher_cache); or the live student (distillation.teacher_weights=live, which
+    the config allows with neither)."""
     if cfg.model.finetune == "full":
         raise ConfigError(FULL_DISTILLATION_UNAVAILABLE)
     dist_cfg = cfg.distillation
@@ -51,6 +55,8 @@ def build_teacher(cfg: Config, run, tail_temperature: float | None) -> Teacher:
     window_lm = run.accelerator.unwrap_model(run.model)
     k, alignment = dist_cfg.n_top_logits, dist_cfg.alignment
     teacher: Teacher
+    if dist_cfg.teacher_weights == "live":
+        return LiveTeacher(window_lm, k, alignment, tail_temperature)
     if dist_cfg.reuse_shot_prefix:  # fixed shots' keys/values computed once, each suffix runs on them
         shot_prefix = SharedPrefixTeacher(window_lm, fixed_shot_prefix_ids(
             run.examples, run.n_train_rows, cfg.data.num_fewshot_examples, cfg.training.seed))
@@ -80,8 +86,10 @@ def build_loss_step(cfg: Config, run):
 def main(argv: list[str] | None = None) -> None:
     args, cfg = parse_training_args(argv, __doc__)
     check_distillation_config(cfg)
-    run = setup_run(cfg, args, method=DISTILLATION_METHOD, with_teacher=METHODS[DISTILLATION_METHOD].with_teacher)
-    loss_step = build_loss_step(cfg, run)
+    # gold: online_v1 (build_loss_step above); student / mixed: the on-policy methods
+    method = distillation_method(cfg.distillation.answer_source)
+    run = setup_run(cfg, args, method=method, with_teacher=METHODS[method].with_teacher)
+    loss_step = loss_step_builder(method)(cfg, run)
     train(run, loss_step=loss_step)
     log = logging.getLogger("fewshot_distill")
     teacher = loss_step.keywords["teacher"]

@@ -1,0 +1,242 @@
+"""On-policy distillation (src/training/onpolicy.py): the teacher scores exactly the student's sampled
+ids, a 0-shot base teacher gives a zero divergence at the first step, samples are seeded per example,
+empty samples are masked, mixed batches split gold and sampled rows, the live teacher is the student
+reading the context, the gold path keeps the pre-on-policy losses to the bit, and the config refuses
+combinations that cannot work."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from src import distillation as D
+from src import losses as L
+from src.config import ConfigError, LoraConfig, load_config
+from src.data.gsm8k_loader import assemble_batch, batch_prompts, build_examples, collate_examples, load_gsm8k_rows
+from src.models.generation import GeneratedTokens
+from src.models.student import AnswerWindowLM, add_lora, load_base_model, load_tokenizer
+from src.training import onpolicy as P
+from src.training.steps import distillation_loss_step, targets_on_window
+from src.training.teacher import AdapterDisabledTeacher, LiveTeacher
+from tests.conftest import REPO_ROOT, smoke_data_cfg
+
+K = 8
+REVERSE_KL = L.LossSpec("reverse_kl")
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model_dir):
+    cfg = smoke_data_cfg()
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    rows = load_gsm8k_rows(cfg, "train")
+    fewshot, _ = build_examples(rows, tokenizer, cfg, seed=42, with_teacher=True, indices=range(6))
+    zeroshot, _ = build_examples(rows, tokenizer, cfg, seed=42, with_teacher=True, indices=range(6),
+                                 teacher_context="zeroshot")
+    return tokenizer, fewshot, zeroshot
+
+
+def fresh_student(model_dir, trained: bool) -> AnswerWindowLM:
+    """A student as training starts (lora_B = 0) or one that moved away from its base weights."""
+    torch.manual_seed(0)
+    peft_model = add_lora(load_base_model(str(model_dir), bf16=False), LoraConfig(dropout=0.0))
+    if trained:
+        with torch.no_grad():
+            for name, param in peft_model.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(0.0, 0.05)
+    return AnswerWindowLM(peft_model)
+
+
+def sampler_for(student, tokenizer, max_new_tokens=6, seed=42) -> P.StudentSampler:
+    return P.StudentSampler(student.peft_model, tokenizer, P.SampleSettings(max_new_tokens, 1.0, 1.0, seed))
+
+
+def test_teacher_scores_exactly_the_sampled_ids(setup, tiny_model_dir):
+    """Teacher top-K at the answer positions of the on-policy batch = the top-K of one full forward of
+    the base model over [teacher prompt][sampled ids], row by row (no padding, nothing re-tokenized)."""
+    tokenizer, examples, _ = setup
+    student = fresh_student(tiny_model_dir, trained=True)
+    gold = collate_examples(examples[:4], tokenizer.pad_token_id)
+    student_prompts, teacher_prompts = batch_prompts(gold)
+    sampler = sampler_for(student, tokenizer)
+    samples = sampler.sample(student_prompts, gold["example_index"].tolist())
+    batch = assemble_batch(student_prompts, samples.token_ids, gold["example_index"].tolist(),
+                           tokenizer.pad_token_id, teacher_prompts)
+    _, answer_mask, answer_ids = D.student_answer_window(batch["student_labels"])
+    for alignment in ("seed", "predict"):
+        values, ids = AdapterDisabledTeacher(student, K, alignment).top_k(batch, answer_ids, answer_mask)
+        base = student.peft_model.get_base_model()
+        for row, (prompt, sample) in enumerate(zip(teacher_prompts, samples.token_ids)):
+            sequence = torch.tensor([prompt + sample])
+            with torch.no_grad(), student.peft_model.disable_adapter():
+                logits = base(input_ids=sequence).logits[0]
+            start = len(prompt) - (1 if alignment == "predict" else 0)
+            full = logits[start: start + len(sample)]
+            expected_values, expected_ids = full.topk(K, dim=-1)
+            n = len(sample)
+            torch.testing.assert_close(values[row, :n], expected_values.float(), atol=1e-5, rtol=1e-5)
+            assert torch.equal(ids[row, :n], expected_ids)
+            # the teacher sequence ends with the sampled ids themselves
+            length = int(batch["teacher_attention_mask"][row].sum())
+            assert batch["teacher_input_ids"][row, length - n: length].tolist() == sample
+
+
+def test_zeroshot_base_teacher_gives_zero_divergence_at_the_first_step(setup, tiny_model_dir):
+    """Step 1: the student (lora_B = 0) is the base model, and a 0-shot teacher reads the student's own
+    sequence, so the on-policy reverse KL is 0; the few-shot teacher's is not."""
+    tokenizer, fewshot, zeroshot = setup
+    student = fresh_student(tiny_model_dir, trained=False)
+    divergences = {}
+    for name, examples in (("zeroshot", zeroshot), ("fewshot", fewshot)):
+        batch = collate_examples(examples[:4], tokenizer.pad_token_id)
+        terms = P.onpolicy_loss_step(student, batch, AdapterDisabledTeacher(student, K), sampler_for(student, tokenizer),
+                                     "student", 1.0, "seed", REVERSE_KL, pad_token_id=tokenizer.pad_token_id)
+        assert float(terms["ce_loss"]) == 0.0  # no CE on samples
+        divergences[name] = float(terms["dist_loss"])
+    assert abs(divergences["zeroshot"]) < 1e-6
+    assert divergences["fewshot"] > 1e-4
+
+
+def test_samples_are_seeded_per_step_and_example_not_per_batch(setup, tiny_model_dir):
+    tokenizer, examples, _ = setup
+    student = fresh_student(tiny_model_dir, trained=True)
+    sampler = sampler_for(student, tokenizer, max_new_tokens=8)
+    prompts = [e.student_prompt_ids for e in examples]
+    alone = sampler.sample(prompts[2:3], [examples[2].index])
+    together = sampler.sample([prompts[0], prompts[2], prompts[4]], [e.index for e in examples[0:5:2]])
+    assert together.token_ids[1] == alone.token_ids[0]
+
+    class AtStep:
+        step = 5
+
+    later = P.StudentSampler(student.peft_model, tokenizer, sampler.settings, run=AtStep())
+    assert later.sample(prompts[2:3], [examples[2].index]).token_ids != alone.token_ids  # another step
+    assert P.row_seed(42, 1, 3) != P.row_seed(42, 1, 4) != P.row_seed(42, 2, 3)
+    assert student.peft_model.training  # sampling restores the caller's mode
+
+
+def test_mixed_rows_split_the_batch_and_ce_only_on_gold_rows(setup, tiny_model_dir):
+    tokenizer, examples, _ = setup
+    chosen = P.sampled_rows(4, "mixed", 0.5, 42, 1, [7, 8, 9, 10])
+    assert sum(chosen) == 2 and chosen == P.sampled_rows(4, "mixed", 0.5, 42, 1, [7, 8, 9, 10])
+    assert P.sampled_rows(4, "student", 0.5, 42, 1, [0] * 4) == [True] * 4
+    assert sum(P.sampled_rows(3, "mixed", 0.25, 42, 1, [0, 1, 2])) == 1
+
+    student = fresh_student(tiny_model_dir, trained=True)
+    batch = collate_examples(examples[:4], tokenizer.pad_token_id)
+    sampler = sampler_for(student, tokenizer)
+    terms = P.onpolicy_loss_step(student, batch, AdapterDisabledTeacher(student, K), sampler, "mixed", 0.5,
+                                 "seed", REVERSE_KL, student_fraction=0.5, pad_token_id=tokenizer.pad_token_id)
+    # CE of the gold rows alone, computed on the gold batch
+    rows = [row for row, c in enumerate(P.sampled_rows(4, "mixed", 0.5, 42, 1, batch["example_index"].tolist()))
+            if not c]
+    gold_only = collate_examples([examples[r] for r in rows], tokenizer.pad_token_id)
+    positions, mask, ids = D.student_answer_window(gold_only["student_labels"])
+    with torch.no_grad():
+        logits = student(gold_only["student_input_ids"], gold_only["student_attention_mask"], positions)
+    expected_ce, _ = D.answer_window_losses(logits, *targets_on_window(ids, mask))
+    torch.testing.assert_close(terms["ce_loss"], expected_ce, atol=1e-5, rtol=1e-5)
+    assert float(terms["dist_loss"]) > 0 and float(terms["empty_samples"]) == 0
+    torch.testing.assert_close(terms["loss"].detach(), terms["ce_loss"] + 0.5 * terms["dist_loss"])
+
+
+def test_an_empty_sample_is_masked_and_counted(setup, tiny_model_dir):
+    eos = {2}
+    answers, empty = P.answers_from_samples(GeneratedTokens([[5, 6, 2], [2], [7, 8]], [True, True, False]), eos)
+    assert answers == [[5, 6, 2], [2], [7, 8]] and empty == [False, True, False]
+    answers, empty = P.answers_from_samples(GeneratedTokens([[]], [False]), eos)
+    assert answers == [[2]] and empty == [True]
+
+    tokenizer, examples, _ = setup
+    student = fresh_student(tiny_model_dir, trained=True)
+    sampler = sampler_for(student, tokenizer)
+    sampler.sample = lambda prompts, index: GeneratedTokens([[sampler.tokenizer.eos_token_id]] * len(prompts),
+                                                            [True] * len(prompts))
+    batch = collate_examples(examples[:2], tokenizer.pad_token_id)
+    terms = P.onpolicy_loss_step(student, batch, AdapterDisabledTeacher(student, K), sampler, "student", 1.0,
+                                 "seed", REVERSE_KL, pad_token_id=tokenizer.pad_token_id)
+    assert float(terms["empty_samples"]) == 2 and float(terms["dist_loss"]) == 0.0
+    terms["loss"].backward()  # an all-masked batch still has a graph
+
+
+def test_live_teacher_is_the_student_reading_the_teacher_context(setup, tiny_model_dir):
+    tokenizer, examples, _ = setup
+    student = fresh_student(tiny_model_dir, trained=True)
+    student.train()
+    batch = collate_examples(examples[:3], tokenizer.pad_token_id)
+    _, mask, ids = D.student_answer_window(batch["student_labels"])
+    live_values, live_ids = LiveTeacher(student, K).top_k(batch, ids, mask)
+    assert student.training and not LiveTeacher.cacheable
+    positions = D.teacher_answer_positions(batch["teacher_attention_mask"].sum(dim=1), mask.sum(dim=1), ids.size(1))
+    with torch.no_grad():
+        expected = student.eval()(batch["teacher_input_ids"], batch["teacher_attention_mask"], positions)
+    values, top_ids = D.top_k_logits(expected, K)
+    assert torch.equal(live_values, values) and torch.equal(live_ids, top_ids)
+    base_values, _ = AdapterDisabledTeacher(student, K).top_k(batch, ids, mask)
+    assert not torch.allclose(base_values, live_values)  # adapter on: not the base model
+
+
+def old_distillation_loss_step(student, batch, teacher, lambda_distill, alignment, loss=D.MSE):
+    """distillation_loss_step as of db63886 (before the on-policy row masks), for the gold-path check."""
+    window_positions, answer_mask, answer_ids = D.student_answer_window(batch["student_labels"])
+    teacher_values, teacher_ids, *teacher_tail = teacher.top_k(batch, answer_ids, answer_mask)
+    window_logits = student(batch["student_input_ids"], batch["student_attention_mask"], window_positions)
+    shift = 1 if alignment == "seed" else 0
+    ce_loss, dist_loss = D.answer_window_losses(
+        window_logits, *targets_on_window(answer_ids, answer_mask),
+        teacher_ids=F.pad(teacher_ids, (0, 0, shift, 1 - shift)),
+        teacher_values=F.pad(teacher_values, (0, 0, shift, 1 - shift)),
+        distill_mask=F.pad(answer_mask, (shift, 1 - shift), value=False), loss=loss,
+        teacher_tail=F.pad(teacher_tail[0], (shift, 1 - shift)) if teacher_tail else None)
+    total = D.distillation_loss(ce_loss, dist_loss, lambda_distill)
+    return {"loss": total, "ce_loss": ce_loss.detach(), "dist_loss": dist_loss.detach()}
+
+
+@pytest.mark.parametrize("alignment", ["seed", "predict"])
+@pytest.mark.parametrize("loss", [D.MSE, L.LossSpec("reverse_kl", 2.0, topk_tail="bucket")])
+def test_gold_path_losses_and_gradients_equal_the_code_before_on_policy(setup, tiny_model_dir, alignment, loss):
+    tokenizer, examples, _ = setup
+    student = fresh_student(tiny_model_dir, trained=True)
+    teacher = AdapterDisabledTeacher(student, K, alignment, loss.temperature if loss.with_tail else None)
+    batch = collate_examples(examples[:4], tokenizer.pad_token_id)
+    results = []
+    for step in (distillation_loss_step, old_distillation_loss_step):
+        student.zero_grad(set_to_none=True)
+        terms = step(student, batch, teacher, 0.5, alignment, loss=loss)
+        terms["loss"].backward()
+        grads = [p.grad.clone() for p in student.parameters() if p.requires_grad]
+        results.append((terms, grads))
+    (new, new_grads), (old, old_grads) = results
+    for name in ("loss", "ce_loss", "dist_loss"):
+        assert torch.equal(new[name].detach(), old[name].detach()), name
+    assert all(torch.equal(a, b) for a, b in zip(new_grads, old_grads))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["distillation.answer_source=student", "distillation.teacher_cache=memory"], "needs answer_source=gold"),
+    (["distillation.answer_source=mixed", "distillation.teacher_cache=disk"], "needs answer_source=gold"),
+    (["distillation.teacher_weights=live", "distillation.teacher_cache=memory"], "cannot be cached"),
+    (["distillation.teacher_weights=live", "distillation.reuse_shot_prefix=true", "data.shot_sampling=fixed"],
+     "reuse_shot_prefix=false"),
+    (["distillation.answer_source=sampled"], "answer_source must be one of"),
+    (["distillation.student_fraction=1.0"], "student_fraction must be in"),
+    (["distillation.teacher_weights=frozen"], "teacher_weights must be one of"),
+    (["generation.max_new_tokens=0"], "generation.max_new_tokens"),
+])
+def test_impossible_on_policy_combinations_are_one_line_config_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        load_config(REPO_ROOT / "configs" / "online_v1.yaml", overrides)
+    assert "\n" not in str(error.value)
+
+
+def test_the_on_policy_configs_load_and_name_their_methods():
+    from src.methods import distillation_method
+
+    for path in ("configs/onpolicy.yaml", "configs/mini/onpolicy.yaml"):
+        cfg = load_config(REPO_ROOT / path)
+        assert cfg.distillation.answer_source == "student" and cfg.distillation.loss == "reverse_kl"
+        assert distillation_method(cfg.distillation.answer_source) == "onpolicy"
+    assert distillation_method("gold") == "online_v1" and distillation_method("mixed") == "onpolicy_mixed"
+    # shared prefix with student samples and fixed shots is allowed
+    load_config(REPO_ROOT / "configs/onpolicy.yaml", ["data.shot_sampling=fixed", "distillation.reuse_shot_prefix=true"])
