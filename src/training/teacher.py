@@ -16,8 +16,9 @@ Variants (a new one is one small subclass defining `logits_at`):
   ShotPrefixTeacher        the same, reading each row's suffix on the cached shared shot prefix
                            (src/models/prefix_teacher.py; distillation.reuse_shot_prefix)
   CachedTeacher            another Teacher's results memoised per example (src/training/teacher_cache.py)
-A frozen copy of the starting weights (full fine-tuning) or the live student reading the teacher
-context are one more subclass each: `logits_at` runs that module instead.
+  FrozenCopyTeacher        a frozen copy of the starting weights (model.finetune=full;
+                           src/training/frozen_teacher.py)
+The live student reading the teacher context is one more subclass: `logits_at` runs that module instead.
 
 `frozen_weights` is the module whose (non-LoRA) parameters determine the logits: the teacher cache
 keys its entries by them. `cache_tag` separates variants whose values differ only by rounding.
