@@ -208,3 +208,14 @@ def test_full_distillation_under_fsdp_refuses_cache_and_prefix_reuse_in_one_line
     with pytest.raises(ConfigError, match=message) as error:
         check_sharding(load_config(config, base + [override]), DistributedType.FSDP)
     assert "\n" not in str(error.value)
+
+
+def test_the_copy_holds_the_bytes_the_memory_table_counts(tiny_model_dir):
+    """docs/finetune_memory.md's teacher column (2 bytes per parameter in bf16) is what load_frozen_copy holds."""
+    from transformers import AutoConfig
+
+    from src.bench.finetune_memory import memory_row
+
+    row = memory_row("tiny", AutoConfig.from_pretrained(tiny_model_dir))
+    frozen_lm = load_frozen_copy(full_model_cfg(tiny_model_dir), bf16=True)
+    assert sum(p.numel() * p.element_size() for p in frozen_lm.parameters()) == row.full_bytes()["teacher"]

@@ -8,7 +8,8 @@ gradients, no AdamW states and no activations beyond one forward. Its dtype is t
 one: bf16 when `training.bf16` (2 bytes per parameter, docs/finetune_memory.md), float32 otherwise (CPU
 runs and tests). Under FSDP it is sharded like the student, by accelerate's own `fsdp2_prepare_model`
 (one FSDP unit per decoder layer, the plugin's mixed-precision policy; its frozen bf16 weights are not
-upcast, accelerate upcasts trainable ones only).
+upcast, accelerate upcasts trainable ones only), and every unit frees its gathered weights after its
+forward, so it holds 1/ranks of the copy between forwards.
 
     frozen_lm = load_frozen_copy(cfg.model, cfg.training.bf16, accelerator)
     teacher = FrozenCopyTeacher(frozen_lm, k=256, alignment="seed")
@@ -44,7 +45,11 @@ def load_frozen_copy(model_cfg, bf16: bool, accelerator=None) -> AnswerWindowLM:
         if accelerator.state.fsdp_plugin.fsdp_version != 2:
             raise ConfigError("the frozen teacher copy is sharded with FSDP2: set fsdp_version: 2 in the accelerate "
                               "config (configs/accelerate/fsdp.yaml)")
-        return fsdp2_prepare_model(accelerator, frozen_lm).eval()
+        frozen_lm = fsdp2_prepare_model(accelerator, frozen_lm).eval()
+        # Forward only, no backward to wait for: every unit, the root too (FSDP2 keeps the root's weights
+        # gathered after forward by default), frees its gathered weights after its forward.
+        frozen_lm.set_reshard_after_forward(True)
+        return frozen_lm
     return frozen_lm.to(accelerator.device)
 
 
