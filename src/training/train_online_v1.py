@@ -38,8 +38,10 @@ def check_distillation_config(cfg: Config) -> None:
 def base_teacher_model(cfg: Config, run):
     """The AnswerWindowLM holding the frozen base weights the teacher reads: LoRA: the unwrapped student
     (same weights, adapter disabled inside each call); full: a frozen copy of the starting weights,
-    loaded before any resume touches the student."""
+    loaded again from model.name (whatever a resume loads into the student)."""
     if cfg.model.finetune == "full":
+        logging.getLogger("fewshot_distill").info("teacher: a frozen %s copy of the starting weights",
+                                                  "bf16" if cfg.training.bf16 else "float32")
         return load_frozen_copy(cfg.model, cfg.training.bf16, run.accelerator)
     return run.accelerator.unwrap_model(run.model)
 
