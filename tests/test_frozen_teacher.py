@@ -219,3 +219,12 @@ def test_the_copy_holds_the_bytes_the_memory_table_counts(tiny_model_dir):
     row = memory_row("tiny", AutoConfig.from_pretrained(tiny_model_dir))
     frozen_lm = load_frozen_copy(full_model_cfg(tiny_model_dir), bf16=True)
     assert sum(p.numel() * p.element_size() for p in frozen_lm.parameters()) == row.full_bytes()["teacher"]
+
+
+def test_fsdp_version_1_is_a_one_line_error(tiny_model_dir):
+    from types import SimpleNamespace
+
+    accelerator = SimpleNamespace(distributed_type="FSDP", state=SimpleNamespace(fsdp_plugin=SimpleNamespace(fsdp_version=1)))
+    with pytest.raises(ConfigError, match="set fsdp_version: 2") as error:
+        load_frozen_copy(full_model_cfg(tiny_model_dir), bf16=True, accelerator=accelerator)
+    assert "\n" not in str(error.value)
