@@ -68,7 +68,9 @@ def full_finetune_markdown(mini_full: Path, mini: Path) -> list[str]:
         if cfg[section][key] != lora_cfg[section][key]:
             raise ValueError(f"{mini_full}: {section}.{key} differs from the LoRA mini's; the rows would not compare")
     times = json.loads((mini_full / "pipeline_times.json").read_text())
-    full_runs = {c: labels for c, labels in full["conditions"].items() if c.endswith("_full")}
+    # The pipeline names the runs by folder (baseline, online_v1); each run's condition is in its run_info.json.
+    full_runs = {json.loads((mini_full / c / "run_info.json").read_text())["condition"]: labels
+                 for c, labels in full["conditions"].items() if (mini_full / c / "run_info.json").is_file()}
     # The base rows are the LoRA mini's (the same model and held-out rows); its SFT and distillation runs beside.
     beside = {c: lora["conditions"][c] for c in lora["conditions"] if c in ("base_0shot", "baseline", "online_v1")
               or c.startswith("icl_")}
