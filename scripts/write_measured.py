@@ -2,11 +2,13 @@
 
 Reads assets/mini/ (diagnostics.json, pipeline_times.json, {run}/metrics.jsonl, {run}/run_config.yaml),
 the on-policy runs of `make mini-onpolicy` when present (assets/mini_onpolicy/: the same files plus each
-run's samples.jsonl) and the published numbers (assets/published_results.json); writes
-assets/mini/measured.md and, with --readme, replaces the text between the README's
-`<!-- measured:start -->` / `<!-- measured:end -->` markers. No number in that section is typed by hand.
+run's samples.jsonl), the full fine-tuning variant's assets/mini_full/ (`make mini-full`, same files; when
+present) and the published numbers (assets/published_results.json); writes assets/mini/measured.md and, with
+--readme, replaces the text between the README's `<!-- measured:start -->` / `<!-- measured:end -->`
+markers. No number in that section is typed by hand.
 
-    python scripts/write_measured.py --mini assets/mini --onpolicy assets/mini_onpolicy --readme README.md
+    python scripts/write_measured.py --mini assets/mini --onpolicy assets/mini_onpolicy \
+        --mini_full assets/mini_full --readme README.md
 """
 
 from __future__ import annotations
@@ -104,11 +106,68 @@ def onpolicy_markdown(onpolicy: Path, mini_conditions: dict) -> list[str]:
     return lines
 
 
-def measured_markdown(mini: Path, published: Path, onpolicy: Path | None = None) -> str:
+def training_runs_table(mini: Path) -> list[str]:
+    """One line per run folder of `mini`: steps, final CE, seconds per step and per in-training eval pass."""
+    lines = ["| run | steps | final train CE | s / optimizer step | in-training eval passes | s / eval pass |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for run in sorted(p.name for p in mini.iterdir() if (p / "metrics.jsonl").is_file()):
+        timing = run_timing(read_metrics_jsonl(mini / run / "metrics.jsonl"))
+        condition = json.loads((mini / run / "run_info.json").read_text()).get("condition", run)
+
+        def fmt(value, digits=1):
+            return "–" if value is None else f"{value:.{digits}f}"
+
+        lines.append(f"| {label_for(condition)} | {timing['steps']} | {fmt(timing['final_ce'], 4)} | "
+                     f"{fmt(timing['step_seconds'])} | {timing['evals']} | {fmt(timing['eval_seconds'])} |")
+    return lines
+
+
+def full_finetune_markdown(mini_full: Path, mini: Path) -> list[str]:
+    """The `make mini-full` runs beside the LoRA mini's: same rows, steps and held-out rows (checked)."""
+    full, lora = load_diagnostics(mini_full / "diagnostics.json"), load_diagnostics(mini / "diagnostics.json")
+    if full["subset_indices"] != lora["subset_indices"] or full["model"] != lora["model"]:
+        raise ValueError(f"{mini_full} and {mini} score different held-out rows or models: rerun make mini-full")
+    cfg = yaml.safe_load((mini_full / "online_v1" / "run_config.yaml").read_text())
+    lora_cfg = yaml.safe_load((mini / "online_v1" / "run_config.yaml").read_text())
+    for section, key in (("data", "max_train_examples"), ("training", "max_steps"),
+                         ("training", "per_device_train_batch_size"), ("training", "gradient_accumulation_steps"),
+                         ("data", "num_fewshot_examples"), ("distillation", "n_top_logits")):
+        if cfg[section][key] != lora_cfg[section][key]:
+            raise ValueError(f"{mini_full}: {section}.{key} differs from the LoRA mini's; the rows would not compare")
+    times = json.loads((mini_full / "pipeline_times.json").read_text())
+    # The pipeline names the runs by folder (baseline, online_v1); each run's condition is in its run_info.json.
+    full_runs = {json.loads((mini_full / c / "run_info.json").read_text())["condition"]: labels
+                 for c, labels in full["conditions"].items() if (mini_full / c / "run_info.json").is_file()}
+    # The base rows are the LoRA mini's (the same model and held-out rows); its SFT and distillation runs beside.
+    beside = {c: lora["conditions"][c] for c in lora["conditions"] if c in ("base_0shot", "baseline", "online_v1")
+              or c.startswith("icl_")}
+    last = {c: dict([last_checkpoint(labels)]) for c, labels in (beside | full_runs).items()}
+    return [
+        f"Full fine-tuning (`make mini-full`, presets `configs/mini_full/`): the same model, rows, steps, batch, "
+        f"shots and held-out rows, every weight trained (float32, lr {cfg['training']['lr']}) instead of a LoRA "
+        "adapter; the distillation teacher is a frozen copy of the starting weights. `make mini-full` wall time: "
+        f"{times['mini_wall_seconds']} s (training {times['train_seconds']} s, diagnostics "
+        f"{times['diagnostics_seconds']} s). Last checkpoint of each run, beside the LoRA runs and the base rows "
+        "above:",
+        "",
+        diagnostics_markdown(last),
+        "",
+        "<details><summary>Every checkpoint of the full fine-tuning runs, and their training</summary>",
+        "",
+        diagnostics_markdown(full_runs),
+        "",
+        *training_runs_table(mini_full),
+        "",
+        "</details>",
+        "",
+    ]
+
+
+def measured_markdown(mini: Path, published: Path, onpolicy: Path | None = None,
+                      mini_full: Path | None = None) -> str:
     diagnostics = load_diagnostics(mini / "diagnostics.json")
     conditions = diagnostics["conditions"]
     times = json.loads((mini / "pipeline_times.json").read_text())
-    runs = sorted(p.name for p in mini.iterdir() if (p / "metrics.jsonl").is_file())
     cfg = yaml.safe_load((mini / "online_v1" / "run_config.yaml").read_text())
     data, training = cfg["data"], cfg["training"]
     batch = training["per_device_train_batch_size"] * training["gradient_accumulation_steps"]
@@ -136,17 +195,8 @@ def measured_markdown(mini: Path, published: Path, onpolicy: Path | None = None)
         "",
         "Training runs (from each run's metrics.jsonl):",
         "",
-        "| run | steps | final train CE | s / optimizer step | in-training eval passes | s / eval pass |",
-        "|---|---:|---:|---:|---:|---:|",
+        *training_runs_table(mini),
     ]
-    for run in runs:
-        timing = run_timing(read_metrics_jsonl(mini / run / "metrics.jsonl"))
-
-        def fmt(value, digits=1):
-            return "–" if value is None else f"{value:.{digits}f}"
-
-        lines.append(f"| {label_for(run)} | {timing['steps']} | {fmt(timing['final_ce'], 4)} | "
-                     f"{fmt(timing['step_seconds'])} | {timing['evals']} | {fmt(timing['eval_seconds'])} |")
     lines += ["", "Seconds are wall-clock on a 2-core virtual machine whose load was not controlled, so they "
               "compare loosely across runs; each eval pass scores the in-training held-out rows once.", ""]
     evals = [r for r in read_metrics_jsonl(mini / "online_v1" / "metrics.jsonl") if "eval/nll" in r]
@@ -162,6 +212,8 @@ def measured_markdown(mini: Path, published: Path, onpolicy: Path | None = None)
                          f"{r.get('eval/gap_closed_kl', float('nan')):.3f} | {r['eval/seconds']:.1f} |")
     if onpolicy is not None:
         lines += onpolicy_markdown(onpolicy, conditions)
+    if mini_full is not None:
+        lines += ["", *full_finetune_markdown(mini_full, mini)]
     lines += ["", f"Beside it, the paper's published table (Qwen3-1.7B, GSM8K test accuracy, best checkpoint of "
               f"each method; not measured here, from `{published}`):", "",
               main_table(load_many([published])["conditions"], rule="best")]
@@ -173,13 +225,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mini", default="assets/mini", help="folder with the copied make mini outputs")
     parser.add_argument("--onpolicy", default="assets/mini_onpolicy",
                         help="folder with the copied make mini-onpolicy outputs (skipped when absent)")
+    parser.add_argument("--mini_full", default="assets/mini_full",
+                        help="folder with the copied make mini-full outputs (left out when it has no diagnostics.json)")
     parser.add_argument("--published", default="assets/published_results.json")
     parser.add_argument("--readme", default=None, help="README to update between the measured: markers")
     args = parser.parse_args(argv)
     mini = Path(args.mini)
     try:
         onpolicy = Path(args.onpolicy) if (Path(args.onpolicy) / "diagnostics.json").is_file() else None
-        markdown = measured_markdown(mini, Path(args.published), onpolicy)
+        mini_full = Path(args.mini_full) if (Path(args.mini_full) / "diagnostics.json").is_file() else None
+        markdown = measured_markdown(mini, Path(args.published), onpolicy, mini_full)
     except (FileNotFoundError, ValueError, KeyError) as error:
         raise SystemExit(f"error: {error}") from None
     (mini / "measured.md").write_text(markdown)

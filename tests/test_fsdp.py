@@ -7,7 +7,9 @@ and its transformer-layer auto-wrap policy is applied to our AnswerWindowLM; (2)
 sharded per decoder layer by that policy, trains 2 SFT steps to the same weights as one unsharded
 process; the full state dict (gathered with the call accelerate's `get_state_dict` makes under FSDP2)
 is saved by our checkpoint code, loads with from_pretrained, and resumes into a freshly sharded model
-with each rank's optimizer shard.
+with each rank's optimizer shard. The frozen teacher copy of full distillation, sharded by accelerate's
+own `fsdp2_prepare_model` (as `load_frozen_copy` does under FSDP), gives the unsharded copy's top-K and
+still holds the starting weights after the student trained.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ def test_fsdp_with_lora_or_held_out_eval_is_a_one_line_error():
 
 
 FSDP_WORKER = textwrap.dedent("""
-    import json, os, sys
+    import json, os, sys, types
     from pathlib import Path
 
     import torch
@@ -100,6 +102,8 @@ FSDP_WORKER = textwrap.dedent("""
     from src.models.student import AnswerWindowLM, build_student, load_tokenizer
     from src.training.checkpoint import full_state_dict, load_checkpoint, save_checkpoint, save_final
     from src.training.steps import sft_loss_step
+    from src import distillation as D
+    from src.training.frozen_teacher import FrozenCopyTeacher, load_frozen_copy
 
 
     class GlooAccelerator:
@@ -113,6 +117,17 @@ FSDP_WORKER = textwrap.dedent("""
         def get_state_dict(self, model):
             options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, cpu_offload=True)
             return get_model_state_dict(model, options=options)
+
+
+    class FsdpAccelerator(GlooAccelerator):
+        # What accelerate's fsdp2_prepare_model reads from an Accelerator launched with an FSDP2 config.
+        distributed_type = "FSDP"
+        mixed_precision = "no"
+        device = torch.device("cpu")
+
+        def __init__(self):
+            plugin = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap")
+            self.state = types.SimpleNamespace(fsdp_plugin=plugin)
 
 
     def sharded_student(model_dir):
@@ -142,9 +157,18 @@ FSDP_WORKER = textwrap.dedent("""
         model_dir, out = sys.argv[1], Path(sys.argv[2])
         batches = torch.load(out / "batches.pt")
         accelerator = GlooAccelerator()
+        teacher = FrozenCopyTeacher(load_frozen_copy(ModelConfig(name=model_dir, finetune="full"), False,
+                                                     FsdpAccelerator()), k=8)
         model, window_lm, optimizer, scheduler = sharded_student(model_dir)
         for step in range(2):
             train_step(window_lm, optimizer, scheduler, batches[step][rank])
+        _, answer_mask, answer_ids = D.student_answer_window(batches[0][rank]["student_labels"])
+        values, ids = teacher.top_k(batches[0][rank], answer_ids, answer_mask)
+        torch.save({"values": values, "ids": ids, "type": type(next(teacher.frozen_lm.parameters())).__name__,
+                    "class": type(teacher.frozen_lm).__name__}, out / f"teacher_{rank}.pt")
+        teacher_weights = full_state_dict(accelerator, teacher.frozen_lm)
+        if rank == 0:
+            torch.save(teacher_weights, out / "teacher_weights.pt")
         tokenizer = load_tokenizer(model_dir)
         state = {"step": 2, "examples_seen": 2, "scheduler": scheduler.state_dict()}
         save_checkpoint(accelerator, out / "checkpoint-2", model, tokenizer, "run: fsdp\\n", state,
@@ -177,11 +201,13 @@ def test_fully_shard_over_gloo_trains_saves_and_resumes_like_one_process(tiny_mo
     from src.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
     from src.models.student import AnswerWindowLM, build_student, load_tokenizer
     from src.training.steps import sft_loss_step
+    from src import distillation as D
+    from src.training.frozen_teacher import FrozenCopyTeacher, load_frozen_copy
 
-    data_cfg = DataConfig(path=str(SMOKE_DATA), num_workers=0, max_seq_len_student=512)
+    data_cfg = DataConfig(path=str(SMOKE_DATA), num_workers=0, max_seq_len_student=512, num_fewshot_examples=2)
     tokenizer = load_tokenizer(str(tiny_model_dir))
     examples, _ = build_examples(load_gsm8k_rows(data_cfg, "train"), tokenizer, data_cfg, seed=0,
-                                 with_teacher=False, indices=list(range(16)))
+                                 with_teacher=True, indices=list(range(16)))
     # batches[step][rank]: 2 rows per rank per step (equal answer-token counts are not needed: FSDP
     # averages the two ranks' gradients, as the single-process reference below does)
     batches = [[collate_examples(examples[4 * s + 2 * r: 4 * s + 2 * r + 2], tokenizer.pad_token_id)
@@ -217,3 +243,20 @@ def test_fully_shard_over_gloo_trains_saves_and_resumes_like_one_process(tiny_mo
         assert torch.equal(param, dict(checkpoint.named_parameters())[name]), name
     assert (tmp_path / "checkpoint-2" / "optimizer_state_1.pt").is_file()
     assert "optimizer" not in torch.load(tmp_path / "checkpoint-2" / "training_state.pt", weights_only=False)
+
+    # The sharded frozen teacher copy: really sharded, the unsharded copy's top-K, the starting weights.
+    from src import distillation as D
+    from src.training.frozen_teacher import FrozenCopyTeacher, load_frozen_copy
+
+    plain = FrozenCopyTeacher(load_frozen_copy(ModelConfig(name=str(tiny_model_dir), finetune="full"), False), k=8)
+    for rank in range(2):
+        sharded = torch.load(tmp_path / f"teacher_{rank}.pt", weights_only=False)
+        assert sharded["type"] == "DTensor" and sharded["class"].startswith("FSDP")
+        _, answer_mask, answer_ids = D.student_answer_window(batches[0][rank]["student_labels"])
+        values, ids = plain.top_k(batches[0][rank], answer_ids, answer_mask)
+        torch.testing.assert_close(sharded["values"][answer_mask], values[answer_mask], rtol=1e-5, atol=1e-5)
+        assert torch.equal(sharded["ids"][answer_mask], ids[answer_mask])
+    starting = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).state_dict()
+    teacher_weights = torch.load(tmp_path / "teacher_weights.pt", weights_only=True)
+    assert teacher_weights.keys() == starting.keys()
+    assert all(torch.equal(teacher_weights[name], starting[name]) for name in starting)

@@ -217,16 +217,6 @@ def test_full_condition_labels():
         "baseline", "baseline_full", "online_v1_full"]
 
 
-def test_full_distillation_is_a_one_line_error_until_the_frozen_copy_teacher_exists(tiny_model_dir, tmp_path):
-    from src.training.train_online_v1 import main
-
-    with pytest.raises(ConfigError, match="needs the frozen-copy teacher, not yet available") as error:
-        main(["--config", str(REPO_ROOT / "configs" / "online_v1.yaml"), "--output_dir", str(tmp_path / "run"),
-              f"model.name={tiny_model_dir}", "model.finetune=full"])
-    assert "\n" not in str(error.value)
-    assert not (tmp_path / "run").exists()
-
-
 GEMMA_CONFIGS = {"sft": (0, 0.0, "fewshot"), "distill": (256, 0.5, "fewshot"), "zeroshot_teacher": (256, 0.5, "zeroshot")}
 
 

@@ -32,6 +32,11 @@ MAX_STEPS = 6
 # reference must still be the starting model's.
 FULL_SFT = ("model.finetune=full", "eval.held_out_examples=4", "training.eval_steps=3", "eval.mse_top_k=16",
             "data.num_fewshot_examples=2")
+# model.finetune=full distillation: the frozen teacher copy behind the memory teacher cache (a resumed run
+# starts with an empty cache: the copy's recomputed top-K must equal the cached one), student with
+# gradient checkpointing.
+FULL_DISTILLATION = ("model.finetune=full", "distillation.teacher_cache=memory", "training.gradient_checkpointing=true",
+                     "data.num_fewshot_examples=2", "data.max_train_examples=8", "eval.held_out_examples=0")
 
 
 def free_port() -> int:
@@ -102,8 +107,16 @@ def baseline_full_run(tiny_model_dir, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def online_full_run(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("online_full") / "run"
+    train("online_v1", out, tiny_model_dir, *FULL_DISTILLATION)
+    return out
+
+
 # run fixture -> (method, overrides)
-RUNS = {"online_run": ("online_v1", ()), "baseline_run": ("baseline", ()), "baseline_full_run": ("baseline", FULL_SFT)}
+RUNS = {"online_run": ("online_v1", ()), "baseline_run": ("baseline", ()), "baseline_full_run": ("baseline", FULL_SFT),
+        "online_full_run": ("online_v1", FULL_DISTILLATION)}
 
 
 def event_scalars(run_dir: Path) -> dict[str, list[float]]:
@@ -173,14 +186,16 @@ def test_same_seed_gives_the_same_loss_curve(online_run, tiny_model_dir, tmp_pat
 
 
 @pytest.mark.parametrize("stop_signal, run_fixture", [("SIGTERM", "online_run"), ("SIGINT", "online_run"),
-                                                      ("SIGTERM", "baseline_full_run")])
+                                                      ("SIGTERM", "baseline_full_run"),
+                                                      ("SIGTERM", "online_full_run")])
 def test_sigterm_checkpoints_and_resume_matches_uninterrupted_run(request, tiny_model_dir, tmp_path, stop_signal,
                                                                   run_fixture):
     """Stop a DDP run after its first checkpoint, resume, compare with the full run.
 
     SIGTERM goes to the launcher (as `scancel` or a pre-empted node sends it); SIGINT to the whole
-    process group, as Ctrl-C in a terminal does. The full fine-tuning run compares every weight, and
-    its held-out eval (teacher and 0-shot reference from the starting model) at the last step.
+    process group, as Ctrl-C in a terminal does. The full fine-tuning runs compare every weight; full
+    SFT also its held-out eval (teacher and 0-shot reference from the starting model) at the last step;
+    full distillation's teacher is the frozen copy of the starting weights, not the resumed ones.
     """
     uninterrupted = request.getfixturevalue(run_fixture)
     method, overrides = RUNS[run_fixture]

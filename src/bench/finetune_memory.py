@@ -9,7 +9,8 @@ Bytes per parameter, per data-parallel rank (DDP: every rank holds all of it):
     LoRA   base weights bf16 (2), frozen, also the teacher (adapter disabled: no copy);
            adapter weights fp32 (4) + their gradients fp32 (4) + AdamW exp_avg and exp_avg_sq fp32 (8)
     full   weights fp32 master copies (4) + gradients fp32 (4) + AdamW states fp32 (8)
-           + the teacher, a frozen bf16 copy of the starting weights (2)
+           + the teacher of full distillation, a frozen bf16 copy of the starting weights (2;
+             src/training/frozen_teacher.py; float32 (4) with training.bf16=false, none for full SFT)
 
 FSDP FULL_SHARD divides every full-fine-tuning term (the teacher copy too when it is sharded) by the
 number of ranks. Activations, the teacher's forward and the logits come on top: they depend on batch

@@ -178,7 +178,8 @@ def _warn_on_config_change(cfg: Config, checkpoint: Path) -> None:
 
 
 def check_sharding(cfg: Config, distributed_type) -> None:
-    """FSDP (configs/accelerate/fsdp.yaml) serves full fine-tuning; what it cannot do yet is a one-line error."""
+    """FSDP (configs/accelerate/fsdp.yaml) serves full fine-tuning (its frozen teacher copy sharded too);
+    what it cannot do yet is a one-line error."""
     if distributed_type != "FSDP":  # accelerate's DistributedType is a str enum
         return
     if cfg.model.finetune != "full":
@@ -188,6 +189,14 @@ def check_sharding(cfg: Config, distributed_type) -> None:
         # Its rows are split unevenly over ranks, and every sharded forward is a collective.
         raise ConfigError("eval.held_out_examples > 0 is not supported under FSDP: set eval.held_out_examples=0 "
                           "and score the checkpoints with scripts/eval_diagnostics.py")
+    dist_cfg = cfg.distillation
+    if dist_cfg.n_top_logits > 0 and dist_cfg.teacher_cache != "none":
+        # A rank whose rows are all cached would skip the sharded teacher's forward, a collective.
+        raise ConfigError("distillation.teacher_cache is not supported under FSDP: set distillation.teacher_cache=none")
+    if dist_cfg.n_top_logits > 0 and dist_cfg.reuse_shot_prefix:
+        # The prefix pass calls the decoder outside the sharded model's forward, which gathers the shards.
+        raise ConfigError("distillation.reuse_shot_prefix is not supported under FSDP: set "
+                          "distillation.reuse_shot_prefix=false")
 
 
 def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: bool) -> Run:

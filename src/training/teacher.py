@@ -18,8 +18,8 @@ Variants (a new one is one small subclass defining `logits_at`):
   CachedTeacher            another Teacher's results memoised per example (src/training/teacher_cache.py)
   LiveTeacher              the current student, adapter on, reading the teacher context
                            (distillation.teacher_weights=live, SDFT / OPSD's live teacher; not cacheable)
-A frozen copy of the starting weights (full fine-tuning) is one more subclass: `logits_at` runs that
-module instead.
+  FrozenCopyTeacher        a frozen copy of the starting weights (model.finetune=full;
+                           src/training/frozen_teacher.py)
 
 `frozen_weights` is the module whose (non-LoRA) parameters determine the logits: the teacher cache
 keys its entries by them. `cache_tag` separates variants whose values differ only by rounding.

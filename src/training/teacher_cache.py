@@ -1,6 +1,7 @@
 """Memoised teacher top-K: compute each example's teacher logits once, reuse them every later epoch.
 
-Why it is exact: the teacher is the base model with the adapter disabled (frozen weights, no dropout)
+Why it is exact: the teacher is the base model with the adapter disabled, or a frozen copy of the starting
+weights in a full fine-tuning run (frozen weights, no dropout)
 and example i's teacher input (its shots are drawn with `seed + i`) is the same in every epoch, so
 its top-K values and ids never change during a run. The paper's schedule (1000 steps x 32 examples
 over GSM8K's 7,473) sees each example ~4.3 times; with the cache the teacher runs once per example.

@@ -1,7 +1,8 @@
 """LoRA SFT + online few-shot logit distillation.
 
-Teacher: the same base model with the LoRA adapter disabled, reading [8 shots][question][answer].
-Student: base model + LoRA, reading [question][answer].
+Teacher: the same base model with the LoRA adapter disabled (model.finetune=full: a frozen copy of the
+starting weights, src/training/frozen_teacher.py), reading [8 shots][question][answer].
+Student: base model + LoRA (or every weight), reading [question][answer].
 Loss: CE(student) + lambda_distill * MSE(teacher top-K logits, student logits at the same vocab ids),
 at every answer token; `distillation.loss` swaps the MSE for a KL-family loss (src/losses.py).
 `distillation.answer_source=student|mixed` trains on the student's own samples instead (the methods
@@ -18,19 +19,15 @@ from __future__ import annotations
 import logging
 from functools import partial
 
-from src.config import Config, ConfigError
+from src.config import Config
 from src.losses import LossSpec
 from src.methods import METHODS, distillation_method
 from src.models.prefix_teacher import SharedPrefixTeacher, fixed_shot_prefix_ids
+from src.training.frozen_teacher import FrozenCopyTeacher, load_frozen_copy
 from src.training.loop import exit_on_user_error, parse_training_args, setup_run, train
 from src.training.steps import distillation_loss_step, loss_step_builder
 from src.training.teacher import AdapterDisabledTeacher, LiveTeacher, ShotPrefixTeacher, Teacher
 from src.training.teacher_cache import CachedTeacher, build_teacher_cache
-
-
-# The adapter-disabled teacher would be the trained weights themselves once every weight trains.
-FULL_DISTILLATION_UNAVAILABLE = ("model.finetune=full with distillation needs the frozen-copy teacher, not yet "
-                                 "available; use model.finetune=lora, or train_baseline.py for full SFT")
 
 
 def check_distillation_config(cfg: Config) -> None:
@@ -39,29 +36,37 @@ def check_distillation_config(cfg: Config) -> None:
             "train_online_v1.py needs distillation.n_top_logits > 0 and distillation.lambda_distill > 0 "
             f"(got {cfg.distillation.n_top_logits} and {cfg.distillation.lambda_distill}). Use "
             "--config configs/online_v1.yaml, or train_baseline.py for plain SFT.")
+
+
+def base_teacher_model(cfg: Config, run):
+    """The AnswerWindowLM holding the frozen base weights the teacher reads: LoRA: the unwrapped student
+    (same weights, adapter disabled inside each call); full: a frozen copy of the starting weights,
+    loaded again from model.name (whatever a resume loads into the student)."""
     if cfg.model.finetune == "full":
-        raise ConfigError(FULL_DISTILLATION_UNAVAILABLE)
+        logging.getLogger("fewshot_distill").info("teacher: a frozen %s copy of the starting weights",
+                                                  "bf16" if cfg.training.bf16 else "float32")
+        return load_frozen_copy(cfg.model, cfg.training.bf16, run.accelerator)
+    return run.accelerator.unwrap_model(run.model)
 
 
 def build_teacher(cfg: Config, run, tail_temperature: float | None) -> Teacher:
-    """The config's teacher: adapter disabled, on a shared shot prefix (distillation.reuse_shot_prefix),
-    memoised (distillation.teacher_cache); or the live student (distillation.teacher_weights=live, which
-    the config allows with neither)."""
-    if cfg.model.finetune == "full":
-        raise ConfigError(FULL_DISTILLATION_UNAVAILABLE)
+    """The config's teacher: adapter disabled (LoRA) or a frozen copy (full), on a shared shot prefix
+    (distillation.reuse_shot_prefix), memoised (distillation.teacher_cache); or the live student
+    (distillation.teacher_weights=live, which the config allows with neither: no frozen copy is loaded)."""
     dist_cfg = cfg.distillation
     log = logging.getLogger("fewshot_distill")
-    # The unwrapped student module: same weights, adapter disabled inside each call.
-    window_lm = run.accelerator.unwrap_model(run.model)
     k, alignment = dist_cfg.n_top_logits, dist_cfg.alignment
     teacher: Teacher
-    if dist_cfg.teacher_weights == "live":
-        return LiveTeacher(window_lm, k, alignment, tail_temperature)
+    if dist_cfg.teacher_weights == "live":  # the student itself: no frozen weights to load
+        return LiveTeacher(run.accelerator.unwrap_model(run.model), k, alignment, tail_temperature)
+    window_lm = base_teacher_model(cfg, run)
     if dist_cfg.reuse_shot_prefix:  # fixed shots' keys/values computed once, each suffix runs on them
         shot_prefix = SharedPrefixTeacher(window_lm, fixed_shot_prefix_ids(
             run.examples, run.n_train_rows, cfg.data.num_fewshot_examples, cfg.training.seed))
         log.info("shared shot prefix: %d tokens", shot_prefix.prefix_length)
         teacher = ShotPrefixTeacher(shot_prefix, k, alignment, tail_temperature)
+    elif cfg.model.finetune == "full":
+        teacher = FrozenCopyTeacher(window_lm, k, alignment, tail_temperature)
     else:
         teacher = AdapterDisabledTeacher(window_lm, k, alignment, tail_temperature)
     # distillation.teacher_cache: reuse each example's teacher top-K after its first epoch.
