@@ -175,8 +175,8 @@ def _distillation_grads(model_dir, batch, gradient_checkpointing: bool):
     optimizer.zero_grad()
     terms = distillation_loss_step(student, batch, teacher, 0.5, "seed")
     terms["loss"].backward()
-    assert not teacher.frozen_lm.training and not teacher.frozen_lm.causal_lm.is_gradient_checkpointing
-    assert all(p.grad is None for p in teacher.frozen_lm.parameters())
+    assert not teacher.window_lm.training and not teacher.window_lm.causal_lm.is_gradient_checkpointing
+    assert all(p.grad is None for p in teacher.window_lm.parameters())
     return terms, {n: p.grad.clone() for n, p in student.named_parameters()}
 
 

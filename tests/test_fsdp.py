@@ -164,9 +164,9 @@ FSDP_WORKER = textwrap.dedent("""
             train_step(window_lm, optimizer, scheduler, batches[step][rank])
         _, answer_mask, answer_ids = D.student_answer_window(batches[0][rank]["student_labels"])
         values, ids = teacher.top_k(batches[0][rank], answer_ids, answer_mask)
-        torch.save({"values": values, "ids": ids, "type": type(next(teacher.frozen_lm.parameters())).__name__,
-                    "class": type(teacher.frozen_lm).__name__}, out / f"teacher_{rank}.pt")
-        teacher_weights = full_state_dict(accelerator, teacher.frozen_lm)
+        torch.save({"values": values, "ids": ids, "type": type(next(teacher.window_lm.parameters())).__name__,
+                    "class": type(teacher.window_lm).__name__}, out / f"teacher_{rank}.pt")
+        teacher_weights = full_state_dict(accelerator, teacher.window_lm)
         if rank == 0:
             torch.save(teacher_weights, out / "teacher_weights.pt")
         tokenizer = load_tokenizer(model_dir)

@@ -22,11 +22,9 @@ trained ones.
 
 from __future__ import annotations
 
-import torch
-
 from src.config import ConfigError
 from src.models.student import AnswerWindowLM, load_base_model
-from src.training.teacher import Teacher
+from src.training.teacher import WindowLMTeacher
 
 
 def load_frozen_copy(model_cfg, bf16: bool, accelerator=None) -> AnswerWindowLM:
@@ -53,19 +51,14 @@ def load_frozen_copy(model_cfg, bf16: bool, accelerator=None) -> AnswerWindowLM:
     return frozen_lm.to(accelerator.device)
 
 
-class FrozenCopyTeacher(Teacher):
+class FrozenCopyTeacher(WindowLMTeacher):
     """A frozen copy of the starting weights (`load_frozen_copy`), run as it is: no adapter to disable."""
 
     def __init__(self, frozen_lm: AnswerWindowLM, k: int, alignment: str = "seed",
                  tail_temperature: float | None = None):
-        super().__init__(k, alignment, tail_temperature)
         if any(p.requires_grad for p in frozen_lm.parameters()):
             raise ValueError("FrozenCopyTeacher needs frozen weights (requires_grad=False): use load_frozen_copy")
-        self.frozen_lm = frozen_lm
-
-    @property
-    def frozen_weights(self) -> torch.nn.Module:
-        return self.frozen_lm
+        super().__init__(frozen_lm, k, alignment, tail_temperature)
 
     def logits_at(self, input_ids, attention_mask, positions):
-        return self.frozen_lm(input_ids, attention_mask, positions)
+        return self.window_lm(input_ids, attention_mask, positions)

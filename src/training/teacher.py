@@ -20,6 +20,7 @@ Variants (a new one is one small subclass defining `logits_at`):
                            (distillation.teacher_weights=live, SDFT / OPSD's live teacher; not cacheable)
   FrozenCopyTeacher        a frozen copy of the starting weights (model.finetune=full;
                            src/training/frozen_teacher.py)
+AdapterDisabledTeacher, LiveTeacher and FrozenCopyTeacher each run one `AnswerWindowLM` (`WindowLMTeacher`).
 
 `frozen_weights` is the module whose (non-LoRA) parameters determine the logits: the teacher cache
 keys its entries by them. `cache_tag` separates variants whose values differ only by rounding.
@@ -78,8 +79,8 @@ class Teacher:
             return values, ids, L.tail_logsumexp(logits, ids, self.tail_temperature)
 
 
-class AdapterDisabledTeacher(Teacher):
-    """The frozen base model: the student's `AnswerWindowLM` run with its LoRA adapter disabled."""
+class WindowLMTeacher(Teacher):
+    """A teacher that runs one `AnswerWindowLM` (its `window_lm`); subclasses say how."""
 
     def __init__(self, window_lm: AnswerWindowLM, k: int, alignment: str = "seed",
                  tail_temperature: float | None = None):
@@ -89,6 +90,10 @@ class AdapterDisabledTeacher(Teacher):
     @property
     def frozen_weights(self) -> torch.nn.Module:
         return self.window_lm
+
+
+class AdapterDisabledTeacher(WindowLMTeacher):
+    """The frozen base model: the student's `AnswerWindowLM` run with its LoRA adapter disabled."""
 
     def logits_at(self, input_ids, attention_mask, positions):
         return teacher_logits(self.window_lm, input_ids, attention_mask, positions)
@@ -116,7 +121,7 @@ class ShotPrefixTeacher(Teacher):
         return self.shot_prefix.logits(input_ids, attention_mask, positions)
 
 
-class LiveTeacher(Teacher):
+class LiveTeacher(WindowLMTeacher):
     """The current student (adapter on) reading the teacher context: SDFT / OPSD's live teacher.
 
     Run in eval mode (no LoRA dropout: the targets are the model's, not a noisy draw of them) and
@@ -124,15 +129,6 @@ class LiveTeacher(Teacher):
     """
 
     cacheable = False
-
-    def __init__(self, window_lm: AnswerWindowLM, k: int, alignment: str = "seed",
-                 tail_temperature: float | None = None):
-        super().__init__(k, alignment, tail_temperature)
-        self.window_lm = window_lm
-
-    @property
-    def frozen_weights(self) -> torch.nn.Module:
-        return self.window_lm
 
     def logits_at(self, input_ids, attention_mask, positions):
         was_training = self.window_lm.training
