@@ -191,6 +191,14 @@ def selected_accuracy_bars(
     return fig
 
 
+def add_footnote(fig: Figure, note: str | None, bottom: float = 0.08) -> None:
+    """`note` (wrapped) in small grey italics under the axes, which `tight_layout` keeps clear of it."""
+    if note:
+        fig.text(0.01, 0.005, textwrap.fill(note, 120), fontsize=FONT_SIZE - 3, style="italic",
+                 color="dimgray", va="bottom", ha="left")
+    fig.tight_layout(rect=(0, bottom if note else 0, 1, 1))
+
+
 def _plot_series(ax, steps: list[int], values: list[float], label: str, color: str, smooth: float) -> None:
     if smooth > 0 and len(values) > 1:
         ax.plot(steps, values, color=color, alpha=0.25, linewidth=1)

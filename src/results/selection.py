@@ -124,7 +124,7 @@ def selection_table(conditions: dict[str, dict[str, dict]], choices: dict[str, s
 def selection_figure(conditions: dict[str, dict[str, dict]], choices: dict[str, str], title: str,
                      note: str | None = None):
     """Grouped bars: per trained method, test accuracy at the best, dev-selected and final checkpoint."""
-    from src.results.figures import DPI, FONT_SIZE, _style, plt
+    from src.results.figures import DPI, add_footnote, FONT_SIZE, _style, plt
 
     rows = selection_rows(conditions, choices)
     if not rows:
@@ -154,8 +154,5 @@ def selection_figure(conditions: dict[str, dict[str, dict]], choices: dict[str, 
         ax.set_ylim(0, top * 1.35 + 5)  # room for the value labels and the legend above the bars
         ax.legend(title="checkpoint selection", loc="upper center", ncol=len(rules))
         ax.grid(True, axis="y", alpha=0.3)
-        if note:
-            fig.text(0.01, 0.005, textwrap.fill(note, 120), fontsize=FONT_SIZE - 3, style="italic",
-                     color="dimgray", va="bottom", ha="left")
-        fig.tight_layout(rect=(0, 0.08 if note else 0, 1, 1))
+        add_footnote(fig, note)
     return fig

@@ -11,7 +11,6 @@ checkpoint of each condition is chosen once, on the first file (the training tas
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 from src.results.labels import label_for, ordered_conditions
@@ -63,7 +62,7 @@ def transfer_table(results: list[dict], picked: dict[str, str]) -> str:
 
 def transfer_figure(results: list[dict], picked: dict[str, str], title: str, note: str | None = None):
     """Grouped bars: one group per task, one bar per condition at its picked checkpoint."""
-    from src.results.figures import DPI, FONT_SIZE, _style, color_for, plt
+    from src.results.figures import DPI, add_footnote, FONT_SIZE, _style, color_for, plt
 
     rows = transfer_rows(results, picked)
     width = 0.8 / max(1, len(rows))
@@ -91,8 +90,5 @@ def transfer_figure(results: list[dict], picked: dict[str, str], title: str, not
         ax.set_ylim(0, top * 1.4 + 5)  # room for the value labels and the legend above the bars
         ax.legend(fontsize=FONT_SIZE - 2, loc="upper center", ncol=2)
         ax.grid(True, axis="y", alpha=0.3)
-        if note:
-            fig.text(0.01, 0.005, textwrap.fill(note, 120), fontsize=FONT_SIZE - 3, style="italic",
-                     color="dimgray", va="bottom", ha="left")
-        fig.tight_layout(rect=(0, 0.08 if note else 0, 1, 1))
+        add_footnote(fig, note)
     return fig
