@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 
 from src.bench.finetune_memory import gemma3_270m_config, memory_markdown, memory_row, qwen3_1_7b_config
+from src.utils.io import replace_between_markers
 
 START, END = "<!-- finetune-memory:start -->", "<!-- finetune-memory:end -->"
 
@@ -40,14 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).write_text(note + table + "\n")
         print(f"wrote {args.out}")
     if args.readme:
-        readme = Path(args.readme)
-        text = readme.read_text()
-        if START not in text or END not in text:
-            raise SystemExit(f"error: {readme} lacks the {START} / {END} markers")
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        readme.write_text(f"{head}{START}\n{note}{table}\n{END}{tail}")
-        print(f"updated {readme}")
+        replace_between_markers(args.readme, START, END, f"{note}{table}\n")
+        print(f"updated {args.readme}")
     return 0
 
 

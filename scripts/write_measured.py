@@ -25,6 +25,7 @@ from src.results.labels import label_for
 from src.results.load import load_many, last_checkpoint
 from src.results.metrics import read_metrics_jsonl
 from src.results.tables import main_table
+from src.utils.io import replace_between_markers
 
 START, END = "<!-- measured:start -->", "<!-- measured:end -->"
 
@@ -240,14 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     (mini / "measured.md").write_text(markdown)
     print(f"wrote {mini / 'measured.md'}")
     if args.readme:
-        readme = Path(args.readme)
-        text = readme.read_text()
-        if START not in text or END not in text:
-            raise SystemExit(f"error: {readme} lacks the {START} / {END} markers")
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        readme.write_text(f"{head}{START}\n{markdown}{END}{tail}")
-        print(f"updated {readme}")
+        replace_between_markers(args.readme, START, END, markdown)
+        print(f"updated {args.readme}")
     return 0
 
 

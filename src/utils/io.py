@@ -40,3 +40,15 @@ def publish_folder(tmp_dir: str | Path, final_dir: str | Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
     else:
         os.replace(tmp_dir, final_dir)
+
+
+def replace_between_markers(path: str | Path, start: str, end: str, text: str) -> None:
+    """Replace what stands between the `start` and `end` marker lines of a file (a generated README block)
+    with `text`; SystemExit naming the markers when the file lacks them."""
+    path = Path(path)
+    content = path.read_text()
+    if start not in content or end not in content:
+        raise SystemExit(f"error: {path} lacks the {start} / {end} markers")
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{text}{end}{tail}")
