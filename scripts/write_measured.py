@@ -36,15 +36,26 @@ def run_timing(records: list[dict]) -> dict:
     evals = [r for r in records if "eval/seconds" in r]
     in_loop_evals = sum(r["eval/seconds"] for r in evals if r["step"] > 0)
     steps = train[-1]["step"] if train else 0
-    step_seconds = (train[-1]["elapsed_s"] - in_loop_evals) / steps if steps else None
+    step_seconds = (training_seconds(records) - in_loop_evals) / steps if steps else None
     eval_seconds = sum(r["eval/seconds"] for r in evals) / len(evals) if evals else None
     return {"steps": steps, "step_seconds": step_seconds, "eval_seconds": eval_seconds, "evals": len(evals),
             "final_ce": train[-1].get("train/ce_loss") if train else None}
 
 
+def training_seconds(records: list[dict]) -> float:
+    """Seconds a run trained, summed over its launches: `elapsed_s` restarts at 0 when a run is resumed,
+    so each launch's last value counts once."""
+    total, previous = 0.0, 0.0
+    for r in sorted((r for r in records if "elapsed_s" in r), key=lambda r: r["step"]):
+        if r["elapsed_s"] < previous:  # a resumed launch began
+            total += previous
+        previous = r["elapsed_s"]
+    return total + previous
+
+
 def run_elapsed(metrics: Path) -> float:
-    """Seconds from the start of training to the last logged step of a run."""
-    return max(r["elapsed_s"] for r in read_metrics_jsonl(metrics) if "elapsed_s" in r)
+    """Seconds of training of a run (all its launches) up to its last logged step."""
+    return training_seconds(read_metrics_jsonl(metrics))
 
 
 def onpolicy_markdown(onpolicy: Path, mini_conditions: dict) -> list[str]:
@@ -70,10 +81,12 @@ def onpolicy_markdown(onpolicy: Path, mini_conditions: dict) -> list[str]:
         f"scores those tokens; no CE, loss = {dist['lambda_distill']} x the distillation term on the teacher's top-"
         f"{dist['n_top_logits']} ids ("
         + ", ".join(f"`{run}`: `{c['distillation']['loss']}`" for run, c in configs.items())
-        + f"; {dist['alignment']} alignment as above). Training time (the last step's `elapsed_s` in "
-        "metrics.jsonl, in-training eval passes included): "
+        + f"; {dist['alignment']} alignment as above). Training time (each run's metrics.jsonl, all its "
+        "launches, in-training eval passes included): "
         + ", ".join(f"`{run}` {run_elapsed(onpolicy / run / 'metrics.jsonl'):.0f} s" for run in runs)
-        + f"; diagnostics {times['diagnostics_seconds']} s. The base rows of its "
+        + "".join(f" (resumed from `{Path(info['resumed_from']).name}`)" for info in
+                  [json.loads((onpolicy / run / "run_info.json").read_text()) for run in runs] if info.get("resumed_from"))
+        + f"; diagnostics of the last launch {times['diagnostics_seconds']} s. The base rows of its "
         f"diagnostics {'equal' if same_base else 'DIFFER FROM'} those above (the same held-out rows). The "
         "off-policy distillation run is the one above, not re-run." + "".join(
             f" `{run}` was stopped after step {last} of {configs[run]['training']['max_steps']} (CPU time): the "
@@ -137,8 +150,9 @@ def full_finetune_markdown(mini_full: Path, mini: Path) -> list[str]:
             raise ValueError(f"{mini_full}: {section}.{key} differs from the LoRA mini's; the rows would not compare")
     times = json.loads((mini_full / "pipeline_times.json").read_text())
     # The pipeline names the runs by folder (baseline, online_v1); each run's condition is in its run_info.json.
-    full_runs = {json.loads((mini_full / c / "run_info.json").read_text())["condition"]: labels
-                 for c, labels in full["conditions"].items() if (mini_full / c / "run_info.json").is_file()}
+    run_folders = {c: json.loads((mini_full / c / "run_info.json").read_text())["condition"]
+                   for c in full["conditions"] if (mini_full / c / "run_info.json").is_file()}
+    full_runs = {run_folders[c]: labels for c, labels in full["conditions"].items() if c in run_folders}
     # The base rows are the LoRA mini's (the same model and held-out rows); its SFT and distillation runs beside.
     beside = {c: lora["conditions"][c] for c in lora["conditions"] if c in ("base_0shot", "baseline", "online_v1")
               or c.startswith("icl_")}
@@ -146,10 +160,12 @@ def full_finetune_markdown(mini_full: Path, mini: Path) -> list[str]:
     return [
         f"Full fine-tuning (`make mini-full`, presets `configs/mini_full/`): the same model, rows, steps, batch, "
         f"shots and held-out rows, every weight trained (float32, lr {cfg['training']['lr']}) instead of a LoRA "
-        "adapter; the distillation teacher is a frozen copy of the starting weights. `make mini-full` wall time: "
-        f"{times['mini_wall_seconds']} s (training {times['train_seconds']} s, diagnostics "
-        f"{times['diagnostics_seconds']} s). Last checkpoint of each run, beside the LoRA runs and the base rows "
-        "above:",
+        "adapter; the distillation teacher is a frozen copy of the starting weights. Training time (each run's "
+        "metrics.jsonl, all its launches, in-training eval passes included): "
+        + ", ".join(f"{label_for(c)} {run_elapsed(mini_full / folder / 'metrics.jsonl'):.0f} s"
+                    for folder, c in run_folders.items())
+        + f"; held-out diagnostics of the last `make mini-full` launch: {times['diagnostics_seconds']} s. Last "
+        "checkpoint of each run, beside the LoRA runs and the base rows above:",
         "",
         diagnostics_markdown(last),
         "",
