@@ -13,6 +13,7 @@ SHARED = REPO_ROOT.parent / "shared"
 QWEN3_TOKENIZER = SHARED / "tokenizers" / "qwen3"
 GSM8K_DIR = SHARED / "data" / "gsm8k"
 SMOKE_DATA = REPO_ROOT / "data" / "smoke"
+FIXED_SHOT_SEED = 42  # the seed of the fixed_shot_batches fixture
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +61,32 @@ def smoke_data_cfg():
 
     return DataConfig(path=str(SMOKE_DATA), num_fewshot_examples=2, max_seq_len_teacher=1024,
                       max_seq_len_student=512, num_workers=0)
+
+
+@pytest.fixture(scope="session")
+def fixed_shot_batches(tiny_model_dir):
+    """Fixed-shot smoke examples (every teacher sequence starts with the same shots, seed 42) as
+    (shared prefix ids, batches). Batch 1: prefix readers only, different lengths (right padding).
+    Batch 2 mixes in a shot row, which takes the full-sequence path. Batch 3: one row, no padding (no
+    mask to lean on: the suffix queries must still see the whole prefix, not sdpa's top-left causal
+    pattern)."""
+    import dataclasses
+
+    from src.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
+    from src.data.shots import fixed_shot_indices
+    from src.models.prefix_teacher import fixed_shot_prefix_ids
+    from src.models.student import load_tokenizer
+
+    seed = FIXED_SHOT_SEED
+    data_cfg = dataclasses.replace(smoke_data_cfg(), shot_sampling="fixed")
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    rows = load_gsm8k_rows(data_cfg, "train")
+    examples, _ = build_examples(rows, tokenizer, data_cfg, seed=seed, with_teacher=True)
+    prefix = fixed_shot_prefix_ids(examples, len(rows), data_cfg.num_fewshot_examples, seed)
+    shot_row = fixed_shot_indices(len(rows), data_cfg.num_fewshot_examples, seed)[0]
+    batches = [collate_examples([examples[i] for i in rows_], tokenizer.pad_token_id)
+               for rows_ in ((3, 10, 17), (5, shot_row), (7,))]
+    return prefix, batches
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ tests/test_fsdp.py."""
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 
 import pytest
@@ -14,15 +13,13 @@ import torch
 
 from src import distillation as D
 from src.config import ConfigError, LoraConfig, ModelConfig, load_config
-from src.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
-from src.data.shots import fixed_shot_indices
-from src.models.prefix_teacher import SharedPrefixTeacher, fixed_shot_prefix_ids
-from src.models.student import AnswerWindowLM, build_student, load_base_model, load_tokenizer
+from src.models.prefix_teacher import SharedPrefixTeacher
+from src.models.student import AnswerWindowLM, build_student, load_base_model
 from src.training.frozen_teacher import FrozenCopyTeacher, load_frozen_copy
 from src.training.steps import distillation_loss_step
 from src.training.teacher import ShotPrefixTeacher
 from src.training.teacher_cache import CachedTeacher, build_teacher_cache
-from tests.conftest import REPO_ROOT, SMOKE_DATA, smoke_data_cfg
+from tests.conftest import REPO_ROOT, SMOKE_DATA
 
 K = 8
 SEED = 3
@@ -38,18 +35,9 @@ def answer_window(batch):
 
 
 @pytest.fixture(scope="module")
-def fixed_batches(tiny_model_dir):
-    """Fixed-shot examples (every teacher sequence starts with the same shots): batches with prefix rows,
-    one with a shot row (full-sequence path); and the shared prefix."""
-    data_cfg = dataclasses.replace(smoke_data_cfg(), shot_sampling="fixed")
-    tokenizer = load_tokenizer(str(tiny_model_dir))
-    rows = load_gsm8k_rows(data_cfg, "train")
-    examples, _ = build_examples(rows, tokenizer, data_cfg, seed=SEED, with_teacher=True)
-    prefix = fixed_shot_prefix_ids(examples, len(rows), data_cfg.num_fewshot_examples, SEED)
-    shot_row = fixed_shot_indices(len(rows), data_cfg.num_fewshot_examples, SEED)[0]
-    batches = [collate_examples([examples[i] for i in rows_], tokenizer.pad_token_id)
-               for rows_ in ((3, 10, 17), (5, shot_row), (7,))]
-    return prefix, batches
+def fixed_batches(fixed_shot_batches):
+    """(shared prefix, batches with prefix rows and one shot row): conftest's fixed_shot_batches."""
+    return fixed_shot_batches
 
 
 @pytest.mark.parametrize("bf16, dtype", [(True, torch.bfloat16), (False, torch.float32)])

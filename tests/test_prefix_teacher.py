@@ -12,20 +12,20 @@ import torch
 
 from src import distillation as D
 from src.config import ConfigError, LoraConfig, load_config
-from src.data.gsm8k_loader import build_example, build_examples, collate_examples, load_gsm8k_rows
+from src.data.gsm8k_loader import build_example
 from src.data.prompts import AlignmentError
 from src.data.shots import fixed_shot_indices
 from src.models.prefix_teacher import (SharedPrefixTeacher, common_prefix_length, fixed_shot_prefix_ids,
                                        shared_prefix_ids)
-from src.models.student import AnswerWindowLM, add_lora, load_base_model, load_tokenizer, teacher_logits
+from src.models.student import AnswerWindowLM, add_lora, load_base_model, teacher_logits
 from src.training.steps import distillation_loss_step
 from src.training.teacher import AdapterDisabledTeacher, ShotPrefixTeacher
 from src.training.teacher_cache import CachedTeacher, build_teacher_cache, teacher_cache_context
 
-from tests.conftest import REPO_ROOT, smoke_data_cfg
+from tests.conftest import FIXED_SHOT_SEED, REPO_ROOT, smoke_data_cfg
 
 K = 16
-SEED = 42
+SEED = FIXED_SHOT_SEED
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -89,19 +89,8 @@ def test_real_qwen3_template_renders_one_shot_prefix(qwen3_tokenizer, gsm8k_trai
 # ----------------------------------------------------------------------------- tiny model equality
 
 @pytest.fixture(scope="module")
-def fixed_setup(tiny_model_dir):
-    data_cfg = dataclasses.replace(smoke_data_cfg(), shot_sampling="fixed")
-    tokenizer = load_tokenizer(str(tiny_model_dir))
-    rows = load_gsm8k_rows(data_cfg, "train")
-    examples, _ = build_examples(rows, tokenizer, data_cfg, seed=SEED, with_teacher=True)
-    prefix = fixed_shot_prefix_ids(examples, len(rows), data_cfg.num_fewshot_examples, SEED)
-    shot_row = fixed_shot_indices(len(rows), data_cfg.num_fewshot_examples, SEED)[0]
-    # Batch 1: prefix readers only, different lengths (right padding). Batch 2 mixes in a shot row,
-    # which takes the full-sequence path. Batch 3: one row, no padding (no mask to lean on: the
-    # suffix queries must still see the whole prefix, not sdpa's top-left causal pattern).
-    batches = [collate_examples([examples[i] for i in (3, 10, 17)], tokenizer.pad_token_id),
-               collate_examples([examples[i] for i in (5, shot_row)], tokenizer.pad_token_id),
-               collate_examples([examples[7]], tokenizer.pad_token_id)]
+def fixed_setup(tiny_model_dir, fixed_shot_batches):
+    prefix, batches = fixed_shot_batches  # seeded with SEED (conftest.FIXED_SHOT_SEED)
     return tiny_model_dir, prefix, batches
 
 

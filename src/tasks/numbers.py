@@ -78,7 +78,7 @@ def last_number(text: str) -> str | None:
     return None if last_match is None else _match_to_canonical(last_match)
 
 
-def _to_decimal(number: str, role: str) -> Decimal:
+def to_decimal(number: str, role: str) -> Decimal:
     """Parse a numeric string (canonical, or with thousands commas) into a Decimal."""
     try:
         value = Decimal(number.strip().replace(",", ""))
@@ -101,7 +101,7 @@ def answers_match(predicted: str | None, gold: str) -> bool:
     Raises:
         ValueError: if ``gold`` (or a non-None ``predicted``) is not a numeric string.
     """
-    gold_value = _to_decimal(gold, "gold")
+    gold_value = to_decimal(gold, "gold")
     if predicted is None:
         return False
-    return _to_decimal(predicted, "predicted") == gold_value
+    return to_decimal(predicted, "predicted") == gold_value

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from decimal import Decimal, InvalidOperation
 
-from src.tasks.numbers import first_number
+from src.tasks.numbers import first_number, to_decimal
 
 # GSM-Hard's targets are floats computed by Python programs (303 of 1,319 are not integers, e.g.
 # 14053029.666666666); PAL, which published the data set, counts an answer correct when it is within
@@ -38,19 +38,9 @@ def canonical_number(value) -> str | None:
     return first_number(text)
 
 
-def _decimal(number: str, role: str) -> Decimal:
-    try:
-        value = Decimal(number.strip().replace(",", ""))
-    except InvalidOperation:
-        value = None
-    if value is None or not value.is_finite():
-        raise ValueError(f"{role} answer {number!r} is not a number; pass the output of a task's extract / parse_gold")
-    return value
-
-
 def numbers_within(predicted: str | None, gold: str, tolerance: Decimal) -> bool:
     """Whether |predicted - gold| <= tolerance (exact Decimals); None never matches."""
-    gold_value = _decimal(gold, "gold")
+    gold_value = to_decimal(gold, "gold")
     if predicted is None:
         return False
-    return abs(_decimal(predicted, "predicted") - gold_value) <= tolerance
+    return abs(to_decimal(predicted, "predicted") - gold_value) <= tolerance
