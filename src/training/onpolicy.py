@@ -220,7 +220,7 @@ def build_loss_step(cfg, run):
     dist_cfg, gen_cfg = cfg.distillation, cfg.generation
     loss = LossSpec(dist_cfg.loss, dist_cfg.temperature, dist_cfg.jsd_beta, dist_cfg.topk_tail)
     teacher = build_teacher(cfg, run, tail_temperature=loss.temperature if loss.with_tail else None)
-    sampler = StudentSampler(run.peft_model, run.tokenizer,
+    sampler = StudentSampler(run.trained_model, run.tokenizer,
                              SampleSettings(gen_cfg.max_new_tokens, gen_cfg.temperature, gen_cfg.top_p,
                                             cfg.training.seed),
                              run=run, logging_steps=cfg.training.logging_steps, output_dir=run.output_dir)
