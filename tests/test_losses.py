@@ -30,7 +30,7 @@ KL_FAMILY = ("forward_kl", "reverse_kl", "jsd")
 SPECS = [LossSpec("mse")] + [LossSpec(name, temperature, 0.3, tail)
                              for name in KL_FAMILY for temperature in (1.0, 2.5) for tail in L.TAIL_MODES]
 SPEC_IDS = [f"{s.name}-T{s.temperature}-{s.topk_tail}" for s in SPECS]
-GOLDEN = Path(__file__).parent / "data" / "mse_fused_golden.json"
+GOLDEN = Path(__file__).parent / "golden" / "mse_fused_golden.json"
 
 
 # --- plain torch references --------------------------------------------------------------------------
@@ -337,7 +337,7 @@ def load_golden_cases(path: Path) -> list[dict[str, torch.Tensor]]:
 
 
 def test_mse_path_matches_the_pre_registry_kernel_within_ulps():
-    """tests/data/mse_fused_golden.json: inputs and outputs of src/distillation.py at commit 4886e7d (before the
+    """tests/golden/mse_fused_golden.json: inputs and outputs of src/distillation.py at commit 4886e7d (before the
     registry), float32 and bf16 logits, chunk_size 2, loss 0.3 ce + 0.7 mse.
 
     Written on one CPU, so compared within 4 ulps (another CPU's summation order moved 5 of 555 float32

@@ -9,7 +9,7 @@ much as the student's (median suffix ~190 tokens on GSM8K) instead of ~1,860.
 
 Exactness: attention over [cached prefix K/V ; suffix K/V] with suffix positions continuing from
 the prefix length is the same computation as the full sequence, so the logits at every suffix
-position equal the full-sequence teacher's up to float rounding (tests/test_prefix_teacher.py:
+position equal the full-sequence teacher's up to float rounding (tests/models/test_prefix_teacher.py:
 1e-5 in float32; the measured bf16 difference is in docs/performance.md).
 
 Shapes: B = batch, Tt = padded teacher length (prefix included), P = prefix length,

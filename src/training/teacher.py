@@ -102,7 +102,7 @@ class AdapterDisabledTeacher(WindowLMTeacher):
 class ShotPrefixTeacher(Teacher):
     """The adapter-disabled teacher reading each row's suffix on a cached shared shot prefix.
 
-    Equal to `AdapterDisabledTeacher` up to float rounding (tests/test_prefix_teacher.py), hence its
+    Equal to `AdapterDisabledTeacher` up to float rounding (tests/models/test_prefix_teacher.py), hence its
     own `cache_tag`. Rows that do not start with the prefix run the full sequence.
     """
 

@@ -32,7 +32,7 @@ class CudaBuild:
     name: str
     cuda: str            # CUDA runtime the torch wheel is built for
     min_driver: int      # NVIDIA driver branch that serves that CUDA version natively
-    pins: str            # what the Makefile installs (tests/test_gpu_env.py checks the two agree)
+    pins: str            # what the Makefile installs (tests/utils/test_gpu_env.py checks the two agree)
 
 
 # Newest first. PyPI wheel metadata: torch 2.13.0 requires cuda-toolkit==13.0.3 and vllm 0.32.0 pins

@@ -1,5 +1,5 @@
 """The import graph of src/ (read with ast, nothing imported) and its layers: the check that imports
-only point down and never go round in a circle (tests/test_import_graph.py).
+only point down and never go round in a circle (tests/utils/test_import_graph.py).
 
 Layers, lowest first; a module may import its own layer or lower ones:
     0 foundations   src.constants, src.methods, src.run_identity, src.utils

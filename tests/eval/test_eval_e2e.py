@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from src.eval.evaluate import main
+from tests.conftest import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "scripts" / "eval_checkpoints.py"
 MAX_NEW_TOKENS = 16
 N_TEST = 5

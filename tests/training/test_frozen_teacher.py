@@ -1,8 +1,8 @@
 """The frozen-copy teacher of full fine-tuning (src/training/frozen_teacher.py): frozen, never trained,
 equal to a freshly loaded base model after training; the shared-prefix teacher and the teacher cache
 on it equal it; gradient checkpointing of the student leaves it alone. Tiny Qwen3, float32 on CPU.
-The 2-process DDP run and its SIGTERM resume are in tests/test_train_e2e.py, the sharded copy in
-tests/test_fsdp.py."""
+The 2-process DDP run and its SIGTERM resume are in tests/training/test_train_e2e.py, the sharded copy in
+tests/training/test_fsdp.py."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO_ROOT
 from src.data.synthetic import (
     TEMPLATES,
     _calc,
@@ -20,7 +21,6 @@ from src.data.synthetic import (
     write_smoke_dataset,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 ANNOTATION = re.compile(r"<<([^=<>]+)=([^<>]+)>>")
 FINAL_LINE = re.compile(r"\n#### (\d+)$")
 

@@ -1,8 +1,8 @@
 """model.finetune=full: config, the trainable model, whole-model checkpoints (sharded), resume, run identity.
 
 Fast tests on the tiny Qwen3 (tied embeddings, like Qwen3-1.7B). The 2-process DDP runs and the
-SIGTERM resume of a full SFT run are in tests/test_train_e2e.py; a full checkpoint through vLLM and
-the HF backend in tests/test_eval_e2e.py.
+SIGTERM resume of a full SFT run are in tests/training/test_train_e2e.py; a full checkpoint through vLLM and
+the HF backend in tests/eval/test_eval_e2e.py.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def test_resume_restores_full_weights_optimizer_and_continues_identically(full_r
 def test_a_damaged_shard_sends_resume_back_to_the_previous_checkpoint(full_run, tmp_path):
     import shutil
 
-    from tests.test_faults import flip_bytes
+    from tests.training.test_faults import flip_bytes
 
     out = tmp_path / "run"
     shutil.copytree(full_run[0], out)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+from tests.conftest import REPO_ROOT
 from src.utils.tiny_model import (
     HEAD_DIM,
     build_tiny_qwen3,
@@ -22,7 +23,6 @@ from src.utils.tiny_model import (
     train_bpe_tokenizer,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 QWEN3_VOCAB = 151_669
 
 ANSWER = "She has 3*4 = <<3*4=12>>12 apples.\nThen 12+5 = <<12+5=17>>17.\n#### 17"

@@ -1,5 +1,5 @@
 """GSM8K answer extraction (flexible) and gold parsing (src/tasks/gsm8k.py), numeric matching and accuracy
-(src/tasks/numbers.py; accuracy: src/eval/answers.py). Strict vs flexible extraction: tests/test_tasks.py."""
+(src/tasks/numbers.py; accuracy: src/eval/answers.py). Strict vs flexible extraction: tests/tasks/test_tasks.py."""
 
 import json
 import re
@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from src.eval.answers import accuracy
 from src.tasks.numbers import answers_match
 from src.tasks.gsm8k import extract_answer, parse_gold_answer
+from tests.conftest import SHARED
 
-SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED_DIR = SHARED
 GSM8K_TEST = SHARED_DIR / "data" / "gsm8k" / "test.jsonl"
 
 CANONICAL_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?")

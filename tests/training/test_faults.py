@@ -278,7 +278,7 @@ def test_evaluation_reports_a_damaged_adapter_and_runs_the_rest(saved_run, tiny_
 
 def finished_results(tmp_path) -> tuple[Path, Path]:
     from src.eval.runner import predictions_path
-    from tests.test_eval_runner import ScriptedBackend, run
+    from tests.eval.test_eval_runner import ScriptedBackend, run
 
     run(tmp_path, ScriptedBackend())
     return tmp_path / "eval.json", predictions_path(tmp_path / "eval.json")
@@ -286,7 +286,7 @@ def finished_results(tmp_path) -> tuple[Path, Path]:
 
 def reopen(tmp_path):
     from src.eval.runner import ResultsStore
-    from tests.test_eval_runner import header
+    from tests.eval.test_eval_runner import header
 
     return ResultsStore(tmp_path / "eval.json", header())
 

@@ -14,9 +14,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from tests.conftest import REPO_ROOT
 from src.results.figures import accuracy_figure, curves_figure  # noqa: E402
 from src.results.metrics import load_run_scalars  # noqa: E402
-from tests.test_results import (  # noqa: E402
+from tests.results.test_results import (  # noqa: E402
     DIST_CORRECT,
     SFT_CORRECT,
     entry,
@@ -25,7 +26,6 @@ from tests.test_results import (  # noqa: E402
     write_metrics_run,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

@@ -1,5 +1,5 @@
 """End to end: every distillation loss (and the tail bucket) trains under real 2-process DDP on the tiny
-Qwen3 (gloo on CPU, launched like tests/test_train_e2e.py), 2 optimizer steps each."""
+Qwen3 (gloo on CPU, launched like tests/training/test_train_e2e.py), 2 optimizer steps each."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import pytest
 import yaml
 
-from tests.test_train_e2e import read_metrics, train
+from tests.training.test_train_e2e import read_metrics, train
 
 pytestmark = pytest.mark.slow
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO_ROOT
 from src.results.labels import label_for, ordered_conditions
 from src.results.load import (
     best_checkpoint,
@@ -42,7 +43,6 @@ from src.results.tables import (
     selection_note,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED = REPO_ROOT / "assets" / "published_results.json"
 WRITE_RESULTS = REPO_ROOT / "scripts" / "write_results.py"
 

@@ -241,7 +241,7 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted_run(request, tiny_
 def test_damaged_newest_checkpoint_resume_matches_uninterrupted_run(online_run, tiny_model_dir, tmp_path):
     """Bytes flipped in checkpoint-6's adapter of a finished 2-process run: --resume says which file is
     bad, goes back to checkpoint-4, and its final adapter equals the uninterrupted run's."""
-    from tests.test_faults import flip_bytes
+    from tests.training.test_faults import flip_bytes
 
     out = tmp_path / "damaged"
     shutil.copytree(online_run, out)
