@@ -3,7 +3,7 @@
 Both backends take the same token ids (built once by src/eval/prompts.py) and return, per prompt,
 the generated token ids up to and including the first end-of-sequence token and their text decoded
 with the evaluation tokenizer (special tokens skipped). So the two backends differ only in the
-model arithmetic, which tests/test_eval_backends.py checks in float32.
+model arithmetic, which tests/eval/test_eval_e2e.py checks in float32 (`test_vllm_and_hf_backends_greedy_token_identical_in_float32`).
 
 - `VLLMBackend`: one engine per model; with `enable_lora` every adapter is a `LoRARequest` on it
   (the base weights are loaded once for all checkpoints of all conditions).
