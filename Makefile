@@ -92,15 +92,15 @@ real-model: $(STAMP)
 
 mini: $(STAMP)
 	PYTHON=$(PY) bash scripts/mini.sh
-	$(PY) scripts/write_measured.py --mini assets/mini --readme README.md
+	$(PY) scripts/write_measured.py --mini assets/mini --doc docs/measured.md --readme README.md
 
 mini-onpolicy: $(STAMP)
 	PYTHON=$(PY) bash scripts/mini_onpolicy.sh
-	$(PY) scripts/write_measured.py --mini assets/mini --onpolicy assets/mini_onpolicy --readme README.md
+	$(PY) scripts/write_measured.py --mini assets/mini --onpolicy assets/mini_onpolicy --doc docs/measured.md --readme README.md
 mini-full: $(STAMP)
 	PYTHON=$(PY) BASE_CONFIG=configs/mini_full/baseline.yaml ONLINE_CONFIG=configs/mini_full/online_v1.yaml \
 	  OUT=mini_full_out ASSETS=assets/mini_full LOSS_FIGURE= CONTROLS=no bash scripts/mini.sh
-	$(PY) scripts/write_measured.py --mini assets/mini --mini_full assets/mini_full --readme README.md
+	$(PY) scripts/write_measured.py --mini assets/mini --mini_full assets/mini_full --doc docs/measured.md --readme README.md
 
 # GPU machines (after make install-gpu): uses the current environment's python.
 reproduce:

@@ -2,11 +2,11 @@
 
 Parameter counts come from each model's config (built on the meta device, no download); bytes per
 parameter and what is counted: src/bench/finetune_memory.py. With --out the table goes to that
-markdown file; with --readme it also replaces the README's text between `<!-- finetune-memory:start -->`
-and `<!-- finetune-memory:end -->`.
+markdown file; with --doc it also replaces the text between `<!-- finetune-memory:start -->` and
+`<!-- finetune-memory:end -->` of that page (docs/reproducing.md, section "Full fine-tuning and sharded training").
 
     python scripts/finetune_memory.py                                   # print
-    python scripts/finetune_memory.py --out docs/finetune_memory.md --readme README.md
+    python scripts/finetune_memory.py --out docs/finetune_memory.md --doc docs/reproducing.md
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--r", type=int, default=16, help="LoRA rank (lora.r)")
     parser.add_argument("--fsdp_ranks", type=int, default=2, help="GPUs of the FSDP column")
     parser.add_argument("--out", default=None, help="markdown file to write the table to")
-    parser.add_argument("--readme", default=None, help=f"README to update between {START} and {END}")
+    parser.add_argument("--doc", default=None, help=f"page to update between {START} and {END}")
     args = parser.parse_args(argv)
     rows = [memory_row("Qwen3-1.7B", qwen3_1_7b_config(), args.r),
             memory_row("Gemma-3-270M", gemma3_270m_config(), args.r)]
@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         Path(args.out).write_text(note + table + "\n")
         print(f"wrote {args.out}")
-    if args.readme:
-        replace_between_markers(args.readme, START, END, f"{note}{table}\n")
-        print(f"updated {args.readme}")
+    if args.doc:
+        replace_between_markers(args.doc, START, END, f"{note}{table}\n")
+        print(f"updated {args.doc}")
     return 0
 
 

@@ -1,20 +1,24 @@
-"""The README section "Measured in this repository", generated from the committed `make mini` outputs.
+"""docs/measured.md's "Measured in this repository" and the README's short summary of it, generated from the
+committed `make mini` outputs.
 
 Reads assets/mini/ (diagnostics.json, pipeline_times.json, {run}/metrics.jsonl, {run}/run_config.yaml),
 the on-policy runs of `make mini-onpolicy` when present (assets/mini_onpolicy/: the same files plus each
 run's samples.jsonl), the full fine-tuning variant's assets/mini_full/ (`make mini-full`, same files; when
-present) and the published numbers (assets/published_results.json); writes assets/mini/measured.md and, with
---readme, replaces the text between the README's `<!-- measured:start -->` / `<!-- measured:end -->`
-markers. No number in that section is typed by hand.
+present) and the published numbers (assets/published_results.json); writes assets/mini/measured.md; with --doc
+it replaces the text between that page's `<!-- measured:start -->` / `<!-- measured:end -->` markers with
+the full section, and with --readme the text between the README's `<!-- measured-summary:start -->` /
+`<!-- measured-summary:end -->` markers with the summary (one row per condition at its last checkpoint, a
+link to the page). No number in either is typed by hand.
 
     python scripts/write_measured.py --mini assets/mini --onpolicy assets/mini_onpolicy \
-        --mini_full assets/mini_full --readme README.md
+        --mini_full assets/mini_full --doc docs/measured.md --readme README.md
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -28,6 +32,13 @@ from src.results.tables import main_table
 from src.utils.io import replace_between_markers
 
 START, END = "<!-- measured:start -->", "<!-- measured:end -->"
+SUMMARY_START, SUMMARY_END = "<!-- measured-summary:start -->", "<!-- measured-summary:end -->"
+SUMMARY_COLUMNS = ("checkpoint", "nll", "kl", "gap_closed_nll", "gap_closed_kl")
+
+
+def link(target: Path, doc_dir: Path) -> str:
+    """`target` (a repo-relative path) as a link from a page in `doc_dir`."""
+    return Path(os.path.relpath(target, doc_dir)).as_posix()
 
 
 def run_timing(records: list[dict]) -> dict:
@@ -58,7 +69,7 @@ def run_elapsed(metrics: Path) -> float:
     return training_seconds(read_metrics_jsonl(metrics))
 
 
-def onpolicy_markdown(onpolicy: Path, mini_conditions: dict) -> list[str]:
+def onpolicy_markdown(onpolicy: Path, mini_conditions: dict, doc_dir: Path = Path(".")) -> list[str]:
     """The on-policy runs beside the off-policy distillation run: held-out diagnostics per checkpoint,
     then what the student sampled over training (length, EOS, generation time) per run."""
     diagnostics = load_diagnostics(onpolicy / "diagnostics.json")
@@ -73,7 +84,7 @@ def onpolicy_markdown(onpolicy: Path, mini_conditions: dict) -> list[str]:
                     if "base" in conditions[c] and c in mini_conditions)
     lines = [
         "",
-        f"**On-policy distillation** (`make mini-onpolicy`, [`assets/mini_onpolicy/`](assets/mini_onpolicy)): the "
+        f"**On-policy distillation** (`make mini-onpolicy`, [`assets/mini_onpolicy/`]({link(onpolicy, doc_dir)})): the "
         f"same rows, lr schedule ({cfg['training']['max_steps']} steps) and held-out rows, but every step the student "
         f"samples its own answer to each "
         f"question (temperature {gen['temperature']}, top-p {gen['top_p']}, at most {gen['max_new_tokens']} new "
@@ -136,6 +147,14 @@ def training_runs_table(mini: Path) -> list[str]:
     return lines
 
 
+def full_finetune_runs(mini_full: Path, full: dict) -> tuple[dict[str, str], dict[str, dict]]:
+    """The pipeline names the runs by folder (baseline, online_v1); each run's condition is in its run_info.json.
+    Returns {folder: condition} and {condition: its diagnostics labels}."""
+    run_folders = {c: json.loads((mini_full / c / "run_info.json").read_text())["condition"]
+                   for c in full["conditions"] if (mini_full / c / "run_info.json").is_file()}
+    return run_folders, {run_folders[c]: labels for c, labels in full["conditions"].items() if c in run_folders}
+
+
 def full_finetune_markdown(mini_full: Path, mini: Path) -> list[str]:
     """The `make mini-full` runs beside the LoRA mini's: same rows, steps and held-out rows (checked)."""
     full, lora = load_diagnostics(mini_full / "diagnostics.json"), load_diagnostics(mini / "diagnostics.json")
@@ -149,10 +168,7 @@ def full_finetune_markdown(mini_full: Path, mini: Path) -> list[str]:
         if cfg[section][key] != lora_cfg[section][key]:
             raise ValueError(f"{mini_full}: {section}.{key} differs from the LoRA mini's; the rows would not compare")
     times = json.loads((mini_full / "pipeline_times.json").read_text())
-    # The pipeline names the runs by folder (baseline, online_v1); each run's condition is in its run_info.json.
-    run_folders = {c: json.loads((mini_full / c / "run_info.json").read_text())["condition"]
-                   for c in full["conditions"] if (mini_full / c / "run_info.json").is_file()}
-    full_runs = {run_folders[c]: labels for c, labels in full["conditions"].items() if c in run_folders}
+    run_folders, full_runs = full_finetune_runs(mini_full, full)
     # The base rows are the LoRA mini's (the same model and held-out rows); its SFT and distillation runs beside.
     beside = {c: lora["conditions"][c] for c in lora["conditions"] if c in ("base_0shot", "baseline", "online_v1")
               or c.startswith("icl_")}
@@ -181,7 +197,8 @@ def full_finetune_markdown(mini_full: Path, mini: Path) -> list[str]:
 
 
 def measured_markdown(mini: Path, published: Path, onpolicy: Path | None = None,
-                      mini_full: Path | None = None) -> str:
+                      mini_full: Path | None = None, doc_dir: Path = Path(".")) -> str:
+    """The full section; links are written relative to `doc_dir`, the folder of the page that holds it."""
     diagnostics = load_diagnostics(mini / "diagnostics.json")
     conditions = diagnostics["conditions"]
     times = json.loads((mini / "pipeline_times.json").read_text())
@@ -228,13 +245,39 @@ def measured_markdown(mini: Path, published: Path, onpolicy: Path | None = None,
                          f"{r['eval/topk_mse']:.3f} | {r.get('eval/gap_closed_nll', float('nan')):.3f} | "
                          f"{r.get('eval/gap_closed_kl', float('nan')):.3f} | {r['eval/seconds']:.1f} |")
     if onpolicy is not None:
-        lines += onpolicy_markdown(onpolicy, conditions)
+        lines += onpolicy_markdown(onpolicy, conditions, doc_dir)
     if mini_full is not None:
         lines += ["", *full_finetune_markdown(mini_full, mini)]
     lines += ["", f"Beside it, the paper's published table (Qwen3-1.7B, GSM8K test accuracy, best checkpoint of "
               f"each method; not measured here, from `{published}`):", "",
               main_table(load_many([published])["conditions"], rule="best")]
     return "\n".join(lines) + "\n"
+
+
+def summary_markdown(mini: Path, onpolicy: Path | None, mini_full: Path | None, page: str) -> str:
+    """The README's short version: one row per condition at its last checkpoint (the LoRA mini's runs and base
+    rows, the on-policy runs, the full fine-tuning runs), the setting in one line, and a link to `page`."""
+    diagnostics = load_diagnostics(mini / "diagnostics.json")
+    conditions = dict(diagnostics["conditions"])
+    if onpolicy is not None:
+        conditions |= {c: labels for c, labels in load_diagnostics(onpolicy / "diagnostics.json")["conditions"].items()
+                       if c not in conditions}
+    if mini_full is not None:
+        full_finetune_markdown(mini_full, mini)  # refuses a run that scored other rows or another model
+        conditions |= full_finetune_runs(mini_full, load_diagnostics(mini_full / "diagnostics.json"))[1]
+    cfg = yaml.safe_load((mini / "online_v1" / "run_config.yaml").read_text())
+    training = cfg["training"]
+    batch = training["per_device_train_batch_size"] * training["gradient_accumulation_steps"]
+    return "\n".join([
+        f"SmolLM2-135M-Instruct (`{diagnostics['model']}`) on CPU: {cfg['data']['max_train_examples']} GSM8K "
+        f"train rows, {training['max_steps']} optimizer steps of batch {batch}; teacher-forced diagnostics on "
+        f"{len(diagnostics['subset_indices'])} held-out GSM8K test rows, last checkpoint of each run (gap closed: "
+        f"0 = the 0-shot base model, 1 = the 8-shot teacher). Every checkpoint, timings, settings and what it "
+        f"does not show: [{page}]({page}).",
+        "",
+        diagnostics_markdown({c: dict([last_checkpoint(labels)]) for c, labels in conditions.items()},
+                             SUMMARY_COLUMNS),
+    ]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -245,20 +288,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mini_full", default="assets/mini_full",
                         help="folder with the copied make mini-full outputs (left out when it has no diagnostics.json)")
     parser.add_argument("--published", default="assets/published_results.json")
-    parser.add_argument("--readme", default=None, help="README to update between the measured: markers")
+    parser.add_argument("--doc", default=None, help="page to update between the measured: markers (full section)")
+    parser.add_argument("--readme", default=None,
+                        help="README to update between the measured-summary: markers (summary linking to --doc)")
     args = parser.parse_args(argv)
+    if args.readme and not args.doc:
+        parser.error("--readme needs --doc: the summary links to the page with the full section")
     mini = Path(args.mini)
     try:
         onpolicy = Path(args.onpolicy) if (Path(args.onpolicy) / "diagnostics.json").is_file() else None
         mini_full = Path(args.mini_full) if (Path(args.mini_full) / "diagnostics.json").is_file() else None
-        markdown = measured_markdown(mini, Path(args.published), onpolicy, mini_full)
+        render = lambda doc_dir: measured_markdown(mini, Path(args.published), onpolicy, mini_full, doc_dir)  # noqa: E731
+        (mini / "measured.md").write_text(render(mini))
+        print(f"wrote {mini / 'measured.md'}")
+        if args.doc:
+            replace_between_markers(args.doc, START, END, render(Path(args.doc).parent))
+            print(f"updated {args.doc}")
+        if args.readme:
+            page = link(Path(args.doc), Path(args.readme).parent)
+            replace_between_markers(args.readme, SUMMARY_START, SUMMARY_END,
+                                    summary_markdown(mini, onpolicy, mini_full, page))
+            print(f"updated {args.readme}")
     except (FileNotFoundError, ValueError, KeyError) as error:
         raise SystemExit(f"error: {error}") from None
-    (mini / "measured.md").write_text(markdown)
-    print(f"wrote {mini / 'measured.md'}")
-    if args.readme:
-        replace_between_markers(args.readme, START, END, markdown)
-        print(f"updated {args.readme}")
     return 0
 
 

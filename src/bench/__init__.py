@@ -1,0 +1,1 @@
+"""Benchmarks and computed budgets: step time and memory vs a paper-style reference, shared-prefix tolerance."""

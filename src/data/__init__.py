@@ -1,0 +1,1 @@
+"""Data: task rows -> prompts -> tokenized teacher and student sequences, shots, subsets, batches."""

@@ -1,0 +1,1 @@
+"""Results: load results files, pick checkpoints, and render tables, statistics and figures."""

@@ -54,19 +54,32 @@ def _fmt(value, digits: int) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def diagnostics_markdown(conditions: dict) -> str:
-    """One row per (condition, label): the numbers as stored, rounded for reading."""
-    lines = ["| condition | checkpoint | answer NLL (nats/token) | top-1 agreement | KL(teacher ‖ model) | "
-             "top-K MSE | ICL gap closed (NLL) | ICL gap closed (KL) | rows | tokens |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+# Columns of the diagnostics table: key -> (header, alignment, cell from (label, metrics)).
+DIAGNOSTICS_COLUMNS = {
+    "checkpoint": ("checkpoint", "---", lambda label, m: label),
+    "nll": ("answer NLL (nats/token)", "---:", lambda label, m: _fmt(m["nll"], 4)),
+    "top1": ("top-1 agreement", "---:", lambda label, m: _fmt(m["top1"], 4)),
+    "kl": ("KL(teacher ‖ model)", "---:", lambda label, m: _fmt(m["kl"], 4)),
+    "topk_mse": ("top-K MSE", "---:", lambda label, m: _fmt(m["topk_mse"], 3)),
+    "gap_closed_nll": ("ICL gap closed (NLL)", "---:", lambda label, m: _fmt(m["gap_closed_nll"], 3)),
+    "gap_closed_kl": ("ICL gap closed (KL)", "---:", lambda label, m: _fmt(m["gap_closed_kl"], 3)),
+    "rows": ("rows", "---:", lambda label, m: str(m["rows"])),
+    "tokens": ("tokens", "---:", lambda label, m: str(m["tokens"])),
+}
+
+
+def diagnostics_markdown(conditions: dict, columns: tuple[str, ...] = tuple(DIAGNOSTICS_COLUMNS)) -> str:
+    """One row per (condition, label): the numbers as stored, rounded for reading; `columns` picks and
+    orders the columns after the condition (keys of DIAGNOSTICS_COLUMNS; default all)."""
+    spec = [DIAGNOSTICS_COLUMNS[key] for key in columns]
+    lines = ["| condition | " + " | ".join(header for header, _, _ in spec) + " |",
+             "|---|" + "|".join(align for _, align, _ in spec) + "|"]
     for condition in ordered_conditions(conditions):
         labels = conditions[condition]
         for label in sorted(labels, key=lambda name: (parse_step(name) is None and name != BASE_LABEL,
                                                       parse_step(name) or -1)):
             m = labels[label]
-            lines.append(f"| {label_for(condition)} | {label} | {_fmt(m['nll'], 4)} | {_fmt(m['top1'], 4)} | "
-                         f"{_fmt(m['kl'], 4)} | {_fmt(m['topk_mse'], 3)} | {_fmt(m['gap_closed_nll'], 3)} | "
-                         f"{_fmt(m['gap_closed_kl'], 3)} | {m['rows']} | {m['tokens']} |")
+            lines.append(f"| {label_for(condition)} | " + " | ".join(cell(label, m) for _, _, cell in spec) + " |")
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
-"""The README's "Measured in this repository" section is generated from the committed make mini outputs."""
+"""docs/measured.md's "Measured in this repository" and the README's summary of it are generated from the
+committed make mini outputs."""
 
 from __future__ import annotations
 
@@ -10,19 +11,61 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
+REGENERATE = "scripts/write_measured.py --doc docs/measured.md --readme README.md"
 
-def test_readme_measured_section_equals_the_generated_one(monkeypatch):
+
+def _committed_runs() -> tuple[Path | None, Path | None]:
+    onpolicy = Path("assets/mini_onpolicy")  # make mini-onpolicy's runs, when committed
+    mini_full = Path("assets/mini_full")      # make mini-full's runs, when committed
+    return (onpolicy if (onpolicy / "diagnostics.json").is_file() else None,
+            mini_full if (mini_full / "diagnostics.json").is_file() else None)
+
+
+def _between(path: str, start: str, end: str) -> str:
+    text = Path(path).read_text()
+    assert start in text and end in text, f"{path} lacks the {start} / {end} markers"
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+def test_measured_page_equals_the_generated_section(monkeypatch):
     from scripts.write_measured import END, START, measured_markdown
 
     monkeypatch.chdir(REPO_ROOT)  # the section names its sources by repo-relative paths, as make mini writes them
-    readme = Path("README.md").read_text()
-    section = readme.split(START, 1)[1].split(END, 1)[0]
-    onpolicy = Path("assets/mini_onpolicy")  # make mini-onpolicy's runs, when committed
-    mini_full = Path("assets/mini_full")      # make mini-full's runs, when committed
-    generated = measured_markdown(Path("assets/mini"), Path("assets/published_results.json"),
-                                  onpolicy if (onpolicy / "diagnostics.json").is_file() else None,
-                                  mini_full if (mini_full / "diagnostics.json").is_file() else None)
-    assert section == "\n" + generated, "README measured section is stale: run scripts/write_measured.py --readme README.md"
+    generated = measured_markdown(Path("assets/mini"), Path("assets/published_results.json"), *_committed_runs(),
+                                  doc_dir=Path("docs"))
+    assert _between("docs/measured.md", START, END) == "\n" + generated, (
+        f"docs/measured.md's measured section is stale: run {REGENERATE}")
+
+
+def test_readme_measured_summary_equals_the_generated_one(monkeypatch):
+    from scripts.write_measured import SUMMARY_END, SUMMARY_START, summary_markdown
+
+    monkeypatch.chdir(REPO_ROOT)
+    generated = summary_markdown(Path("assets/mini"), *_committed_runs(), page="docs/measured.md")
+    assert _between("README.md", SUMMARY_START, SUMMARY_END) == "\n" + generated, (
+        f"README's measured summary is stale: run {REGENERATE}")
+    rows = [line for line in generated.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == len({row.split(" | ")[0] for row in rows}), "one row per condition (its last checkpoint)"
+
+
+def test_write_measured_updates_both_blocks_and_fails_on_a_stale_one(tmp_path, monkeypatch):
+    """The script rewrites a stale page and README back to the committed ones."""
+    from scripts.write_measured import main
+
+    monkeypatch.chdir(REPO_ROOT)
+    doc, readme = tmp_path / "docs" / "measured.md", tmp_path / "README.md"
+    doc.parent.mkdir()
+    doc.write_text(Path("docs/measured.md").read_text().replace("| LoRA SFT | step_9 |", "| LoRA SFT | step_8 |"))
+    readme.write_text(Path("README.md").read_text().replace("| LoRA SFT | step_9 |", "| LoRA SFT | step_8 |"))
+    mini = tmp_path / "mini"
+    shutil.copytree("assets/mini", mini)
+    onpolicy, mini_full = _committed_runs()
+    argv = ["--mini", str(mini), "--doc", str(doc), "--readme", str(readme)]
+    argv += ["--onpolicy", str(onpolicy) if onpolicy else "none", "--mini_full", str(mini_full) if mini_full else "none"]
+    assert main(argv) == 0
+    assert "| LoRA SFT | step_8 |" not in doc.read_text() + readme.read_text()
+    with pytest.raises(SystemExit):
+        main(["--mini", str(mini), "--readme", str(readme)])  # the summary links to the page: --doc is needed
 
 
 def _fake_full_mini(tmp_path: Path) -> Path:

@@ -511,19 +511,26 @@ def test_committed_published_markdown_is_up_to_date(monkeypatch, capsys):
     assert capsys.readouterr().out == (REPO_ROOT / "assets" / "published_results.md").read_text()
 
 
-def test_readme_agrees_with_the_published_data():
-    """The README's results table and numbers are those of the generated assets/published_results.md."""
-    readme = (REPO_ROOT / "README.md").read_text()
+@pytest.mark.parametrize("page, start, end, min_rows", [
+    ("README.md", "### Published", "\n### ", 10),     # the README's short published tables
+    ("docs/results.md", "# Published results", None, 15),  # the whole published-results page
+])
+def test_readme_agrees_with_the_published_data(page, start, end, min_rows):
+    """The README's published results and docs/results.md: every table row and every 2+-decimal number is in the
+    generated assets/published_results.md."""
+    text = (REPO_ROOT / page).read_text()
     generated = (REPO_ROOT / "assets" / "published_results.md").read_text()
-    section = readme.split("## Results (published numbers)", 1)[1].split("\n## ", 1)[0]
+    assert start in text, f"{page} lacks its {start!r} section"
+    section = text.split(start, 1)[1]
+    section = section.split(end, 1)[0] if end else section
     table_rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
-    assert len(table_rows) >= 10
+    assert len(table_rows) >= min_rows
     for row in table_rows:
         assert row in generated, row
-    assert "not published" not in readme and "only step 1000" not in readme
+    assert "not published" not in text and "only step 1000" not in text
     assert "best of 200..1000" in section and "optimistic" in section
     for number in re.findall(r"\d+\.\d{2,}", section):  # every 2+-decimal number (percent, pp, p-value)
-        assert number in generated, f"README number {number} is not in the generated results"
+        assert number in generated, f"{page} number {number} is not in the generated results"
 
 
 def test_write_results_select_final(tmp_path, capsys):

@@ -1,0 +1,23 @@
+"""Every relative link in README.md, compute.md and docs/*.md points at a file or folder that exists."""
+
+from __future__ import annotations
+
+import re
+
+from tests.conftest import REPO_ROOT
+
+# [text](target) and ![alt](target); the target ends at the first space or closing parenthesis.
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def test_relative_links_resolve():
+    pages = [REPO_ROOT / "README.md", REPO_ROOT / "compute.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in LINK.findall(page.read_text()):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue  # a URL or an anchor on the same page
+            path = target.split("#", 1)[0]
+            if not (page.parent / path).exists():
+                broken.append(f"{page.relative_to(REPO_ROOT)}: {target}")
+    assert not broken, f"links to nothing: {broken}"
