@@ -298,7 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         onpolicy = Path(args.onpolicy) if (Path(args.onpolicy) / "diagnostics.json").is_file() else None
         mini_full = Path(args.mini_full) if (Path(args.mini_full) / "diagnostics.json").is_file() else None
-        render = lambda doc_dir: measured_markdown(mini, Path(args.published), onpolicy, mini_full, doc_dir)  # noqa: E731
+
+        def render(doc_dir: Path) -> str:  # links relative to the page that holds the section
+            return measured_markdown(mini, Path(args.published), onpolicy, mini_full, doc_dir)
+
         (mini / "measured.md").write_text(render(mini))
         print(f"wrote {mini / 'measured.md'}")
         if args.doc:

@@ -61,7 +61,8 @@ def test_write_measured_updates_both_blocks_and_fails_on_a_stale_one(tmp_path, m
     shutil.copytree("assets/mini", mini)
     onpolicy, mini_full = _committed_runs()
     argv = ["--mini", str(mini), "--doc", str(doc), "--readme", str(readme)]
-    argv += ["--onpolicy", str(onpolicy) if onpolicy else "none", "--mini_full", str(mini_full) if mini_full else "none"]
+    argv += ["--onpolicy", str(onpolicy) if onpolicy else "none",
+             "--mini_full", str(mini_full) if mini_full else "none"]
     assert main(argv) == 0
     assert "| LoRA SFT | step_8 |" not in doc.read_text() + readme.read_text()
     with pytest.raises(SystemExit):
