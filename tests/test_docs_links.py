@@ -1,4 +1,5 @@
-"""Every relative link in README.md, compute.md and docs/*.md points at a file or folder that exists."""
+"""Every relative link in README.md, compute.md and docs/*.md points at a file or folder that exists, and the
+README links every docs/ page."""
 
 from __future__ import annotations
 
@@ -21,3 +22,9 @@ def test_relative_links_resolve():
             if not (page.parent / path).exists():
                 broken.append(f"{page.relative_to(REPO_ROOT)}: {target}")
     assert not broken, f"links to nothing: {broken}"
+
+
+def test_readme_links_every_docs_page():
+    readme = (REPO_ROOT / "README.md").read_text()
+    unlinked = [p.name for p in sorted((REPO_ROOT / "docs").glob("*.md")) if f"](docs/{p.name})" not in readme]
+    assert not unlinked, f"docs pages the README's Documentation section does not link: {unlinked}"
