@@ -22,7 +22,7 @@ from src import distillation as D
 from src import losses as L
 from src.config import ConfigError, DistillationConfig, load_config
 from src.losses import LossSpec
-from tests.conftest import assert_within_ulps, saved_vocab_sized_bytes, ulps_apart
+from tests.helpers import assert_within_ulps, saved_vocab_sized_bytes, ulps_apart
 
 IGN = D.IGNORE_INDEX
 KL_FAMILY = ("forward_kl", "reverse_kl", "jsd")

@@ -140,7 +140,7 @@ def test_each_teacher_context_trains_under_2_process_ddp(context, tiny_model_dir
     from src.results.metrics import read_metrics_jsonl
     from src.run_identity import read_run_identity
     from tests.conftest import REPO_ROOT, SMOKE_DATA
-    from tests.training.test_train_e2e import free_port, run_env
+    from tests.helpers import free_port, run_env
 
     out = tmp_path / "run"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",

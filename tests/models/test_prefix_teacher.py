@@ -189,7 +189,7 @@ def test_bf16_prefix_teacher_is_within_rounding(fixed_setup):
 def test_fixed_shots_with_prefix_reuse_train_under_ddp_like_the_full_teacher(tiny_model_dir, tmp_path):
     """2-process gloo DDP, 2 steps: fixed shots + reuse_shot_prefix (+ the memory teacher cache) logs
     the same losses as fixed shots with the full-sequence teacher (float32)."""
-    from tests.training.test_train_e2e import read_metrics, train
+    from tests.helpers import read_metrics, train
 
     common = ("data.shot_sampling=fixed", "training.max_steps=2", "distillation.teacher_cache=memory")
     reuse = train("online_v1", tmp_path / "reuse", tiny_model_dir, *common, "distillation.reuse_shot_prefix=true")

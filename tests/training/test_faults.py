@@ -22,19 +22,7 @@ from src.training.checkpoint import (ADAPTER_WEIGHTS, TRAINING_STATE, find_resum
 from src.training.loop import check_output_dir
 from src.utils.manifest import DAMAGED, MANIFEST, OK, UNVERIFIED, verify_manifest, write_manifest
 from tests.conftest import REPO_ROOT, SMOKE_DATA
-
-
-def truncate(path: Path) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-
-
-def flip_bytes(path: Path) -> None:
-    """Invert 4 bytes in the middle: same size, different content."""
-    data = bytearray(path.read_bytes())
-    middle = len(data) // 2
-    data[middle: middle + 4] = bytes(b ^ 0xFF for b in data[middle: middle + 4])
-    path.write_bytes(bytes(data))
+from tests.helpers import flip_bytes, truncate
 
 
 def delete(path: Path) -> None:
@@ -278,15 +266,15 @@ def test_evaluation_reports_a_damaged_adapter_and_runs_the_rest(saved_run, tiny_
 
 def finished_results(tmp_path) -> tuple[Path, Path]:
     from src.eval.runner import predictions_path
-    from tests.eval.test_eval_runner import ScriptedBackend, run
+    from tests.helpers import ScriptedBackend, run_scripted_eval
 
-    run(tmp_path, ScriptedBackend())
+    run_scripted_eval(tmp_path, ScriptedBackend())
     return tmp_path / "eval.json", predictions_path(tmp_path / "eval.json")
 
 
 def reopen(tmp_path):
     from src.eval.runner import ResultsStore
-    from tests.eval.test_eval_runner import header
+    from tests.helpers import header
 
     return ResultsStore(tmp_path / "eval.json", header())
 

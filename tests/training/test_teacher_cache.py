@@ -292,7 +292,7 @@ def _flip_stored_value_bytes(path: Path) -> None:
 
 
 def _entry_faults():
-    from tests.training.test_faults import truncate
+    from tests.helpers import truncate
 
     faults = {"truncate": truncate, "flip_bytes": _flip_stored_value_bytes}
     faults.update({
