@@ -21,7 +21,7 @@ from src.training.checkpoint import (ADAPTER_WEIGHTS, TRAINING_STATE, find_resum
                                      save_final, save_checkpoint, verify_checkpoint)
 from src.training.loop import check_output_dir
 from src.utils.manifest import DAMAGED, MANIFEST, OK, UNVERIFIED, verify_manifest, write_manifest
-from tests.conftest import REPO_ROOT, SMOKE_DATA
+from tests.conftest import REPO_ROOT, SMOKE_DATA, build_lora_student
 from tests.helpers import flip_bytes, truncate
 
 
@@ -98,11 +98,10 @@ class Trainee:
     def __init__(self, model_dir: Path):
         from transformers import get_cosine_schedule_with_warmup
 
-        from src.config import LoraConfig
-        from src.models.student import add_lora, load_base_model, load_tokenizer
+        from src.models.student import load_tokenizer
 
         self.tokenizer = load_tokenizer(str(model_dir))
-        self.peft_model = add_lora(load_base_model(str(model_dir), bf16=False), LoraConfig(dropout=0.0))
+        self.peft_model = build_lora_student(model_dir)
         trainable = [p for p in self.peft_model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=1e-3)
         self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, 1, 10)
