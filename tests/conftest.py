@@ -1,5 +1,16 @@
-"""Shared fixtures: the real Qwen3 tokenizer and GSM8K from ../shared (skipped when absent) and tiny
-random-initialised Qwen3 models saved to disk and loaded through `from_pretrained`."""
+"""Shared fixtures: the real Qwen3 tokenizer and GSM8K from ../shared (skipped when absent), tiny
+random-initialised Qwen3 models saved to disk and loaded through `from_pretrained`, the LoRA student
+on the tiny model, and tokenized smoke examples with one collated batch.
+
+Where shared test code lives:
+- tests/conftest.py (this file): fixtures, and the paths and builder functions they are made from
+  (REPO_ROOT, SMOKE_DATA, smoke_data_cfg, build_lora_student), so that a module-scoped fixture or a
+  helper class builds the same object as the fixture does.
+- tests/helpers.py: plain functions and classes that more than one test module calls (training
+  launches, file damage, the scripted evaluation backend, synthetic results, ulp comparisons). No
+  fixtures there.
+- A test module imports from these two only, never from another test module.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +25,7 @@ QWEN3_TOKENIZER = SHARED / "tokenizers" / "qwen3"
 GSM8K_DIR = SHARED / "data" / "gsm8k"
 SMOKE_DATA = REPO_ROOT / "data" / "smoke"
 FIXED_SHOT_SEED = 42  # the seed of the fixed_shot_batches fixture
+SMOKE_SEED = 42  # the shot-sampling seed of the smoke_examples fixture
 
 
 @pytest.fixture(scope="session")
@@ -94,39 +106,61 @@ def small_data_cfg():
     return smoke_data_cfg()
 
 
-def saved_vocab_sized_bytes(run, vocab: int) -> list[int]:
-    """Bytes of every tensor with a last dimension of `vocab` that autograd saves for backward while
-    `run()` builds its graph: the memory test of the fused answer-window losses."""
-    import torch
+@pytest.fixture(scope="session")
+def smoke_examples(tiny_model_dir):
+    """(tokenizer, examples): the first 16 smoke training rows tokenized for the tiny model, with their
+    few-shot teacher sequences (seed SMOKE_SEED). Each example depends only on its row and the seed, so
+    `examples[i]` equals `build_examples(..., seed=42, indices=[i])[0]`. Shared by the whole session:
+    collate them, never modify them."""
+    from src.data.gsm8k_loader import build_examples, load_gsm8k_rows
+    from src.models.student import load_tokenizer
 
-    saved = []
-
-    def pack(tensor):
-        if tensor.dim() >= 2 and tensor.size(-1) == vocab:
-            saved.append(tensor.numel() * tensor.element_size())
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        run()
-    return saved
+    data_cfg = smoke_data_cfg()
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    rows = load_gsm8k_rows(data_cfg, "train")
+    examples, _ = build_examples(rows, tokenizer, data_cfg, seed=SMOKE_SEED, with_teacher=True, indices=range(16))
+    return tokenizer, examples
 
 
-def ulps_apart(actual, expected):
-    """Per element, |actual - expected| in units in the last place of `expected` (its dtype's spacing there).
+@pytest.fixture(scope="session")
+def smoke_batch(smoke_examples):
+    """Smoke rows 0, 3 and 7 collated: three sequences of different lengths (right padding), with the
+    teacher's few-shot sequences. Shared by the whole session: never modify its tensors in place."""
+    from src.data.gsm8k_loader import collate_examples
 
-    Golden files written on one CPU are compared with this, not bit for bit: another CPU may sum the same
-    floats in another order (vector width, threads) and land an ulp or two away.
+    tokenizer, examples = smoke_examples
+    return collate_examples([examples[i] for i in (0, 3, 7)], tokenizer.pad_token_id)
+
+
+def build_lora_student(model_dir, *, seed: int = 0, dropout: float = 0.0, lora_b_std: float | None = None,
+                       bf16: bool = False, gradient_checkpointing: bool = False):
+    """The peft model a LoRA run trains: the base model at `model_dir` with the project's LoRA adapter.
+
+    `torch.manual_seed(seed)` comes first, so the adapter's A matrices (and B, when drawn) are the same
+    in every test that asks for the same arguments. A fresh adapter has B = 0: the student then equals
+    its adapter-disabled teacher. `lora_b_std` draws B from N(0, std) instead, for a student that
+    differs from its teacher. `dropout` defaults to 0 so that train mode is deterministic too.
     """
     import torch
 
-    assert actual.dtype == expected.dtype and actual.shape == expected.shape, (actual.dtype, expected.dtype)
-    info = torch.finfo(expected.dtype)
-    magnitude = expected.double().abs().clamp_min(info.tiny)
-    spacing = info.eps * torch.exp2(torch.floor(torch.log2(magnitude)))
-    return (actual.double() - expected.double()).abs() / spacing
+    from src.config import LoraConfig
+    from src.models.student import add_lora, load_base_model
+
+    torch.manual_seed(seed)
+    peft_model = add_lora(load_base_model(str(model_dir), bf16=bf16), LoraConfig(dropout=dropout),
+                          gradient_checkpointing=gradient_checkpointing)
+    if lora_b_std is not None:
+        with torch.no_grad():
+            for name, param in peft_model.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(0.0, lora_b_std)
+    return peft_model
 
 
-def assert_within_ulps(actual, expected, max_ulps: int = 4):
-    distance = ulps_apart(actual, expected)
-    assert float(distance.max()) <= max_ulps, (
-        f"{int((distance > max_ulps).sum())} elements more than {max_ulps} ulps apart (max {float(distance.max()):.1f})")
+@pytest.fixture
+def lora_student(tiny_model_dir):
+    """A fresh student on the tiny model, as training starts (B = 0, no dropout, seed 0), wrapped as
+    the training loop runs it. Function scope: tests train and change it."""
+    from src.models.student import AnswerWindowLM
+
+    return AnswerWindowLM(build_lora_student(tiny_model_dir))

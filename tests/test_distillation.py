@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from src import distillation as D
 from src.data.prompts import AlignmentError
-from tests.conftest import saved_vocab_sized_bytes
+from tests.helpers import saved_vocab_sized_bytes
 
 IGN = D.IGNORE_INDEX
 

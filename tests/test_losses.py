@@ -22,7 +22,8 @@ from src import distillation as D
 from src import losses as L
 from src.config import ConfigError, DistillationConfig, load_config
 from src.losses import LossSpec
-from tests.conftest import assert_within_ulps, saved_vocab_sized_bytes, ulps_apart
+from tests.conftest import build_lora_student
+from tests.helpers import assert_within_ulps, saved_vocab_sized_bytes, ulps_apart
 
 IGN = D.IGNORE_INDEX
 KL_FAMILY = ("forward_kl", "reverse_kl", "jsd")
@@ -412,21 +413,15 @@ def test_good_loss_settings_load_and_defaults_are_the_paper():
 # --- zero-shot teacher at the first step (tiny model) ---------------------------------------------
 
 @pytest.fixture(scope="module")
-def fresh_student_and_batch(tiny_model_dir):
+def fresh_student_and_batch(tiny_model_dir, smoke_batch):
     from src.config import LoraConfig
-    from src.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
-    from src.models.student import AnswerWindowLM, add_lora, load_base_model, load_tokenizer
-    from tests.conftest import smoke_data_cfg
+    from src.models.student import AnswerWindowLM
 
-    data_cfg = smoke_data_cfg()
-    tokenizer = load_tokenizer(str(tiny_model_dir))
-    rows = load_gsm8k_rows(data_cfg, "train")
-    examples, _ = build_examples(rows, tokenizer, data_cfg, seed=42, with_teacher=True, indices=[0, 3, 7])
-    batch = collate_examples(examples, tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    peft_model = add_lora(load_base_model(str(tiny_model_dir), bf16=False), LoraConfig())  # B = 0, dropout on
+    # B = 0 and the config's default dropout on, in train mode: dropout only feeds the B = 0 branch, so
+    # the zero loss must hold with it on (lora_student has dropout 0).
+    peft_model = build_lora_student(tiny_model_dir, seed=0, dropout=LoraConfig().dropout)
     peft_model.train()
-    return AnswerWindowLM(peft_model), batch
+    return AnswerWindowLM(peft_model), smoke_batch
 
 
 ZERO_SHOT_CASES = [(LossSpec(name), "seed") for name in L.DIVERGENCES] + [

@@ -10,15 +10,14 @@ import torch
 
 from src import distillation as D
 from src import losses as L
-from src.config import LoraConfig
 from src.constants import IGNORE_INDEX
 from src.data.gsm8k_loader import assemble_batch, batch_prompts, build_examples, collate_examples, load_gsm8k_rows
 from src.models.prefix_teacher import SharedPrefixTeacher, fixed_shot_prefix_ids
-from src.models.student import AnswerWindowLM, add_lora, load_base_model, load_tokenizer, teacher_logits
+from src.models.student import AnswerWindowLM, teacher_logits
 from src.training.steps import distillation_loss_step
 from src.training.teacher import AdapterDisabledTeacher, ShotPrefixTeacher
 from src.training.teacher_cache import CachedTeacher, TeacherTopKCache
-from tests.conftest import smoke_data_cfg
+from tests.conftest import build_lora_student, smoke_data_cfg
 
 K = 8
 
@@ -72,21 +71,15 @@ class ClosureTeacher:
 
 
 @pytest.fixture(scope="module")
-def setup(tiny_model_dir):
-    cfg = smoke_data_cfg()
-    tokenizer = load_tokenizer(str(tiny_model_dir))
-    rows = load_gsm8k_rows(cfg, "train")
-    examples, _ = build_examples(rows, tokenizer, cfg, seed=42, with_teacher=True, indices=range(8))
+def setup(tiny_model_dir, smoke_examples):
+    tokenizer, examples = smoke_examples
+    rows = load_gsm8k_rows(smoke_data_cfg(), "train")
     fixed_cfg = smoke_data_cfg()
     fixed_cfg.shot_sampling = "fixed"
     fixed, _ = build_examples(rows, tokenizer, fixed_cfg, seed=42, with_teacher=True)
-    peft_model = add_lora(load_base_model(str(tiny_model_dir), bf16=False), LoraConfig(dropout=0.0)).eval()
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0.0, 0.05)  # a student that differs from its teacher
+    peft_model = build_lora_student(tiny_model_dir, lora_b_std=0.05).eval()  # a student that differs from its teacher
     prefix = fixed_shot_prefix_ids(fixed, len(rows), fixed_cfg.num_fewshot_examples, 42)
-    return tokenizer, examples, fixed[:6], prefix, AnswerWindowLM(peft_model)
+    return tokenizer, examples[:8], fixed[:6], prefix, AnswerWindowLM(peft_model)
 
 
 def test_collated_batches_equal_the_old_concatenated_sequences(setup, tiny_model_dir, small_data_cfg):

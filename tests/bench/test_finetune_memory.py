@@ -17,6 +17,7 @@ def test_counts_from_a_meta_model_equal_the_real_tiny_model_and_its_peft_adapter
     meta = M.meta_model(config)
     real = load_base_model(str(tiny_model_dir), bf16=False)
     assert M.parameter_count(meta) == sum(p.numel() for p in real.parameters())
+    # add_lora itself, not conftest.build_lora_student: the adapter wraps the model just counted, at rank 4
     peft_model = add_lora(real, LoraConfig(r=4))
     assert M.lora_parameter_count(meta, r=4) == sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
 

@@ -7,19 +7,16 @@ answer-window student logits, chunked CE, teacher computed before the student. T
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
 from src.bench.reference import reference_distillation_losses
-from src.config import LoraConfig
-from src.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
-from src.models.student import AnswerWindowLM, add_lora, load_base_model, load_tokenizer
+from src.data.gsm8k_loader import collate_examples
+from src.models.student import AnswerWindowLM, load_base_model
 from src.training.steps import distillation_loss_step, sft_loss_step
 from src.training.teacher import AdapterDisabledTeacher
 
-from tests.conftest import smoke_data_cfg
+from tests.conftest import build_lora_student
 
 
 K = 16
@@ -27,20 +24,12 @@ LAMBDA = 0.5
 
 
 @pytest.fixture(scope="module")
-def models_and_batch(tiny_model_dir):
-    small_data_cfg = smoke_data_cfg()
-    tokenizer = load_tokenizer(str(tiny_model_dir))
-    rows = load_gsm8k_rows(small_data_cfg, "train")
-    examples, _ = build_examples(rows, tokenizer, small_data_cfg, seed=42, with_teacher=True, indices=[0, 5, 9])
-    batch = collate_examples(examples, tokenizer.pad_token_id)
-    base = load_base_model(str(tiny_model_dir), bf16=False)
-    teacher_copy = copy.deepcopy(base).eval()
-    peft_model = add_lora(base, LoraConfig(dropout=0.0)).eval()
-    torch.manual_seed(1)
-    with torch.no_grad():  # a non-zero adapter, so student and teacher differ and the MSE is not 0
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0.0, 0.05)
+def models_and_batch(tiny_model_dir, smoke_examples):
+    tokenizer, examples = smoke_examples
+    batch = collate_examples([examples[i] for i in (0, 5, 9)], tokenizer.pad_token_id)
+    teacher_copy = load_base_model(str(tiny_model_dir), bf16=False).eval()  # the reference's separate copy
+    # a non-zero adapter, so student and teacher differ and the MSE is not 0
+    peft_model = build_lora_student(tiny_model_dir, seed=1, lora_b_std=0.05).eval()
     return teacher_copy, peft_model, batch
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
 from src.data.synthetic import (
     TEMPLATES,
     _calc,
@@ -20,6 +19,7 @@ from src.data.synthetic import (
     make_smoke_splits,
     write_smoke_dataset,
 )
+from tests.conftest import REPO_ROOT
 
 ANNOTATION = re.compile(r"<<([^=<>]+)=([^<>]+)>>")
 FINAL_LINE = re.compile(r"\n#### (\d+)$")

@@ -6,17 +6,16 @@ import random
 from collections import Counter
 
 import pytest
-import torch
 
 from src.config import ConfigError, DistillationConfig, LoraConfig
 from src.data.gsm8k_loader import build_example, build_examples, collate_examples, load_gsm8k_rows
 from src.data.shots import training_shot_indices
 from src.data.teacher_context import TEACHER_CONTEXTS, derangement, teacher_shots
-from src.models.student import AnswerWindowLM, add_lora, load_base_model, load_tokenizer
+from src.models.student import AnswerWindowLM, load_base_model, load_tokenizer
 from src.training.steps import distillation_loss_step
 from src.training.teacher import AdapterDisabledTeacher
 from src.training.teacher_cache import teacher_cache_context
-from tests.conftest import smoke_data_cfg
+from tests.conftest import build_lora_student, smoke_data_cfg
 
 
 def rows(n: int) -> list[dict]:
@@ -102,8 +101,7 @@ def test_zeroshot_distillation_term_is_zero_at_the_first_step(tiny, tiny_model_d
     examples, _ = build_examples(data, tokenizer, cfg, seed=42, with_teacher=True, indices=range(4),
                                  teacher_context="zeroshot")
     batch = collate_examples(examples, tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    student = AnswerWindowLM(add_lora(load_base_model(str(tiny_model_dir), bf16=False), LoraConfig()))
+    student = AnswerWindowLM(build_lora_student(tiny_model_dir, seed=0, dropout=LoraConfig().dropout))
     student.train()  # LoRA dropout on: it only feeds the B = 0 branch
     terms = distillation_loss_step(student, batch, AdapterDisabledTeacher(student, 16, alignment),
                                    lambda_distill=0.5, alignment=alignment)
@@ -140,7 +138,7 @@ def test_each_teacher_context_trains_under_2_process_ddp(context, tiny_model_dir
     from src.results.metrics import read_metrics_jsonl
     from src.run_identity import read_run_identity
     from tests.conftest import REPO_ROOT, SMOKE_DATA
-    from tests.training.test_train_e2e import free_port, run_env
+    from tests.helpers import free_port, run_env
 
     out = tmp_path / "run"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",

@@ -1,6 +1,6 @@
 """Resumable bookkeeping of the evaluation loop.
 
-The backend here is a stand-in that returns fixed texts: these tests are about which entries run,
+The backend (ScriptedBackend, tests/helpers.py) is a stand-in that returns fixed texts: these tests are about which entries run,
 what is written and what survives a crash. Real generation is tested in test_eval_e2e.py.
 """
 
@@ -14,62 +14,7 @@ from src.eval.backends import Generation
 from src.eval.conditions import EvalTarget
 from src.eval.runner import (IncompatibleResultsError, ResultsStore, predictions_path, run_targets, score,
                              summary_table)
-
-INDICES = [3, 7, 11]
-GOLDS = ["4", "8", "12"]
-TARGETS = [
-    EvalTarget("base_0shot", "base", "base-model"),
-    EvalTarget("icl_8shot", "base", "base-model", n_shots=8),
-    EvalTarget("baseline", "step_200", "base-model", adapter_path="runs/baseline/checkpoint-200"),
-    EvalTarget("baseline", "step_400", "base-model", adapter_path="runs/baseline/checkpoint-400"),
-]
-
-
-def header(**changes):
-    base = {"config": {}, "model": "base-model", "subset_indices": INDICES,
-            "sampling": {"temperature": 0.0, "max_new_tokens": 16}, "prompting": {"icl_shots": 8},
-            "data_fingerprint": "abc", "engine": {"backend": "fake", "dtype": "float32"}}
-    return {**base, **changes}
-
-
-class Crash(BaseException):
-    """Stands for the process dying (not an error the loop should catch)."""
-
-
-class ScriptedBackend:
-    """Answers the first `n_correct(adapter)` examples right; can crash or fail on one adapter."""
-
-    def __init__(self, crash_on=None, fail_on=None):
-        self.calls, self.closed = [], 0
-        self.crash_on, self.fail_on = crash_on, fail_on
-
-    def generate(self, prompt_ids, adapter_path=None):
-        self.calls.append((len(prompt_ids[0]), adapter_path))
-        if adapter_path is not None and adapter_path == self.crash_on:
-            raise Crash()
-        if adapter_path is not None and adapter_path == self.fail_on:
-            raise RuntimeError("adapter has unsupported target modules")
-        n_correct = 1 if adapter_path is None else int(adapter_path[-3]) - 1  # step_200 -> 1, step_400 -> 3
-        return [Generation((1,), f"so #### {gold if i < n_correct else -1}") for i, gold in enumerate(GOLDS)]
-
-    def close(self):
-        self.closed += 1
-
-
-def prompts_for(n_shots):
-    return [[0] * (10 + n_shots)] * len(INDICES)
-
-
-def run(tmp_path, backend, targets=TARGETS, overwrite=False, **header_changes):
-    store = ResultsStore(tmp_path / "eval.json", header(**header_changes), overwrite=overwrite)
-    opened = []
-
-    def open_backend(model_path):
-        opened.append(model_path)
-        return backend
-
-    failures = run_targets(targets, store, open_backend, prompts_for, GOLDS, INDICES)
-    return store, failures, opened
+from tests.helpers import GOLDS, INDICES, TARGETS, Crash, ScriptedBackend, header, prompts_for, run_scripted_eval
 
 
 def read_predictions(tmp_path):
@@ -93,7 +38,7 @@ def test_score_rows_and_metrics():
 
 def test_full_run_writes_schema_and_one_prediction_per_example_and_entry(tmp_path):
     backend = ScriptedBackend()
-    store, failures, opened = run(tmp_path, backend)
+    store, failures, opened = run_scripted_eval(tmp_path, backend)
     assert failures == [] and opened == ["base-model"] and backend.closed == 1
     data = json.loads((tmp_path / "eval.json").read_text())
     assert data["subset_indices"] == INDICES and data["model"] == "base-model"
@@ -113,18 +58,18 @@ def test_full_run_writes_schema_and_one_prediction_per_example_and_entry(tmp_pat
 
 
 def test_rerun_skips_finished_entries_without_starting_an_engine(tmp_path):
-    run(tmp_path, ScriptedBackend())
+    run_scripted_eval(tmp_path, ScriptedBackend())
     before = predictions_path(tmp_path / "eval.json").read_text()
     backend = ScriptedBackend()
-    _, failures, opened = run(tmp_path, backend)
+    _, failures, opened = run_scripted_eval(tmp_path, backend)
     assert failures == [] and opened == [] and backend.calls == []
     assert predictions_path(tmp_path / "eval.json").read_text() == before
 
 
 def test_new_condition_added_to_an_existing_file(tmp_path):
-    run(tmp_path, ScriptedBackend(), targets=TARGETS[:2])
+    run_scripted_eval(tmp_path, ScriptedBackend(), targets=TARGETS[:2])
     backend = ScriptedBackend()
-    _, _, opened = run(tmp_path, backend)
+    _, _, opened = run_scripted_eval(tmp_path, backend)
     assert [c[1] for c in backend.calls] == ["runs/baseline/checkpoint-200", "runs/baseline/checkpoint-400"]
     data = json.loads((tmp_path / "eval.json").read_text())
     assert set(data["conditions"]) == {"base_0shot", "icl_8shot", "baseline"}
@@ -133,7 +78,7 @@ def test_new_condition_added_to_an_existing_file(tmp_path):
 
 def test_crash_loses_only_the_entry_in_flight(tmp_path):
     with pytest.raises(Crash):
-        run(tmp_path, ScriptedBackend(crash_on="runs/baseline/checkpoint-400"))
+        run_scripted_eval(tmp_path, ScriptedBackend(crash_on="runs/baseline/checkpoint-400"))
     data = json.loads((tmp_path / "eval.json").read_text())
     assert set(data["conditions"]) == {"base_0shot", "icl_8shot", "baseline"}
     assert list(data["conditions"]["baseline"]) == ["step_200"]
@@ -142,7 +87,7 @@ def test_crash_loses_only_the_entry_in_flight(tmp_path):
         handle.write(json.dumps({"condition": "baseline", "label": "step_400", "index": 3}) + "\n")
         handle.write('{"condition": "baseline", "lab')  # cut mid-line
     backend = ScriptedBackend()
-    run(tmp_path, backend)
+    run_scripted_eval(tmp_path, backend)
     assert backend.calls == [(10, "runs/baseline/checkpoint-400")]
     predictions = read_predictions(tmp_path)
     assert len(predictions) == 12
@@ -150,9 +95,9 @@ def test_crash_loses_only_the_entry_in_flight(tmp_path):
 
 
 def test_overwrite_starts_from_scratch(tmp_path):
-    run(tmp_path, ScriptedBackend())
+    run_scripted_eval(tmp_path, ScriptedBackend())
     backend = ScriptedBackend()
-    run(tmp_path, backend, targets=TARGETS[:1], overwrite=True)
+    run_scripted_eval(tmp_path, backend, targets=TARGETS[:1], overwrite=True)
     assert len(backend.calls) == 1
     data = json.loads((tmp_path / "eval.json").read_text())
     assert list(data["conditions"]) == ["base_0shot"]
@@ -166,23 +111,23 @@ def test_overwrite_starts_from_scratch(tmp_path):
     {"data_fingerprint": "def"},
 ])
 def test_existing_file_from_another_setup_is_refused(tmp_path, change):
-    run(tmp_path, ScriptedBackend())
+    run_scripted_eval(tmp_path, ScriptedBackend())
     before = (tmp_path / "eval.json").read_text()
     with pytest.raises(IncompatibleResultsError, match="--overwrite") as error:
-        run(tmp_path, ScriptedBackend(), **change)
+        run_scripted_eval(tmp_path, ScriptedBackend(), **change)
     assert next(iter(change)) in str(error.value)
     assert (tmp_path / "eval.json").read_text() == before
 
 
 def test_a_failing_checkpoint_is_reported_and_the_rest_still_run(tmp_path):
     backend = ScriptedBackend(fail_on="runs/baseline/checkpoint-200")
-    _, failures, _ = run(tmp_path, backend)
+    _, failures, _ = run_scripted_eval(tmp_path, backend)
     assert [(t.label, "unsupported target modules" in message) for t, message in failures] == [("step_200", True)]
     data = json.loads((tmp_path / "eval.json").read_text())
     assert list(data["conditions"]["baseline"]) == ["step_400"]
     # the failed entry is retried by the next run
     backend = ScriptedBackend()
-    run(tmp_path, backend)
+    run_scripted_eval(tmp_path, backend)
     assert backend.calls == [(10, "runs/baseline/checkpoint-200")]
 
 

@@ -9,6 +9,7 @@ import torch
 
 from src.models.generation import generate_tokens, left_pad, next_token
 from src.models.student import load_base_model, load_tokenizer
+from tests.conftest import build_lora_student
 
 MAX_NEW = 12
 
@@ -113,15 +114,9 @@ def test_bad_arguments_are_one_line_errors(model_and_prompts):
 
 def test_greedy_through_a_peft_adapter_equals_the_argmax_loop(tiny_model_dir, model_and_prompts):
     """The student (LoRA on, nonzero B) generates through peft exactly as step-by-step argmax."""
-    from src.config import LoraConfig
-    from src.models.student import add_lora
-
     _, tokenizer, prompts = model_and_prompts
-    peft_model = add_lora(load_base_model(str(tiny_model_dir), bf16=False), LoraConfig(dropout=0.0)).eval()
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0.0, 0.5)
+    # B large enough that the adapter changes the greedy ids
+    peft_model = build_lora_student(tiny_model_dir, lora_b_std=0.5).eval()
     eos = {tokenizer.eos_token_id}
     out = generate_tokens(peft_model, prompts, max_new_tokens=6, eos_ids=eos, pad_token_id=tokenizer.pad_token_id)
     for row, prompt in enumerate(prompts):

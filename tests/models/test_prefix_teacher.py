@@ -11,18 +11,18 @@ import pytest
 import torch
 
 from src import distillation as D
-from src.config import ConfigError, LoraConfig, load_config
+from src.config import ConfigError, load_config
 from src.data.gsm8k_loader import build_example
 from src.data.prompts import AlignmentError
 from src.data.shots import fixed_shot_indices
 from src.models.prefix_teacher import (SharedPrefixTeacher, common_prefix_length, fixed_shot_prefix_ids,
                                        shared_prefix_ids)
-from src.models.student import AnswerWindowLM, add_lora, load_base_model, teacher_logits
+from src.models.student import AnswerWindowLM, teacher_logits
 from src.training.steps import distillation_loss_step
 from src.training.teacher import AdapterDisabledTeacher, ShotPrefixTeacher
 from src.training.teacher_cache import CachedTeacher, build_teacher_cache, teacher_cache_context
 
-from tests.conftest import FIXED_SHOT_SEED, REPO_ROOT, smoke_data_cfg
+from tests.conftest import FIXED_SHOT_SEED, REPO_ROOT, build_lora_student, smoke_data_cfg
 
 K = 16
 SEED = FIXED_SHOT_SEED
@@ -95,14 +95,9 @@ def fixed_setup(tiny_model_dir, fixed_shot_batches):
 
 
 def window_lm(model_dir, gradient_checkpointing=False, bf16=False):
-    peft_model = add_lora(load_base_model(str(model_dir), bf16=bf16), LoraConfig(dropout=0.0),
-                          gradient_checkpointing=gradient_checkpointing)
-    torch.manual_seed(1)
-    with torch.no_grad():  # a non-zero adapter: the teacher must not see it
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0.0, 0.05)
-    return AnswerWindowLM(peft_model)
+    # a non-zero adapter: the teacher must not see it
+    return AnswerWindowLM(build_lora_student(model_dir, seed=1, lora_b_std=0.05, bf16=bf16,
+                                             gradient_checkpointing=gradient_checkpointing))
 
 
 def answer_window(batch):
@@ -189,7 +184,7 @@ def test_bf16_prefix_teacher_is_within_rounding(fixed_setup):
 def test_fixed_shots_with_prefix_reuse_train_under_ddp_like_the_full_teacher(tiny_model_dir, tmp_path):
     """2-process gloo DDP, 2 steps: fixed shots + reuse_shot_prefix (+ the memory teacher cache) logs
     the same losses as fixed shots with the full-sequence teacher (float32)."""
-    from tests.training.test_train_e2e import read_metrics, train
+    from tests.helpers import read_metrics, train
 
     common = ("data.shot_sampling=fixed", "training.max_steps=2", "distillation.teacher_cache=memory")
     reuse = train("online_v1", tmp_path / "reuse", tiny_model_dir, *common, "distillation.reuse_shot_prefix=true")

@@ -14,10 +14,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from tests.conftest import REPO_ROOT
 from src.results.figures import accuracy_figure, curves_figure  # noqa: E402
 from src.results.metrics import load_run_scalars  # noqa: E402
-from tests.results.test_results import (  # noqa: E402
+from tests.conftest import REPO_ROOT  # noqa: E402
+from tests.helpers import (  # noqa: E402
     DIST_CORRECT,
     SFT_CORRECT,
     entry,

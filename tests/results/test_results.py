@@ -7,11 +7,9 @@ import re
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
 from src.results.labels import label_for, ordered_conditions
 from src.results.load import (
     best_checkpoint,
@@ -42,56 +40,11 @@ from src.results.tables import (
     results_markdown,
     selection_note,
 )
+from tests.conftest import REPO_ROOT
+from tests.helpers import DIST_CORRECT, SFT_CORRECT, entry, synthetic_results, write_json, write_metrics_run
 
 PUBLISHED = REPO_ROOT / "assets" / "published_results.json"
 WRITE_RESULTS = REPO_ROOT / "scripts" / "write_results.py"
-
-
-def entry(correct: int, total: int = 200) -> dict:
-    return {"accuracy": correct / total, "correct": correct, "total": total}
-
-
-# Synthetic eval results: 5 checkpoints per trained condition, distillation ahead at each step.
-SFT_CORRECT = {200: 101, 400: 113, 600: 120, 800: 127, 1000: 125}
-DIST_CORRECT = {200: 117, 400: 131, 600: 137, 800: 142, 1000: 145}
-
-
-def synthetic_results() -> dict:
-    return {
-        "config": {"seed": 0},
-        "model": "Qwen/Qwen3-1.7B",
-        "subset_indices": list(range(200)),
-        "sampling": {"temperature": 0.0, "max_new_tokens": 512},
-        "conditions": {
-            "base_0shot": {"base": entry(53)},
-            "icl_8shot": {"base": entry(95)},
-            "baseline": {f"step_{s}": entry(c) for s, c in SFT_CORRECT.items()},
-            "online_v1": {f"step_{s}": entry(c) for s, c in DIST_CORRECT.items()},
-        },
-    }
-
-
-def write_json(path: Path, data) -> Path:
-    path.write_text(json.dumps(data))
-    return path
-
-
-def write_metrics_run(run_dir: Path, steps: int = 20, distillation: bool = False, condition: str | None = None) -> Path:
-    """A run dir with a metrics.jsonl in the documented training format (and optionally a run_config.yaml)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for step in range(1, steps + 1):
-        ce = 2.0 / step**0.5
-        record = {"step": step, "epoch": step / steps, "train/ce_loss": ce, "train/total_loss": ce,
-                  "train/lr": 1e-4, "train/grad_norm": 1.0, "train/tokens_per_s": 500.0, "elapsed_s": 1.5 * step}
-        if distillation:
-            record["train/dist_loss"] = 0.5 / step
-            record["train/total_loss"] = ce + 0.5 * record["train/dist_loss"]
-        lines.append(json.dumps(record))
-    (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    if condition is not None:
-        (run_dir / "run_config.yaml").write_text(f"condition: {condition}\nmodel:\n  name: Qwen/Qwen3-1.7B\n")
-    return run_dir
 
 
 # --- labels -------------------------------------------------------------------------------------------------------

@@ -21,20 +21,8 @@ from src.training.checkpoint import (ADAPTER_WEIGHTS, TRAINING_STATE, find_resum
                                      save_final, save_checkpoint, verify_checkpoint)
 from src.training.loop import check_output_dir
 from src.utils.manifest import DAMAGED, MANIFEST, OK, UNVERIFIED, verify_manifest, write_manifest
-from tests.conftest import REPO_ROOT, SMOKE_DATA
-
-
-def truncate(path: Path) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-
-
-def flip_bytes(path: Path) -> None:
-    """Invert 4 bytes in the middle: same size, different content."""
-    data = bytearray(path.read_bytes())
-    middle = len(data) // 2
-    data[middle: middle + 4] = bytes(b ^ 0xFF for b in data[middle: middle + 4])
-    path.write_bytes(bytes(data))
+from tests.conftest import REPO_ROOT, SMOKE_DATA, build_lora_student
+from tests.helpers import flip_bytes, truncate
 
 
 def delete(path: Path) -> None:
@@ -110,11 +98,10 @@ class Trainee:
     def __init__(self, model_dir: Path):
         from transformers import get_cosine_schedule_with_warmup
 
-        from src.config import LoraConfig
-        from src.models.student import add_lora, load_base_model, load_tokenizer
+        from src.models.student import load_tokenizer
 
         self.tokenizer = load_tokenizer(str(model_dir))
-        self.peft_model = add_lora(load_base_model(str(model_dir), bf16=False), LoraConfig(dropout=0.0))
+        self.peft_model = build_lora_student(model_dir)
         trainable = [p for p in self.peft_model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=1e-3)
         self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, 1, 10)
@@ -278,15 +265,15 @@ def test_evaluation_reports_a_damaged_adapter_and_runs_the_rest(saved_run, tiny_
 
 def finished_results(tmp_path) -> tuple[Path, Path]:
     from src.eval.runner import predictions_path
-    from tests.eval.test_eval_runner import ScriptedBackend, run
+    from tests.helpers import ScriptedBackend, run_scripted_eval
 
-    run(tmp_path, ScriptedBackend())
+    run_scripted_eval(tmp_path, ScriptedBackend())
     return tmp_path / "eval.json", predictions_path(tmp_path / "eval.json")
 
 
 def reopen(tmp_path):
     from src.eval.runner import ResultsStore
-    from tests.eval.test_eval_runner import header
+    from tests.helpers import header
 
     return ResultsStore(tmp_path / "eval.json", header())
 

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO_ROOT, SMOKE_DATA
-from tests.training.test_train_e2e import free_port
+from tests.helpers import free_port
 
 FSDP_CONFIG = REPO_ROOT / "configs" / "accelerate" / "fsdp.yaml"
 

@@ -158,7 +158,7 @@ def test_resume_restores_full_weights_optimizer_and_continues_identically(full_r
 def test_a_damaged_shard_sends_resume_back_to_the_previous_checkpoint(full_run, tmp_path):
     import shutil
 
-    from tests.training.test_faults import flip_bytes
+    from tests.helpers import flip_bytes
 
     out = tmp_path / "run"
     shutil.copytree(full_run[0], out)

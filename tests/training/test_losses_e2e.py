@@ -8,7 +8,7 @@ import math
 import pytest
 import yaml
 
-from tests.training.test_train_e2e import read_metrics, train
+from tests.helpers import read_metrics, train
 
 pytestmark = pytest.mark.slow
 

@@ -12,40 +12,32 @@ import torch.nn.functional as F
 
 from src import distillation as D
 from src import losses as L
-from src.config import ConfigError, LoraConfig, load_config
+from src.config import ConfigError, load_config
 from src.data.gsm8k_loader import assemble_batch, batch_prompts, build_examples, collate_examples, load_gsm8k_rows
 from src.models.generation import GeneratedTokens
-from src.models.student import AnswerWindowLM, add_lora, load_base_model, load_tokenizer
+from src.models.student import AnswerWindowLM
 from src.training import onpolicy as P
 from src.training.steps import distillation_loss_step, targets_on_window
 from src.training.teacher import AdapterDisabledTeacher, LiveTeacher
-from tests.conftest import REPO_ROOT, smoke_data_cfg
+from tests.conftest import REPO_ROOT, build_lora_student, smoke_data_cfg
 
 K = 8
 REVERSE_KL = L.LossSpec("reverse_kl")
 
 
 @pytest.fixture(scope="module")
-def setup(tiny_model_dir):
+def setup(smoke_examples):
+    tokenizer, fewshot = smoke_examples
     cfg = smoke_data_cfg()
-    tokenizer = load_tokenizer(str(tiny_model_dir))
     rows = load_gsm8k_rows(cfg, "train")
-    fewshot, _ = build_examples(rows, tokenizer, cfg, seed=42, with_teacher=True, indices=range(6))
     zeroshot, _ = build_examples(rows, tokenizer, cfg, seed=42, with_teacher=True, indices=range(6),
                                  teacher_context="zeroshot")
-    return tokenizer, fewshot, zeroshot
+    return tokenizer, fewshot[:6], zeroshot
 
 
 def fresh_student(model_dir, trained: bool) -> AnswerWindowLM:
     """A student as training starts (lora_B = 0) or one that moved away from its base weights."""
-    torch.manual_seed(0)
-    peft_model = add_lora(load_base_model(str(model_dir), bf16=False), LoraConfig(dropout=0.0))
-    if trained:
-        with torch.no_grad():
-            for name, param in peft_model.named_parameters():
-                if "lora_B" in name:
-                    param.normal_(0.0, 0.05)
-    return AnswerWindowLM(peft_model)
+    return AnswerWindowLM(build_lora_student(model_dir, seed=0, lora_b_std=0.05 if trained else None))
 
 
 def sampler_for(student, tokenizer, max_new_tokens=6, seed=42) -> P.StudentSampler:

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from tests.training.test_train_e2e import read_metrics, train
+from tests.helpers import read_metrics, train
 
 pytestmark = pytest.mark.slow
 

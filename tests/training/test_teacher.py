@@ -2,13 +2,12 @@
 
 import torch
 
-from src.config import LoraConfig
 from src.data.gsm8k_loader import build_examples, collate_examples
-from src.models.student import AnswerWindowLM, add_lora, load_base_model, load_tokenizer, teacher_logits
+from src.models.student import load_base_model, load_tokenizer, teacher_logits
 from src.training.steps import sft_loss_step
 
 
-def test_adapter_disabled_logits_equal_a_fresh_base_model_after_training(tiny_model_dir, small_data_cfg):
+def test_adapter_disabled_logits_equal_a_fresh_base_model_after_training(tiny_model_dir, small_data_cfg, lora_student):
     from src.data.gsm8k_loader import load_gsm8k_rows
 
     torch.manual_seed(0)
@@ -17,7 +16,7 @@ def test_adapter_disabled_logits_equal_a_fresh_base_model_after_training(tiny_mo
     examples, _ = build_examples(rows, tokenizer, small_data_cfg, seed=0, with_teacher=True)
     batch = collate_examples(examples[:4], tokenizer.pad_token_id)
 
-    model = AnswerWindowLM(add_lora(load_base_model(str(tiny_model_dir), bf16=False), LoraConfig(dropout=0.0)))
+    model = lora_student
     lora_before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(3):

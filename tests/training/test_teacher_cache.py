@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.config import LoraConfig
-from src.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
-from src.models.student import AnswerWindowLM, add_lora, load_base_model, load_tokenizer
+from src.data.gsm8k_loader import collate_examples
+from src.models.student import AnswerWindowLM
 from src.training.steps import distillation_loss_step
 from src.training.teacher import AdapterDisabledTeacher, Teacher
 from src.training.teacher_cache import (
@@ -26,25 +25,18 @@ from src.training.teacher_cache import (
 from src import distillation as D
 
 from src.results.metrics import read_metrics_jsonl
-from tests.conftest import REPO_ROOT, smoke_data_cfg
+from tests.conftest import REPO_ROOT, build_lora_student
 
 K = 8
 
 
 @pytest.fixture(scope="module")
-def student_and_batches(tiny_model_dir):
-    small_data_cfg = smoke_data_cfg()
-    tokenizer = load_tokenizer(str(tiny_model_dir))
-    rows = load_gsm8k_rows(small_data_cfg, "train")
-    examples, _ = build_examples(rows, tokenizer, small_data_cfg, seed=42, with_teacher=True, indices=range(6))
+def student_and_batches(tiny_model_dir, smoke_examples):
+    tokenizer, examples = smoke_examples
     first = collate_examples(examples[:3], tokenizer.pad_token_id)
     # The same examples regrouped, as in a later epoch: different neighbours and padding.
     second = collate_examples([examples[4], examples[1], examples[3]], tokenizer.pad_token_id)
-    peft_model = add_lora(load_base_model(str(tiny_model_dir), bf16=False), LoraConfig(dropout=0.0)).eval()
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0.0, 0.05)
+    peft_model = build_lora_student(tiny_model_dir, lora_b_std=0.05).eval()
     return AnswerWindowLM(peft_model), first, second
 
 
@@ -292,7 +284,7 @@ def _flip_stored_value_bytes(path: Path) -> None:
 
 
 def _entry_faults():
-    from tests.training.test_faults import truncate
+    from tests.helpers import truncate
 
     faults = {"truncate": truncate, "flip_bytes": _flip_stored_value_bytes}
     faults.update({

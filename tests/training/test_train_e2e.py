@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,14 +19,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.results.metrics import read_metrics_jsonl
-from tests.conftest import REPO_ROOT, SMOKE_DATA
+from tests.conftest import REPO_ROOT
+from tests.helpers import CONFIGS, MAX_STEPS, SCRIPTS, launch_command, read_metrics, run_env, train
 
 pytestmark = pytest.mark.slow
 
-SCRIPTS = {"baseline": "src/training/train_baseline.py", "online_v1": "src/training/train_online_v1.py"}
-CONFIGS = {"baseline": "configs/base.yaml", "online_v1": "configs/online_v1.yaml"}
-MAX_STEPS = 6
 # model.finetune=full SFT run, with the held-out eval on (steps 0, 3, 6): on resume its teacher and 0-shot
 # reference must still be the starting model's.
 FULL_SFT = ("model.finetune=full", "eval.held_out_examples=4", "training.eval_steps=3", "eval.mse_top_k=16",
@@ -37,41 +33,6 @@ FULL_SFT = ("model.finetune=full", "eval.held_out_examples=4", "training.eval_st
 # gradient checkpointing.
 FULL_DISTILLATION = ("model.finetune=full", "distillation.teacher_cache=memory", "training.gradient_checkpointing=true",
                      "data.num_fewshot_examples=2", "data.max_train_examples=8", "eval.held_out_examples=0")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def launch_command(method: str, output_dir: Path, model_dir: Path, *extra: str, processes: int = 2) -> list[str]:
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-                str(processes), "--main_process_port", str(free_port())]
-    if processes == 1:
-        launcher = [sys.executable]
-    return launcher + [
-        SCRIPTS[method], "--config", CONFIGS[method], "--output_dir", str(output_dir),
-        f"model.name={model_dir}", f"data.path={SMOKE_DATA}", f"training.max_steps={MAX_STEPS}",
-        "training.save_steps=2", "training.logging_steps=1", "training.per_device_train_batch_size=2",
-        "training.gradient_accumulation_steps=2", "training.bf16=false", "data.num_workers=0", *extra]
-
-
-def run_env() -> dict:
-    return {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-
-def train(method: str, output_dir: Path, model_dir: Path, *extra: str, processes: int = 2,
-          expect_ok: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(launch_command(method, output_dir, model_dir, *extra, processes=processes),
-                            cwd=REPO_ROOT, env=run_env(), capture_output=True, text=True, timeout=600)
-    if expect_ok:
-        assert result.returncode == 0, result.stderr[-4000:]
-    return result
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    return read_metrics_jsonl(run_dir / "metrics.jsonl")
 
 
 def adapter_weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -241,7 +202,7 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted_run(request, tiny_
 def test_damaged_newest_checkpoint_resume_matches_uninterrupted_run(online_run, tiny_model_dir, tmp_path):
     """Bytes flipped in checkpoint-6's adapter of a finished 2-process run: --resume says which file is
     bad, goes back to checkpoint-4, and its final adapter equals the uninterrupted run's."""
-    from tests.training.test_faults import flip_bytes
+    from tests.helpers import flip_bytes
 
     out = tmp_path / "damaged"
     shutil.copytree(online_run, out)

@@ -14,7 +14,6 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from tests.conftest import REPO_ROOT
 from src.utils.tiny_model import (
     HEAD_DIM,
     build_tiny_qwen3,
@@ -22,6 +21,7 @@ from src.utils.tiny_model import (
     round_up,
     train_bpe_tokenizer,
 )
+from tests.conftest import REPO_ROOT
 
 QWEN3_VOCAB = 151_669
 
