@@ -189,8 +189,9 @@ def test_bf16_prefix_teacher_is_within_rounding(fixed_setup):
 def test_fixed_shots_with_prefix_reuse_and_the_disk_cache_train_under_ddp(tiny_model_dir, tmp_path):
     """One 2-process gloo DDP run wires both config switches: distillation.reuse_shot_prefix (the prefix
     computed once) and distillation.teacher_cache=disk (8 rows, one global batch of 8 per step: the main
-    process's 4 rows miss at step 1 and hit at steps 2 and 3, whichever rank computed them). The losses equal the full-sequence / uncached teacher's on
-    tensors, in this process: test_distillation_step_with_prefix_teacher_gives_the_same_loss_and_grads,
+    process's 4 rows miss at step 1 and hit at steps 2 and 3, whichever rank computed them). The losses
+    equal the full-sequence / uncached teacher's on tensors, in this process:
+    test_distillation_step_with_prefix_teacher_gives_the_same_loss_and_grads,
     test_prefix_teacher_with_the_teacher_cache, tests/training/test_teacher_cache.py."""
     from tests.training.test_train_e2e import read_metrics, train
 

@@ -31,7 +31,8 @@ def run_script():
             "--config", str(REPO_ROOT / "configs" / config), "--output_dir", str(output_dir),
             f"model.name={model_dir}", f"data.path={SMOKE_DATA}", "training.max_steps=6", "training.save_steps=2",
             "training.logging_steps=1", "training.per_device_train_batch_size=2",
-            "training.gradient_accumulation_steps=2", "training.bf16=false", "data.num_workers=0", "data.max_train_examples=8", *overrides]))
+            "training.gradient_accumulation_steps=2", "training.bf16=false", "data.num_workers=0",
+            "data.max_train_examples=8", *overrides]))
 
     yield run
     AcceleratorState._reset_state(reset_partial_state=True)
