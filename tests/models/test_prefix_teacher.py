@@ -181,17 +181,23 @@ def test_bf16_prefix_teacher_is_within_rounding(fixed_setup):
 # ----------------------------------------------------------------------------- DDP end to end
 
 @pytest.mark.slow
-def test_fixed_shots_with_prefix_reuse_train_under_ddp_like_the_full_teacher(tiny_model_dir, tmp_path):
-    """2-process gloo DDP, 2 steps: fixed shots + reuse_shot_prefix (+ the memory teacher cache) logs
-    the same losses as fixed shots with the full-sequence teacher (float32)."""
+def test_fixed_shots_with_prefix_reuse_and_the_disk_cache_train_under_ddp(tiny_model_dir, tmp_path):
+    """One 2-process gloo DDP run wires both config switches: distillation.reuse_shot_prefix (the prefix
+    computed once) and distillation.teacher_cache=disk (8 rows, one global batch of 8 per step: the main
+    process's 4 rows miss at step 1 and hit at steps 2 and 3, whichever rank computed them). The losses
+    equal the full-sequence / uncached teacher's on tensors, in this process:
+    test_distillation_step_with_prefix_teacher_gives_the_same_loss_and_grads,
+    test_prefix_teacher_with_the_teacher_cache, tests/training/test_teacher_cache.py."""
     from tests.helpers import read_metrics, train
 
-    common = ("data.shot_sampling=fixed", "training.max_steps=2", "distillation.teacher_cache=memory")
-    reuse = train("online_v1", tmp_path / "reuse", tiny_model_dir, *common, "distillation.reuse_shot_prefix=true")
-    full = train("online_v1", tmp_path / "full", tiny_model_dir, *common)
-    assert "shared shot prefix teacher: {'prefix_tokens'" in reuse.stderr
-    assert "'prefix_computations': 1" in reuse.stderr
-    reused, plain = read_metrics(tmp_path / "reuse"), read_metrics(tmp_path / "full")
-    assert [m["step"] for m in reused] == [1, 2]
-    for key in ("train/ce_loss", "train/dist_loss", "train/total_loss", "train/grad_norm"):
-        assert [m[key] for m in reused] == pytest.approx([m[key] for m in plain], rel=1e-5), key
+    out = tmp_path / "run"
+    result = train("online_v1", out, tiny_model_dir, "data.shot_sampling=fixed", "training.max_steps=3",
+                   "data.max_train_examples=8", "distillation.reuse_shot_prefix=true",
+                   "distillation.teacher_cache=disk")
+    assert "shared shot prefix teacher: {'prefix_tokens'" in result.stderr
+    assert "'prefix_computations': 1" in result.stderr
+    assert "teacher cache: {" in result.stderr and "'hits': 8" in result.stderr and "'misses': 4" in result.stderr
+    assert any((out / "teacher_cache").rglob("*")), "the disk cache is written under the run's output dir"
+    metrics = read_metrics(out)
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    assert all(m["train/dist_loss"] > 0 for m in metrics)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
+import runpy
 import sys
 from pathlib import Path
 
@@ -39,6 +39,14 @@ def assert_sane_png(path: Path, min_size=(600, 400), max_size=(4000, 4000)) -> t
     return width, height
 
 
+def run_as_script(monkeypatch, script: str, *args: str) -> int | str | None:
+    """`python scripts/<script> args` in this process (its `__main__` block, no new interpreter): the exit code."""
+    monkeypatch.setattr(sys, "argv", [str(REPO_ROOT / "scripts" / script), *args])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(REPO_ROOT / "scripts" / script), run_name="__main__")
+    return exit_.value.code
+
+
 # --- gen_main_fig.py ----------------------------------------------------------------------------------------------
 
 def test_gen_main_fig_from_results(tmp_path):
@@ -59,14 +67,12 @@ def test_gen_main_fig_published(tmp_path):
     assert_sane_png(out)
 
 
-def test_gen_main_fig_merges_several_files_cli(tmp_path):
+def test_gen_main_fig_merges_several_files_cli(tmp_path, monkeypatch):
     full = synthetic_results()["conditions"]
     a = write_json(tmp_path / "a.json", {"conditions": {"baseline": full["baseline"], "icl_8shot": full["icl_8shot"]}})
     b = write_json(tmp_path / "b.json", {"conditions": {"online_v1": full["online_v1"]}})
     out = tmp_path / "main.png"
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "gen_main_fig.py"),
-                           "--results", str(a), str(b), "--out", str(out)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    assert run_as_script(monkeypatch, "gen_main_fig.py", "--results", str(a), str(b), "--out", str(out)) == 0
     assert_sane_png(out)
 
 
@@ -114,11 +120,10 @@ def test_gen_main_fig_bad_inputs(tmp_path, content, message):
     assert not out.exists()
 
 
-def test_gen_main_fig_cli_exit_code(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "gen_main_fig.py"),
-                           "--results", str(tmp_path / "missing.json"), "--out", str(tmp_path / "x.png")],
-                          capture_output=True, text=True)
-    assert proc.returncode != 0 and "results file not found" in proc.stderr
+def test_gen_main_fig_cli_exit_code(tmp_path, monkeypatch):
+    code = run_as_script(monkeypatch, "gen_main_fig.py", "--results", str(tmp_path / "missing.json"),
+                         "--out", str(tmp_path / "x.png"))
+    assert code not in (0, None) and "results file not found" in str(code)
 
 
 def test_committed_main_comparison_png():
@@ -181,12 +186,11 @@ def test_plot_curves_bad_arguments(tmp_path, extra, message):
     assert exc.value.code != 0 and message in str(exc.value.code)
 
 
-def test_plot_curves_run_dir_without_metrics_cli(tmp_path):
+def test_plot_curves_run_dir_without_metrics_cli(tmp_path, monkeypatch):
     empty = tmp_path / "empty_run"
     empty.mkdir()
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "plot_curves.py"),
-                           "--runs", str(empty), "--out", str(tmp_path / "x.png")], capture_output=True, text=True)
-    assert proc.returncode != 0 and "no training metrics" in proc.stderr
+    code = run_as_script(monkeypatch, "plot_curves.py", "--runs", str(empty), "--out", str(tmp_path / "x.png"))
+    assert code not in (0, None) and "no training metrics" in str(code)
     assert not (tmp_path / "x.png").exists()
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import subprocess
-import sys
 
 import pytest
 
@@ -44,7 +42,6 @@ from tests.conftest import REPO_ROOT
 from tests.helpers import DIST_CORRECT, SFT_CORRECT, entry, synthetic_results, write_json, write_metrics_run
 
 PUBLISHED = REPO_ROOT / "assets" / "published_results.json"
-WRITE_RESULTS = REPO_ROOT / "scripts" / "write_results.py"
 
 
 # --- labels -------------------------------------------------------------------------------------------------------
@@ -403,10 +400,6 @@ def test_run_label(tmp_path):
 
 # --- scripts/write_results.py ------------------------------------------------------------------------------------
 
-def run_write_results(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(WRITE_RESULTS), *args], capture_output=True, text=True, cwd=REPO_ROOT)
-
-
 def test_write_results_main_to_file(tmp_path):
     from scripts.write_results import main
 
@@ -420,12 +413,16 @@ def test_write_results_main_to_file(tmp_path):
     assert "Checkpoint selection: best" in md and "optimistic" in md
 
 
-def test_write_results_cli_stdout_and_errors(tmp_path):
+def test_write_results_cli_stdout_and_errors(tmp_path, capsys):
+    """Without --out the markdown goes to stdout (exit 0); a missing file is a non-zero exit with its reason."""
+    from scripts.write_results import main
+
     results = write_json(tmp_path / "r.json", synthetic_results())
-    ok = run_write_results("--results", str(results))
-    assert ok.returncode == 0 and "| 1000 | 62.50 | 72.50 | +10.00 |" in ok.stdout
-    missing = run_write_results("--results", str(tmp_path / "nope.json"))
-    assert missing.returncode != 0 and "results file not found" in missing.stderr
+    assert main(["--results", str(results)]) == 0
+    assert "| 1000 | 62.50 | 72.50 | +10.00 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as missing:
+        main(["--results", str(tmp_path / "nope.json")])
+    assert missing.value.code not in (0, None) and "results file not found" in str(missing.value.code)
 
 
 @pytest.mark.parametrize("content, message", [

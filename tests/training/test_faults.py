@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -336,17 +334,21 @@ def test_results_json_that_is_not_a_results_file_is_refused(tmp_path):
         reopen(tmp_path)
 
 
-@pytest.mark.slow
-def test_evaluation_script_with_damaged_results_exits_with_one_line(tmp_path, tiny_model_dir):
-    args = [sys.executable, "scripts/eval_checkpoints.py", "--config", "configs/base.yaml", "--conditions",
-            "base_0shot", "--n_samples", "2", "--output", str(tmp_path / "eval.json"), "--backend", "hf",
-            "--max_new_tokens", "4", f"model.name={tiny_model_dir}", f"data.path={SMOKE_DATA}"]
-    first = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert first.returncode == 0, first.stderr[-3000:]
+def test_evaluation_script_with_damaged_results_exits_with_one_line(tmp_path, tiny_model_dir, capsys):
+    """The evaluation entry point (scripts/eval_checkpoints.py calls it), in-process: a finished run, then
+    bytes flipped in its predictions file; the re-run ends with status 2 and one last line naming --overwrite."""
+    from src.eval.evaluate import main
+
+    args = ["--config", str(REPO_ROOT / "configs" / "base.yaml"), "--conditions", "base_0shot", "--n_samples", "2",
+            "--output", str(tmp_path / "eval.json"), "--backend", "hf", "--max_new_tokens", "4",
+            f"model.name={tiny_model_dir}", f"data.path={SMOKE_DATA}"]
+    assert main(args) == 0
     flip_bytes(tmp_path / "eval.predictions.jsonl")
-    second = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert second.returncode == 2 and "Traceback" not in second.stderr
-    assert "--overwrite" in second.stderr.strip().splitlines()[-1]
+    capsys.readouterr()
+    assert main(args) == 2
+    stderr = capsys.readouterr().err
+    assert "Traceback" not in stderr
+    assert "--overwrite" in stderr.strip().splitlines()[-1]
 
 
 # ----------------------------------------------------------------------------- training logs

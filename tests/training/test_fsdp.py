@@ -245,8 +245,6 @@ def test_fully_shard_over_gloo_trains_saves_and_resumes_like_one_process(tiny_mo
     assert "optimizer" not in torch.load(tmp_path / "checkpoint-2" / "training_state.pt", weights_only=False)
 
     # The sharded frozen teacher copy: really sharded, the unsharded copy's top-K, the starting weights.
-    from src import distillation as D
-    from src.training.frozen_teacher import FrozenCopyTeacher, load_frozen_copy
 
     plain = FrozenCopyTeacher(load_frozen_copy(ModelConfig(name=str(tiny_model_dir), finetune="full"), False), k=8)
     for rank in range(2):

@@ -1,0 +1,82 @@
+"""The training scripts' one-process outcomes that are a message or a file, in this process (CPU): the
+script's own entry (`exit_on_user_error(main)`, as under `__main__`) with the exit it ends with.
+
+What needs real processes (2-process DDP, signals, resume) stays in tests/training/test_train_e2e.py.
+"""
+
+from __future__ import annotations
+
+import signal
+from functools import partial
+
+import pytest
+
+from src.results.metrics import read_metrics_jsonl
+from tests.conftest import REPO_ROOT, SMOKE_DATA
+
+
+@pytest.fixture
+def run_script():
+    """Runs a script's entry in this process with fresh accelerate settings (process-wide) and puts back
+    the SIGTERM/SIGINT handlers the training loop installs."""
+    from accelerate.state import AcceleratorState
+
+    from src.training.loop import exit_on_user_error
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+    def run(main, config: str, output_dir, model_dir, *overrides: str) -> None:
+        exit_on_user_error(partial(main, [
+            "--config", str(REPO_ROOT / "configs" / config), "--output_dir", str(output_dir),
+            f"model.name={model_dir}", f"data.path={SMOKE_DATA}", "training.max_steps=6", "training.save_steps=2",
+            "training.logging_steps=1", "training.per_device_train_batch_size=2",
+            "training.gradient_accumulation_steps=2", "training.bf16=false", "data.num_workers=0",
+            "data.max_train_examples=8", *overrides]))
+
+    yield run
+    AcceleratorState._reset_state(reset_partial_state=True)
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+
+
+def test_online_script_rejects_a_config_without_distillation(run_script, tiny_model_dir, tmp_path):
+    from src.training.train_online_v1 import main
+
+    with pytest.raises(SystemExit) as stop:
+        run_script(main, "base.yaml", tmp_path / "run", tiny_model_dir)
+    assert "configs/online_v1.yaml" in str(stop.value.code)
+    assert not (tmp_path / "run").exists(), "the config is checked before any setup"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["distillation.n_top_logits=100000"], "exceeds the model's vocabulary"),
+    (["data.path=/nonexistent/gsm8k"], "has no train.jsonl"),
+])
+def test_bad_setup_is_a_one_line_error(run_script, tiny_model_dir, tmp_path, overrides, message):
+    """A SystemExit with one line (what `python script.py` prints without a traceback), not an exception."""
+    from src.training.train_online_v1 import main
+
+    with pytest.raises(SystemExit) as stop:
+        run_script(main, "online_v1.yaml", tmp_path / "bad", tiny_model_dir, *overrides)
+    text = str(stop.value.code)
+    assert text.startswith("error: ") and message in text and "\n" not in text, text
+
+
+def test_non_finite_loss_stops_with_step_examples_and_checkpoint(run_script, tiny_model_dir, tmp_path):
+    from src.training.train_baseline import main
+
+    with pytest.raises(FloatingPointError) as stop:
+        run_script(main, "base.yaml", tmp_path / "nan", tiny_model_dir, "training.lr=1e30", "training.warmup_steps=0")
+    text = str(stop.value)
+    assert "Non-finite loss at step" in text and "example ids on this rank" in text
+    assert "Last good checkpoint" in text
+
+
+def test_length_grouped_run_trains_and_logs(run_script, tiny_model_dir, tmp_path):
+    from src.training.train_online_v1 import main
+
+    out = tmp_path / "grouped"
+    run_script(main, "online_v1.yaml", out, tiny_model_dir, "data.group_by_length=true", "training.max_steps=2")
+    assert [m["step"] for m in read_metrics_jsonl(out / "metrics.jsonl")] == [1, 2]
+    assert (out / "final" / "adapter_config.json").is_file()
