@@ -104,8 +104,8 @@ def fused_loss_check(device: torch.device, dtype: torch.dtype, batch: int, width
     (plain_ce + 0.5 * plain_mse).backward()
 
     result = {"device": str(device), "dtype": str(dtype).replace("torch.", ""), "shape": [batch, width, vocab],
-              "k": k, "ce": float(ce), "ce_reference": float(plain_ce), "mse": float(mse),
-              "mse_reference": float(plain_mse),
+              "k": k, "ce": ce.item(), "ce_reference": plain_ce.item(), "mse": mse.item(),
+              "mse_reference": plain_mse.item(),
               "max_abs_grad_diff": float((fused_input.grad.float() - plain_input.grad.float()).abs().max()),
               "max_abs_grad": float(plain_input.grad.float().abs().max())}
     try:
