@@ -1,4 +1,5 @@
-"""Alignment of teacher and student answer tokens, and the loss terms. Pure tensor functions.
+"""Alignment of teacher and student answer tokens, the loss terms, and the fused CE + distillation kernel
+over the answer window. Pure tensor functions.
 
 Shapes: B = batch, T = sequence length, A = longest answer in the batch, V = vocabulary, K = top-K.
 
