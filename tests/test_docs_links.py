@@ -7,15 +7,16 @@ import re
 
 from tests.conftest import REPO_ROOT
 
-# [text](target) and ![alt](target); the target ends at the first space or closing parenthesis.
-LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+# [text](target) and ![alt](target), the target ending at the first space or closing parenthesis; and an
+# HTML image's src="target" (the README's sized figure).
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)|<img [^>]*src=\"([^\"]+)\"")
 
 
 def test_relative_links_resolve():
     pages = [REPO_ROOT / "README.md", REPO_ROOT / "compute.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
     broken = []
     for page in pages:
-        for target in LINK.findall(page.read_text()):
+        for target in (markdown or html for markdown, html in LINK.findall(page.read_text())):
             if re.match(r"[a-z]+:", target) or target.startswith("#"):
                 continue  # a URL or an anchor on the same page
             path = target.split("#", 1)[0]
