@@ -532,6 +532,6 @@ def _stop_on_non_finite(accelerator, loss: torch.Tensor, batch: dict, step: int,
     examples = batch["example_index"].tolist()
     _shut_down_distributed(accelerator)
     raise FloatingPointError(
-        f"Non-finite loss at step {step + 1} (rank {accelerator.process_index}, loss {float(loss):.4g}, "
+        f"Non-finite loss at step {step + 1} (rank {accelerator.process_index}, loss {loss.item():.4g}, "
         f"example ids on this rank {examples}). Last good checkpoint: {last_saved or 'none'}. "
         "Lower training.lr or check these examples, then resume with --resume.")
