@@ -65,6 +65,11 @@ class LossSpec:
         """True when the support has the tail bucket (each side's tail log-sum-exp is needed)."""
         return self.topk_tail == "bucket"
 
+    @property
+    def tail_temperature(self) -> float | None:
+        """The temperature of the teacher's tail log-sum-exp, which only the tail bucket needs (else None)."""
+        return self.temperature if self.with_tail else None
+
 
 # --- the divergences: teacher / student [M, S] -> per-row loss [M] ----------------------------------
 

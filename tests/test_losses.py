@@ -440,14 +440,12 @@ def test_zero_shot_teacher_gives_zero_loss_at_the_first_step(fresh_student_and_b
     student, batch = fresh_student_and_batch
     zeroshot = {**batch, "teacher_input_ids": batch["student_input_ids"],
                 "teacher_attention_mask": batch["student_attention_mask"]}
-    teacher = AdapterDisabledTeacher(student, 16, alignment,
-                                     tail_temperature=spec.temperature if spec.with_tail else None)
+    teacher = AdapterDisabledTeacher(student, 16, alignment, tail_temperature=spec.tail_temperature)
     terms = distillation_loss_step(student, zeroshot, teacher, 0.5, alignment, loss=spec)
     assert terms["ce_loss"].item() > 1.0
     assert abs(terms["dist_loss"].item()) < 1e-6
     # The student's own seed-vs-predict rows differ, so a nonzero loss is there to be seen had they not matched.
     other = "predict" if alignment == "seed" else "seed"
     mismatched = distillation_loss_step(student, zeroshot, AdapterDisabledTeacher(
-        student, 16, other, tail_temperature=spec.temperature if spec.with_tail else None), 0.5, alignment,
-        loss=spec)
+        student, 16, other, tail_temperature=spec.tail_temperature), 0.5, alignment, loss=spec)
     assert mismatched["dist_loss"].item() > 1e-5

@@ -26,7 +26,7 @@ from typing import Protocol, Sequence
 
 from src.utils.gpu_env import make_cuda_check_fork_safe
 from src.utils.resources import MODEL_FIX, loading
-from src.models.generation import eos_token_ids  # noqa: F401  (moved to the model layer; read from here too)
+from src.models.generation import eos_token_ids
 
 logger = logging.getLogger(__name__)
 

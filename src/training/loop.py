@@ -29,6 +29,7 @@ from src.training.checkpoint import (CheckpointError, find_resume_checkpoint, fu
 from src.training.heldout_eval import build_heldout_evaluator
 from src.training.precision import keep_low_precision_outputs
 from src.utils.gpu_env import check_gpu_setup
+from src.utils.io import keep_logged_steps
 
 logger = logging.getLogger("fewshot_distill")
 
@@ -324,15 +325,6 @@ class _MetricsWindow:
         self.examples += examples
 
 
-def _logged_step(line: str) -> int | None:
-    """The step of a metrics.jsonl line, or None for a blank or unreadable one."""
-    try:
-        record = json.loads(line)
-        return int(record["step"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-        return None
-
-
 class MetricsLogger:
     """TensorBoard scalars + metrics.jsonl, main process only. Resume truncates later entries."""
 
@@ -345,13 +337,9 @@ class MetricsLogger:
         from torch.utils.tensorboard import SummaryWriter
 
         if self.path.exists():
-            lines = [(line, _logged_step(line)) for line in self.path.read_text(errors="replace").splitlines()
-                     if line.strip()]
-            kept = [line for line, step in lines if step is not None and step <= start_step]
-            dropped = sum(1 for _, step in lines if step is None)
+            dropped = keep_logged_steps(self.path, start_step)
             if dropped:  # e.g. the line a hard kill cut short; the checkpoint's state is unaffected
                 logger.warning("%s: dropped %d unreadable line(s)", self.path, dropped)
-            self.path.write_text("".join(line + "\n" for line in kept))
         self.writer = SummaryWriter(str(output_dir / "tb"), purge_step=start_step + 1 if start_step else None)
 
     def log(self, step: int, scalars: dict[str, float]) -> None:

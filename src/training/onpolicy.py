@@ -39,12 +39,14 @@ from typing import Sequence
 
 import torch
 
+from src import distillation as D
 from src.constants import IGNORE_INDEX
 from src.data.gsm8k_loader import assemble_batch, batch_prompts
 from src.losses import LossSpec
 from src.models.generation import GeneratedTokens, eos_token_ids, generate_tokens
 from src.training.steps import answer_losses
 from src.training.teacher import Teacher
+from src.utils.io import keep_logged_steps
 
 logger = logging.getLogger("fewshot_distill")
 
@@ -157,19 +159,10 @@ class StudentSampler:
         if self._written_from is None:  # a resumed run drops the lines of the steps it redoes
             self._written_from = step
             if self.samples_path.exists():
-                kept = [line for line in self.samples_path.read_text().splitlines()
-                        if line.strip() and _line_step(line) is not None and _line_step(line) < step]
-                self.samples_path.write_text("".join(line + "\n" for line in kept))
+                keep_logged_steps(self.samples_path, step - 1)
         with self.samples_path.open("a") as handle:
             for record in records:
                 handle.write(json.dumps(record) + "\n")
-
-
-def _line_step(line: str) -> int | None:
-    try:
-        return int(json.loads(line)["step"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-        return None
 
 
 def onpolicy_loss_step(student, batch: dict, teacher: Teacher, sampler: StudentSampler, answer_source: str,
@@ -202,7 +195,7 @@ def onpolicy_loss_step(student, batch: dict, teacher: Teacher, sampler: StudentS
     ce_loss, dist_loss = answer_losses(student, onpolicy_batch, teacher, alignment, loss,
                                        ce_rows=gold_row, distill_rows=distill_row)
     # An all-gold-masked CE is an exact 0 (no gold rows): the total is then lambda x the divergence.
-    total = ce_loss + lambda_distill * dist_loss
+    total = D.distillation_loss(ce_loss, dist_loss, lambda_distill)
     lengths = [len(ids) for ids in samples.token_ids]
     stats = torch.tensor([sum(lengths) / max(len(lengths), 1),
                           sum(samples.ended_with_eos) / max(len(lengths), 1), gen_seconds, float(sum(empty))],
@@ -215,11 +208,10 @@ def onpolicy_loss_step(student, batch: dict, teacher: Teacher, sampler: StudentS
 def build_loss_step(cfg, run):
     """The on-policy methods' loss step (registered in src/methods.py: onpolicy, onpolicy_mixed):
     a partial whose `.keywords["teacher"]` is the Teacher, as train_online_v1.py's."""
-    from src.training.train_online_v1 import build_teacher
+    from src.training.train_online_v1 import build_teacher, loss_spec
 
     dist_cfg, gen_cfg = cfg.distillation, cfg.generation
-    loss = LossSpec(dist_cfg.loss, dist_cfg.temperature, dist_cfg.jsd_beta, dist_cfg.topk_tail)
-    teacher = build_teacher(cfg, run, tail_temperature=loss.temperature if loss.with_tail else None)
+    teacher = build_teacher(cfg, run)
     sampler = StudentSampler(run.trained_model, run.tokenizer,
                              SampleSettings(gen_cfg.max_new_tokens, gen_cfg.temperature, gen_cfg.top_p,
                                             cfg.training.seed),
@@ -228,5 +220,5 @@ def build_loss_step(cfg, run):
                 dist_cfg.answer_source, dist_cfg.teacher_weights, dist_cfg.loss, gen_cfg.max_new_tokens,
                 sorted(sampler.eos_ids))
     return partial(onpolicy_loss_step, teacher=teacher, sampler=sampler, answer_source=dist_cfg.answer_source,
-                   lambda_distill=dist_cfg.lambda_distill, alignment=dist_cfg.alignment, loss=loss,
+                   lambda_distill=dist_cfg.lambda_distill, alignment=dist_cfg.alignment, loss=loss_spec(cfg),
                    student_fraction=dist_cfg.student_fraction, pad_token_id=run.tokenizer.pad_token_id)

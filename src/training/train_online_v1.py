@@ -49,13 +49,20 @@ def base_teacher_model(cfg: Config, run):
     return run.accelerator.unwrap_model(run.model)
 
 
-def build_teacher(cfg: Config, run, tail_temperature: float | None) -> Teacher:
+def loss_spec(cfg: Config) -> LossSpec:
+    """The config's distillation loss (`distillation.loss` and its hyperparameters)."""
+    dist_cfg = cfg.distillation
+    return LossSpec(dist_cfg.loss, dist_cfg.temperature, dist_cfg.jsd_beta, dist_cfg.topk_tail)
+
+
+def build_teacher(cfg: Config, run) -> Teacher:
     """The config's teacher: adapter disabled (LoRA) or a frozen copy (full), on a shared shot prefix
     (distillation.reuse_shot_prefix), memoised (distillation.teacher_cache); or the live student
     (distillation.teacher_weights=live, which the config allows with neither: no frozen copy is loaded)."""
     dist_cfg = cfg.distillation
     log = logging.getLogger("fewshot_distill")
     k, alignment = dist_cfg.n_top_logits, dist_cfg.alignment
+    tail_temperature = loss_spec(cfg).tail_temperature
     teacher: Teacher
     if dist_cfg.teacher_weights == "live":  # the student itself: no frozen weights to load
         return LiveTeacher(run.accelerator.unwrap_model(run.model), k, alignment, tail_temperature)
@@ -82,10 +89,8 @@ def build_loss_step(cfg: Config, run):
     """The method's loss step (registered in src/methods.py): CE + lambda * distillation.loss against
     the config's teacher (a partial: `.keywords["teacher"]` is the Teacher, for the end-of-run stats)."""
     dist_cfg = cfg.distillation
-    loss = LossSpec(dist_cfg.loss, dist_cfg.temperature, dist_cfg.jsd_beta, dist_cfg.topk_tail)
-    teacher = build_teacher(cfg, run, tail_temperature=loss.temperature if loss.with_tail else None)
-    return partial(distillation_loss_step, teacher=teacher, lambda_distill=dist_cfg.lambda_distill,
-                   alignment=dist_cfg.alignment, loss=loss)
+    return partial(distillation_loss_step, teacher=build_teacher(cfg, run), lambda_distill=dist_cfg.lambda_distill,
+                   alignment=dist_cfg.alignment, loss=loss_spec(cfg))
 
 
 def main(argv: list[str] | None = None) -> None:

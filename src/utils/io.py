@@ -1,4 +1,7 @@
-"""Atomic file and folder writes: a reader never sees a half-written result."""
+"""Atomic file and folder writes: a reader never sees a half-written result.
+
+Also the in-place rewrites of files a run keeps: a generated block between markers, and a JSONL log cut back
+to the steps a resumed run keeps."""
 
 from __future__ import annotations
 
@@ -52,3 +55,22 @@ def replace_between_markers(path: str | Path, start: str, end: str, text: str) -
     head, rest = content.split(start, 1)
     _, tail = rest.split(end, 1)
     path.write_text(f"{head}{start}\n{text}{end}{tail}")
+
+
+def jsonl_step(line: str) -> int | None:
+    """The `step` of one line of a JSONL log (metrics.jsonl, samples.jsonl), or None for a blank or unreadable
+    line."""
+    try:
+        return int(json.loads(line)["step"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def keep_logged_steps(path: str | Path, last_step: int) -> int:
+    """Rewrite the JSONL log `path` with only its lines of steps <= `last_step` (a resumed run logs the later
+    steps again). Unreadable lines, such as the one a hard kill cut short, are dropped too; returns their
+    number."""
+    path = Path(path)
+    steps = [(line, jsonl_step(line)) for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    path.write_text("".join(line + "\n" for line, step in steps if step is not None and step <= last_step))
+    return sum(1 for _, step in steps if step is None)
