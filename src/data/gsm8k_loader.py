@@ -32,6 +32,7 @@ from src.data.prompts import AlignmentError, render_answer, render_prompt, token
 from src.data.shots import evaluation_shot_indices, question_index, training_shot_indices
 from src.data.teacher_context import teacher_shots
 from src.tasks import task_of, validate_rows
+from src.utils.io import read_json_records
 from src.utils.resources import DATA_FIX, ResourceError, loading
 
 
@@ -75,8 +76,6 @@ def load_gsm8k_rows(data_cfg, split: str) -> list[dict]:
     With `data.dev_examples` > 0 the train split loses its dev rows, and split "dev" is those rows
     (src/data/dev_split.py).
     """
-    import datasets  # imported here: the pure helpers of this module do not need it
-
     wanted, split = split, (data_cfg.train_split if split == DEV_SPLIT else split)
     if wanted == DEV_SPLIT and not data_cfg.dev_examples:
         raise ValueError("the dev split needs data.dev_examples=N (the N train rows held back from training)")
@@ -93,8 +92,10 @@ def load_gsm8k_rows(data_cfg, split: str) -> list[dict]:
                 f"data.path={data_cfg.path!r} has no {name} ({file.resolve()}). Point data.path "
                 "at a folder with train.jsonl/test.jsonl, or set data.path=null to load "
                 f"{data_cfg.dataset} from the hub.")
-        dataset = datasets.load_dataset("json", data_files={split: str(file)}, split=split)
+        dataset = read_json_records(file)
     else:
+        import datasets  # only for the hub: local files are read without it (src/utils/io.py)
+
         with loading("dataset", data_cfg.dataset, fix=DATA_FIX):
             dataset = datasets.load_dataset(data_cfg.dataset, data_cfg.subset, split=split)
     rows = [task.to_row(record) for record in dataset]

@@ -1,7 +1,7 @@
 """Atomic file and folder writes: a reader never sees a half-written result.
 
 Also the in-place rewrites of files a run keeps: a generated block between markers, and a JSONL log cut back
-to the steps a resumed run keeps."""
+to the steps a resumed run keeps; and the reader of local data files (JSONL, or one JSON array)."""
 
 from __future__ import annotations
 
@@ -74,3 +74,42 @@ def keep_logged_steps(path: str | Path, last_step: int) -> int:
     steps = [(line, jsonl_step(line)) for line in path.read_text(errors="replace").splitlines() if line.strip()]
     path.write_text("".join(line + "\n" for line, step in steps if step is not None and step <= last_step))
     return sum(1 for _, step in steps if step is None)
+
+
+class DataFileError(FileNotFoundError):
+    """A local data file that cannot be read as records; the message is one line naming file, line and fix.
+
+    A FileNotFoundError, like src/utils/resources.ResourceError, so the scripts' one-line handlers catch it."""
+
+
+def read_json_records(path: str | Path) -> list[dict]:
+    """The records of a local data file: one JSON object per line (JSONL), or one JSON array of objects.
+
+    Read with the standard library so that local data needs no `datasets` (an offline GPU node may not
+    have it). A line that is not a JSON object stops the read with its file and line number."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise DataFileError(f"{path}:{error.lineno}: not valid JSON ({error.msg}); fix that line, "
+                                "or write the file as JSONL (one object per line)") from None
+        lines = range(1, len(records) + 1)
+        where = "item"
+    else:
+        records, lines, where = [], [], "line"
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise DataFileError(f"{path}:{number}: not a JSON object ({error.msg}); fix or delete that "
+                                    "line (JSONL: one complete object per line)") from None
+            lines.append(number)
+    for number, record in zip(lines, records):
+        if not isinstance(record, dict):
+            raise DataFileError(f"{path}:{number}: {where} is a JSON {type(record).__name__}, not an object; "
+                                "each record must be an object of named fields")
+    return records
