@@ -210,6 +210,7 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
     from src.data.subset import select_subset
     from src.models.student import AnswerWindowLM, build_student, load_tokenizer, vocab_size
     from src.utils.io import atomic_write_json, atomic_write_text
+    from src.utils.attention_kernels import apply_attention_kernel_policy
     from src.utils.run_info import collect_run_info
 
     train_cfg = cfg.training
@@ -220,6 +221,7 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
     _configure_logging(accelerator.is_main_process)
     check_sharding(cfg, accelerator.distributed_type)
+    attention_kernels = apply_attention_kernel_policy(accelerator.device.type, cfg.model.cudnn_sdpa)
     output_dir = Path(train_cfg.output_dir)
     resume_from = _decide_on_main(accelerator, lambda: check_output_dir(output_dir, args.resume, args.overwrite))
     accelerator.wait_for_everyone()
@@ -290,7 +292,7 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
         atomic_write_json(output_dir / RUN_INFO_FILE, collect_run_info(
             **run_identity_fields(method, cfg.distillation.teacher_context, cfg.model.finetune),
             world_size=accelerator.num_processes, mixed_precision=accelerator.mixed_precision,
-            resumed_from=str(resume_from) if resume_from else None, data=data_stats))
+            attention_kernels=attention_kernels, resumed_from=str(resume_from) if resume_from else None, data=data_stats))
     return run
 
 

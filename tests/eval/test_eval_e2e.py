@@ -94,6 +94,7 @@ def check_outputs(output: Path, n_test: int = N_TEST, max_new_tokens: int = MAX_
     """Schema of the results JSON and predictions file; returns {(condition, label, index): text}."""
     data = json.loads(output.read_text())
     assert data["model"] == data["config"]["model"]["name"]
+    assert data["run_info"]["attention_kernels"] == {"device": "cpu", "cudnn_sdpa": None, "source": "no cuda"}
     assert data["sampling"] == {"temperature": 0.0, "max_new_tokens": max_new_tokens}
     indices = data["subset_indices"]
     assert len(indices) == n_test and indices == sorted(indices)
@@ -246,7 +247,9 @@ def test_diagnostics_score_a_full_checkpoint(workspace):
             "--output", str(output), "eval.mse_top_k=16", "data.num_fewshot_examples=2",
             f"model.name={workspace['model']}", f"data.path={workspace['data']}"]
     assert diagnostics_main(args) == 0
-    conditions = json.loads(output.read_text())["conditions"]
+    data = json.loads(output.read_text())
+    assert data["run_info"]["attention_kernels"]["device"] == "cpu"
+    conditions = data["conditions"]
     full, base = conditions["cond_full"]["final"], conditions["base_0shot"]["base"]
     assert full["tokens"] == base["tokens"] > 0
     assert full["nll"] != pytest.approx(base["nll"], rel=1e-4) and full["kl"] > 0
