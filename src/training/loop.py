@@ -299,7 +299,8 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
         atomic_write_json(output_dir / RUN_INFO_FILE, collect_run_info(
             **run_identity_fields(method, cfg.distillation.teacher_context, cfg.model.finetune),
             world_size=accelerator.num_processes, mixed_precision=accelerator.mixed_precision,
-            attention_kernels=attention_kernels, resumed_from=str(resume_from) if resume_from else None, data=data_stats))
+            attention_kernels=attention_kernels, resumed_from=str(resume_from) if resume_from else None,
+            data=data_stats))
     return run
 
 
