@@ -113,6 +113,16 @@ def test_bad_arguments_are_one_line_errors(model_and_prompts):
         generate_tokens(model, [[]], max_new_tokens=2, eos_ids={1}, pad_token_id=0)
 
 
+def test_a_prompt_longer_than_a_sliding_window_is_refused(tiny_model_dir, model_and_prompts):
+    """The prefill mask is full causal: a sliding-window layer must not get a prompt past its window."""
+    _, tokenizer, prompts = model_and_prompts
+    model = load_base_model(str(tiny_model_dir), bf16=False).eval()  # a copy: its config is changed below
+    model.config.layer_types = ["sliding_attention"] * model.config.num_hidden_layers
+    model.config.sliding_window = 8
+    with pytest.raises(ValueError, match="exceeds the model's sliding window"):
+        generate_tokens(model, prompts, max_new_tokens=2, eos_ids={1}, pad_token_id=tokenizer.pad_token_id)
+
+
 def test_greedy_through_a_peft_adapter_equals_the_argmax_loop(tiny_model_dir, model_and_prompts):
     """The student (LoRA on, nonzero B) generates through peft exactly as step-by-step argmax."""
     _, tokenizer, prompts = model_and_prompts
