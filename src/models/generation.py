@@ -131,7 +131,8 @@ def generate_tokens(model, prompt_ids: Sequence[Sequence[int]], *, max_new_token
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     step_ids = input_ids
     config = getattr(model, "config", None)
-    if "sliding_attention" in (getattr(config, "layer_types", None) or ()) and input_ids.size(1) > config.sliding_window:
+    sliding = "sliding_attention" in (getattr(config, "layer_types", None) or ())
+    if sliding and input_ids.size(1) > config.sliding_window:
         # The prefill mask is full causal; a sliding-window layer would then see too far back.
         raise ValueError(f"generate_tokens: a prompt of {input_ids.size(1)} tokens exceeds the model's sliding "
                          f"window ({config.sliding_window}); shorten the prompts or use model.generate")
