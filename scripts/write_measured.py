@@ -89,7 +89,8 @@ def onpolicy_markdown(onpolicy: Path, mini_conditions: dict, doc_dir: Path = Pat
         f"samples its own answer to each "
         f"question (temperature {gen['temperature']}, top-p {gen['top_p']}, at most {gen['max_new_tokens']} new "
         f"tokens) and the {cfg['data']['num_fewshot_examples']}-shot teacher ({dist['teacher_weights']} weights) "
-        f"scores those tokens; no CE, loss = {dist['lambda_distill']} x the distillation term on the teacher's top-"
+        f"scores those tokens (LoRA dropout {cfg['lora']['dropout']} in the scored forward); "
+        f"no CE, loss = {dist['lambda_distill']} x the distillation term on the teacher's top-"
         f"{dist['n_top_logits']} ids ("
         + ", ".join(f"`{run}`: `{c['distillation']['loss']}`" for run, c in configs.items())
         + f"; {dist['alignment']} alignment as above). Training time (each run's metrics.jsonl, all its "

@@ -48,6 +48,9 @@ class ModelConfig:
     name: str = "Qwen/Qwen3-1.7B"
     # sdpa works everywhere; "flash_attention_2" when flash-attn is installed; "eager" for debugging.
     attn_implementation: str = "sdpa"
+    # Allow cuDNN's SDPA kernel on CUDA (torch's default on Hopper from 2.11). Off: it is reported to
+    # return NaN for keyless query rows and NaN gradients on H100/H200 (src/utils/attention_kernels.py).
+    cudnn_sdpa: bool = False
     # What trains: "lora" (an adapter on frozen base weights; the lora: section) or "full" (every weight,
     # float32 master copies under bf16 autocast; the lora: section is ignored).
     finetune: str = "lora"

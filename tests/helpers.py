@@ -1,17 +1,21 @@
 """Plain helpers that more than one test module calls (no fixtures: those are in conftest.py).
 
 Training launches of the two scripts, damage done to files, the scripted evaluation backend, synthetic
-results files and ulp comparisons. A test module imports these from here, never from another test module.
+results files, ulp comparisons, and an SDPA that returns NaN for query rows with no visible key. A test
+module imports these from here, never from another test module.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 from src.eval.conditions import EvalTarget
 from src.results.metrics import read_metrics_jsonl
@@ -228,3 +232,32 @@ def assert_within_ulps(actual, expected, max_ulps: int = 4):
     distance = ulps_apart(actual, expected)
     assert float(distance.max()) <= max_ulps, (
         f"{int((distance > max_ulps).sum())} elements more than {max_ulps} ulps apart (max {float(distance.max()):.1f})")
+
+
+# ----------------------------------------------------------------------------- attention kernels
+# cuDNN's SDPA on Hopper is reported to return NaN for a query row that sees no key (pytorch #196678),
+# where PyTorch's CPU kernels return 0. This stands in for it on CPU, so that code can be tested against
+# whatever a kernel returns for such rows.
+
+def nan_for_keyless_query_rows(real_sdpa):
+    """scaled_dot_product_attention that returns NaN in every query row whose mask shows it no key."""
+    def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):
+        out = real_sdpa(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+                        scale=scale, **kwargs)
+        if attn_mask is None:  # no mask, or is_causal: every query sees at least itself
+            return out
+        visible = attn_mask if attn_mask.dtype == torch.bool else attn_mask > torch.finfo(attn_mask.dtype).min
+        keyless = ~visible.any(dim=-1, keepdim=True)  # [B, 1 or H, Q, 1]
+        return out.masked_fill(keyless, float("nan"))
+    return sdpa
+
+
+@contextlib.contextmanager
+def sdpa_nan_for_keyless_rows():
+    """Within it, torch's SDPA (which transformers' sdpa attention calls) returns NaN for keyless rows."""
+    real = torch.nn.functional.scaled_dot_product_attention
+    torch.nn.functional.scaled_dot_product_attention = nan_for_keyless_query_rows(real)
+    try:
+        yield
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = real

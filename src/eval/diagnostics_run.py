@@ -30,6 +30,7 @@ from src.eval.prompts import rows_fingerprint
 from src.eval.runner import IncompatibleResultsError, ResultsStore, report
 from src.eval.shot_source import load_shot_rows
 from src.run_identity import ZERO_SHOT_CONDITION, icl_condition
+from src.utils.attention_kernels import apply_attention_kernel_policy
 from src.utils.run_info import collect_run_info
 
 logger = logging.getLogger("fewshot_distill.diagnostics")
@@ -114,7 +115,8 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
                       "chat_template": has_chat_template(tokenizer)},
         "data_fingerprint": rows_fingerprint(test_rows) + ":" + rows_fingerprint(train_rows),
         "engine": {"dtype": "float32", "mse_top_k": top_k, "alignment": alignment},
-        "run_info": collect_run_info(),
+        "run_info": collect_run_info(attention_kernels=apply_attention_kernel_policy(
+            "cuda" if torch.cuda.is_available() else "cpu", cfg.model.cudnn_sdpa)),
     }
     try:
         store = ResultsStore(args.output, header, overwrite=args.overwrite, rows_path=rows_path(args.output))

@@ -24,6 +24,7 @@ from src.eval.prompts import build_prompts, max_model_len, rows_fingerprint, tok
 from src.eval.runner import IncompatibleResultsError, ResultsStore, report, run_targets
 from src.eval.shot_source import load_shot_rows
 from src.tasks import TASK_NAMES, task_of
+from src.utils.attention_kernels import apply_attention_kernel_policy
 from src.utils.gpu_env import check_gpu_setup
 from src.utils.resources import ResourceError
 from src.utils.run_info import collect_run_info
@@ -141,7 +142,10 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
     logger.info("%d test examples; longest prompt (tokens) by shot count: %s; max_model_len %d",
                 len(indices), lengths, context)
 
-    dtype = resolve_dtype(args.dtype, cuda_available())
+    on_gpu = cuda_available()
+    dtype = resolve_dtype(args.dtype, on_gpu)
+    # The transformers backend's attention (vLLM's engine picks its own kernels in its own process).
+    attention_kernels = apply_attention_kernel_policy("cuda" if on_gpu else "cpu", cfg.model.cudnn_sdpa)
     ranks = [adapter_rank(t.adapter_path) for t in targets if t.adapter_path]
     settings = EngineSettings(max_new_tokens=args.max_new_tokens, dtype=dtype, max_model_len=context,
                               tensor_parallel_size=args.tensor_parallel_size, batch_size=args.batch_size,
@@ -158,7 +162,7 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
                       "chat_template": has_chat_template(tokenizer), "enable_thinking": False},
         "data_fingerprint": rows_fingerprint([test_rows[i] for i in indices]) + ":" + rows_fingerprint(train_rows),
         "engine": {"backend": args.backend, "dtype": dtype},
-        "run_info": collect_run_info(),
+        "run_info": collect_run_info(attention_kernels=attention_kernels),
     }
     try:
         store = ResultsStore(args.output, header, overwrite=args.overwrite)

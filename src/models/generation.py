@@ -2,7 +2,9 @@
 
 Used by the evaluation's HF backend (src/eval/backends.py) and meant for training (a student sampling
 its own answers). Prompts are left-padded so every row's next token is read at the last column;
-position ids count only real tokens, so a padded row computes what it would alone.
+position ids count only real tokens, and the first forward lets a pad query see only itself
+(`prefill_attention_mask`), so a padded row computes what it would alone whatever the attention kernel
+returns for rows that see no key.
 
 Shapes: B = prompts, T = longest prompt, V = vocabulary.
 
@@ -38,6 +40,31 @@ def left_pad(prompt_ids: Sequence[Sequence[int]], pad_token_id: int) -> tuple[to
         input_ids[row, width - len(ids):] = torch.tensor(list(ids), dtype=torch.long)
         attention_mask[row, width - len(ids):] = 1
     return input_ids, attention_mask
+
+
+def prefill_attention_mask(attention_mask: torch.Tensor, attn_implementation: str | None,
+                           dtype: torch.dtype) -> torch.Tensor:
+    """The mask of the first forward over a left-padded batch: [B, T] padding mask -> [B, 1, T, T].
+
+    Causal over the real tokens, and a pad query sees only itself. With the plain padding mask a pad
+    query sees no key at all (the keys before it are pads too), and what a kernel returns for such a
+    row is its own choice: PyTorch's math kernel returns 0, cuDNN's SDPA on Hopper is reported to
+    return NaN (pytorch #196678), and a NaN there reaches the real rows through 0 x NaN in the next
+    layer's value product. Real queries never see a pad key, so their arithmetic is unchanged.
+
+    sdpa takes the boolean mask (True: attend), eager an additive one in the model's dtype; other
+    implementations (flash attention unpads the batch, so no row is keyless) get the padding mask back.
+    """
+    if attn_implementation not in ("sdpa", "eager"):
+        return attention_mask
+    width = attention_mask.size(1)
+    causal = torch.ones(width, width, dtype=torch.bool, device=attention_mask.device).tril()
+    itself = torch.eye(width, dtype=torch.bool, device=attention_mask.device)
+    visible = (causal & attention_mask.bool()[:, None, :]) | itself  # [B, T, T]: query i sees key j
+    if attn_implementation == "sdpa":
+        return visible[:, None]
+    blocked = torch.zeros(visible.shape, dtype=dtype, device=visible.device)
+    return blocked.masked_fill_(~visible, torch.finfo(dtype).min)[:, None]
 
 
 def eos_token_ids(tokenizer, generation_config=None) -> set[int]:
@@ -103,8 +130,16 @@ def generate_tokens(model, prompt_ids: Sequence[Sequence[int]], *, max_new_token
     new_ids = torch.empty(batch, 0, dtype=torch.long, device=device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     step_ids = input_ids
+    config = getattr(model, "config", None)
+    sliding = "sliding_attention" in (getattr(config, "layer_types", None) or ())
+    if sliding and input_ids.size(1) > config.sliding_window:
+        # The prefill mask is full causal; a sliding-window layer would then see too far back.
+        raise ValueError(f"generate_tokens: a prompt of {input_ids.size(1)} tokens exceeds the model's sliding "
+                         f"window ({config.sliding_window}); shorten the prompts or use model.generate")
+    step_mask = prefill_attention_mask(attention_mask, getattr(config, "_attn_implementation", None),
+                                       next(model.parameters()).dtype)
     for _ in range(max_new_tokens):
-        logits = model(input_ids=step_ids, attention_mask=attention_mask, position_ids=position_ids,
+        logits = model(input_ids=step_ids, attention_mask=step_mask, position_ids=position_ids,
                        past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
         token = next_token(logits, temperature, top_p, generator)
         token = torch.where(finished, torch.full_like(token, pad_token_id), token)
@@ -113,7 +148,9 @@ def generate_tokens(model, prompt_ids: Sequence[Sequence[int]], *, max_new_token
         if bool(finished.all()):
             break
         step_ids = token[:, None]
+        # Decode steps: every query is a new token and sees itself, so the padding mask is enough.
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch, 1)], dim=1)
+        step_mask = attention_mask
         position_ids = position_ids[:, -1:] + 1
 
     eos_set = {int(i) for i in eos_ids}

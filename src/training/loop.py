@@ -28,6 +28,7 @@ from src.training.checkpoint import (CheckpointError, find_resume_checkpoint, fu
                                      load_checkpoint, save_checkpoint, save_final)
 from src.training.heldout_eval import build_heldout_evaluator
 from src.training.precision import keep_low_precision_outputs
+from src.training.steps import TRAINED_TOKENS, trained_tokens
 from src.utils.gpu_env import check_gpu_setup
 from src.utils.io import keep_logged_steps
 
@@ -191,6 +192,12 @@ def check_sharding(cfg: Config, distributed_type) -> None:
         raise ConfigError("eval.held_out_examples > 0 is not supported under FSDP: set eval.held_out_examples=0 "
                           "and score the checkpoints with scripts/eval_diagnostics.py")
     dist_cfg = cfg.distillation
+    if dist_cfg.answer_source != "gold":
+        # Sampling calls the inner causal LM, outside the sharded root's forward that gathers the shards,
+        # and each rank's decode loop stops at its own EOS, so the ranks would issue different all-gathers.
+        raise ConfigError(f"distillation.answer_source={dist_cfg.answer_source} (on-policy sampling) is not "
+                          "supported under FSDP: launch full fine-tuning without the FSDP config (DDP), "
+                          "or use model.finetune=lora under DDP")
     if dist_cfg.n_top_logits > 0 and dist_cfg.teacher_cache != "none":
         # A rank whose rows are all cached would skip the sharded teacher's forward, a collective.
         raise ConfigError("distillation.teacher_cache is not supported under FSDP: set distillation.teacher_cache=none")
@@ -209,6 +216,7 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
     from src.data.sampling import StepStreamSampler
     from src.data.subset import select_subset
     from src.models.student import AnswerWindowLM, build_student, load_tokenizer, vocab_size
+    from src.utils.attention_kernels import apply_attention_kernel_policy
     from src.utils.io import atomic_write_json, atomic_write_text
     from src.utils.run_info import collect_run_info
 
@@ -220,6 +228,7 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
     _configure_logging(accelerator.is_main_process)
     check_sharding(cfg, accelerator.distributed_type)
+    attention_kernels = apply_attention_kernel_policy(accelerator.device.type, cfg.model.cudnn_sdpa)
     output_dir = Path(train_cfg.output_dir)
     resume_from = _decide_on_main(accelerator, lambda: check_output_dir(output_dir, args.resume, args.overwrite))
     accelerator.wait_for_everyone()
@@ -290,7 +299,8 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
         atomic_write_json(output_dir / RUN_INFO_FILE, collect_run_info(
             **run_identity_fields(method, cfg.distillation.teacher_context, cfg.model.finetune),
             world_size=accelerator.num_processes, mixed_precision=accelerator.mixed_precision,
-            resumed_from=str(resume_from) if resume_from else None, data=data_stats))
+            attention_kernels=attention_kernels, resumed_from=str(resume_from) if resume_from else None,
+            data=data_stats))
     return run
 
 
@@ -424,9 +434,8 @@ def train(run: Run, loss_step: LossStep) -> Path:
                     grad_norm = accelerator.clip_grad_norm_(trainable, train_cfg.grad_clip)
                 run.optimizer.step()
                 run.optimizer.zero_grad(set_to_none=True)
-            logged_terms = {name: value for name, value in terms.items() if name != "loss"}
-            window.add(logged_terms | {"total_loss": terms["loss"].detach()},
-                       tokens=int(batch["student_attention_mask"].sum()),
+            logged_terms = {name: value for name, value in terms.items() if name not in ("loss", TRAINED_TOKENS)}
+            window.add(logged_terms | {"total_loss": terms["loss"].detach()}, tokens=trained_tokens(terms, batch),
                        examples=batch["student_input_ids"].size(0))
             if not accelerator.sync_gradients:
                 continue

@@ -22,7 +22,8 @@ rectangular, but it is masked out of every loss and counted (train/empty_samples
 
 Logged beside the loss terms (means over micro-batches): train/sample_len (tokens per sample, EOS
 included), train/sample_eos_frac, train/gen_seconds (generation time per micro-batch),
-train/empty_samples (per micro-batch). Every logging_steps optimizer steps (and at step 1) every
+train/empty_samples (per micro-batch); train/tokens_per_s counts the batch with the samples (the tokens
+trained on), not the gold batch. Every logging_steps optimizer steps (and at step 1) every
 rank's samples of that step go to {output_dir}/samples.jsonl: step, example index, text, length, EOS.
 """
 
@@ -44,7 +45,7 @@ from src.constants import IGNORE_INDEX
 from src.data.gsm8k_loader import assemble_batch, batch_prompts
 from src.losses import LossSpec
 from src.models.generation import GeneratedTokens, eos_token_ids, generate_tokens
-from src.training.steps import answer_losses
+from src.training.steps import TRAINED_TOKENS, answer_losses
 from src.training.teacher import Teacher
 from src.utils.io import keep_logged_steps
 
@@ -202,7 +203,7 @@ def onpolicy_loss_step(student, batch: dict, teacher: Teacher, sampler: StudentS
                          dtype=torch.float64)
     return {"loss": total, "ce_loss": ce_loss.detach(), "dist_loss": dist_loss.detach(),
             "sample_len": stats[0], "sample_eos_frac": stats[1], "gen_seconds": stats[2],
-            "empty_samples": stats[3]}
+            "empty_samples": stats[3], TRAINED_TOKENS: onpolicy_batch["student_attention_mask"].sum()}
 
 
 def build_loss_step(cfg, run):

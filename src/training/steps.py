@@ -17,6 +17,18 @@ from src.methods import METHODS
 from src.training.teacher import Teacher
 
 
+# A loss step that trains on other tokens than its batch's (on-policy: the sampled answers) returns their
+# count under this key; the loop counts it into train/tokens_per_s instead of logging it as a term.
+TRAINED_TOKENS = "trained_tokens"
+
+
+def trained_tokens(terms: dict, batch: dict) -> int:
+    """The tokens a loss step trained on: the count it reported (TRAINED_TOKENS), else its batch's student
+    tokens (prompt and answer, no padding)."""
+    reported = terms.get(TRAINED_TOKENS)
+    return int(reported) if reported is not None else int(batch["student_attention_mask"].sum())
+
+
 def loss_step_builder(method: str):
     """The `build_loss_step(cfg, run)` a method registers in src/methods.py (imported here, in the
     training layer: the registry itself sits below everything and only names it)."""

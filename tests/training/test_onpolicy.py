@@ -17,9 +17,9 @@ from src.data.gsm8k_loader import assemble_batch, batch_prompts, build_examples,
 from src.models.generation import GeneratedTokens
 from src.models.student import AnswerWindowLM
 from src.training import onpolicy as P
-from src.training.steps import distillation_loss_step, targets_on_window
+from src.training.steps import TRAINED_TOKENS, distillation_loss_step, targets_on_window, trained_tokens
 from src.training.teacher import AdapterDisabledTeacher, LiveTeacher
-from tests.conftest import REPO_ROOT, build_lora_student, smoke_data_cfg
+from tests.conftest import REPO_ROOT, SMOKE_DATA, build_lora_student, smoke_data_cfg
 
 K = 8
 REVERSE_KL = L.LossSpec("reverse_kl")
@@ -232,3 +232,103 @@ def test_the_on_policy_configs_load_and_name_their_methods():
     assert distillation_method("gold") == "online_v1" and distillation_method("mixed") == "onpolicy_mixed"
     # shared prefix with student samples and fixed shots is allowed
     load_config(REPO_ROOT / "configs/onpolicy.yaml", ["data.shot_sampling=fixed", "distillation.reuse_shot_prefix=true"])
+
+
+def test_every_on_policy_config_scores_with_the_dropout_free_model_that_sampled():
+    """LoRA dropout is off while sampling (eval mode); the scored forward must match it (GKD sets 0 too)."""
+    on_policy = []
+    for path in sorted(REPO_ROOT.glob("configs/*.yaml")) + sorted(REPO_ROOT.glob("configs/*/*.yaml")):
+        if path.parent.name in ("accelerate", "tasks"):
+            continue
+        cfg = load_config(path)
+        if cfg.distillation.answer_source != "gold":
+            on_policy.append(path.name)
+            assert cfg.lora.dropout == 0.0, path
+    assert len(on_policy) >= 2  # configs/onpolicy.yaml and configs/mini/onpolicy.yaml
+
+
+@pytest.mark.parametrize("answer_source", ["student", "mixed"])
+def test_on_policy_under_fsdp_is_a_one_line_error_naming_ddp_and_lora(answer_source):
+    """Sampling under FSDP would run the inner model on sharded weights, and ranks would stop decoding
+    at different steps (different numbers of all-gathers): refused, pointing at DDP (full or LoRA)."""
+    from accelerate.utils import DistributedType
+
+    from src.training.loop import check_sharding
+
+    overrides = [f"distillation.answer_source={answer_source}", "model.finetune=full", "eval.held_out_examples=0"]
+    cfg = load_config(REPO_ROOT / "configs" / "onpolicy.yaml", overrides)
+    check_sharding(cfg, DistributedType.MULTI_GPU)  # DDP: fine
+    with pytest.raises(ConfigError, match="not supported under FSDP.*DDP.*model.finetune=lora") as error:
+        check_sharding(cfg, DistributedType.FSDP)
+    assert "\n" not in str(error.value)
+    gold = load_config(REPO_ROOT / "configs" / "onpolicy.yaml", overrides[1:] + ["distillation.answer_source=gold"])
+    check_sharding(gold, DistributedType.FSDP)  # gold distillation under FSDP: fine
+
+
+def test_trained_tokens_are_the_reported_count_else_the_batch_tokens():
+    batch = {"student_attention_mask": torch.tensor([[0, 1, 1], [1, 1, 1]])}
+    assert trained_tokens({"loss": torch.zeros(())}, batch) == 5
+    assert trained_tokens({"loss": torch.zeros(()), TRAINED_TOKENS: torch.tensor(11)}, batch) == 11
+
+
+def test_the_on_policy_step_reports_the_tokens_of_the_batch_it_trained_on(setup, tiny_model_dir):
+    """The student's tokens of the re-assembled batch: each prompt + its sample (the sampled row) or its
+    gold answer (the other), not the gold batch's."""
+    tokenizer, examples, _ = setup
+    student = fresh_student(tiny_model_dir, trained=True)
+    gold = collate_examples(examples[:2], tokenizer.pad_token_id)
+    sampler = sampler_for(student, tokenizer)
+    terms = P.onpolicy_loss_step(student, gold, AdapterDisabledTeacher(student, K), sampler, "mixed", 1.0,
+                                 "seed", REVERSE_KL, student_fraction=0.5, pad_token_id=tokenizer.pad_token_id)
+    index = gold["example_index"].tolist()
+    chosen = P.sampled_rows(2, "mixed", 0.5, sampler.settings.seed, sampler.step, index)
+    assert chosen.count(True) == 1  # one sampled row, one gold row
+    expected = 0
+    for row, example in enumerate(examples[:2]):
+        sample = sampler.sample([example.student_prompt_ids], [index[row]]).token_ids[0]  # seeded per example
+        answer = sample if chosen[row] else P.gold_answers(gold)[row]
+        expected += len(example.student_prompt_ids) + len(answer)
+    assert int(terms[TRAINED_TOKENS]) == expected
+    assert expected != int(gold["student_attention_mask"].sum())
+
+
+def test_the_loop_counts_the_sampled_tokens_into_tokens_per_s(tiny_model_dir, tmp_path, monkeypatch):
+    """One on-policy step of full fine-tuning in this process: the tokens behind train/tokens_per_s are the
+    prompts plus the samples written to samples.jsonl, and the count is not logged as a loss term."""
+    import json
+    import signal
+
+    from src.methods import distillation_method
+    from src.training import loop
+    from src.training.train_online_v1 import check_distillation_config
+
+    counted = []
+    reduce_window = loop._reduce_window
+
+    def recording_reduce_window(accelerator, window, *args):
+        counted.append(window.tokens)
+        return reduce_window(accelerator, window, *args)
+
+    monkeypatch.setattr(loop, "_reduce_window", recording_reduce_window)
+    out = tmp_path / "run"
+    argv = ["--config", str(REPO_ROOT / "configs" / "onpolicy.yaml"), "--output_dir", str(out),
+            f"model.name={tiny_model_dir}", f"data.path={SMOKE_DATA}", "model.finetune=full", "training.max_steps=1",
+            "training.bf16=false", "training.save_steps=100", "training.logging_steps=1",
+            "training.per_device_train_batch_size=2", "training.gradient_accumulation_steps=1",
+            "data.num_workers=0", "data.num_fewshot_examples=2", "data.max_train_examples=4",
+            f"distillation.n_top_logits={K}", "eval.held_out_examples=0", "generation.max_new_tokens=4"]
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        args, cfg = loop.parse_training_args(argv, "")
+        check_distillation_config(cfg)
+        run = loop.setup_run(cfg, args, method=distillation_method(cfg.distillation.answer_source), with_teacher=True)
+        loop.train(run, P.build_loss_step(cfg, run))
+    finally:  # the loop's stop handlers must not outlive it in the test process
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    samples = [json.loads(line) for line in (out / P.SAMPLES_FILE).read_text().splitlines()]
+    assert len(samples) == 2
+    by_index = {e.index: e for e in run.examples}
+    assert counted == [sum(len(by_index[s["example_index"]].student_prompt_ids) + s["length"] for s in samples)]
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1]["train/tokens_per_s"] > 0 and "train/" + TRAINED_TOKENS not in logged[-1]
