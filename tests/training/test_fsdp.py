@@ -115,6 +115,40 @@ def test_accelerate_fsdp_plugin_from_the_config_file(monkeypatch, tiny_model_dir
     assert wrapped == [f"peft_model.model.layers.{i}" for i in range(model.config.num_hidden_layers)]
 
 
+def test_fsdp_reduces_gradients_in_float32_and_syncs_every_micro_batch(monkeypatch):
+    from accelerate.utils import FullyShardedDataParallelPlugin, GradientAccumulationPlugin
+
+    from src.config import ConfigError, load_config
+    from src.training.loop import launched_with_fsdp, sharding_kwargs
+
+    env = launch_env(FSDP_CONFIG)
+    for key, value in env.items():
+        if key.startswith(("FSDP_", "ACCELERATE_")):
+            monkeypatch.setenv(key, value)
+    cfg = load_config(REPO_ROOT / "configs" / "base.yaml", ["model.finetune=full", "eval.held_out_examples=0"])
+    assert launched_with_fsdp() and cfg.training.bf16 and cfg.training.gradient_accumulation_steps > 1
+    kwargs = sharding_kwargs(cfg.training, launched_with_fsdp())
+    plugin = kwargs["fsdp_plugin"]
+    # what AcceleratorState then does with the launch's mixed precision: a policy it was given stays
+    plugin.set_mixed_precision(env["ACCELERATE_MIXED_PRECISION"])
+    policy = plugin.mixed_precision_policy
+    assert (policy.param_dtype, policy.reduce_dtype) == (torch.bfloat16, torch.float32)
+    assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True  # the rest as the file says
+    own = FullyShardedDataParallelPlugin()  # accelerate's own plugin from the same variables sums in bf16
+    own.set_mixed_precision(env["ACCELERATE_MIXED_PRECISION"])
+    assert own.mixed_precision_policy.reduce_dtype == torch.bfloat16
+    # accumulate() then reduce-scatters every micro-batch (no no_sync: tests below run it on 2 ranks)
+    accumulation = kwargs["gradient_accumulation_plugin"]
+    assert accumulation.sync_each_batch and accumulation.num_steps == cfg.training.gradient_accumulation_steps
+    # DDP and one process keep accumulating locally and syncing once per optimizer step
+    assert sharding_kwargs(cfg.training, False) == {"gradient_accumulation_plugin": GradientAccumulationPlugin(
+        num_steps=cfg.training.gradient_accumulation_steps, sync_each_batch=False)}
+    monkeypatch.setenv("FSDP_VERSION", "1")
+    monkeypatch.setenv("FSDP_SYNC_MODULE_STATES", "false")  # FSDP1's default, which a CPU cannot build
+    with pytest.raises(ConfigError, match="set fsdp_version: 2"):
+        sharding_kwargs(cfg.training, True)
+
+
 def test_fsdp_with_lora_or_held_out_eval_is_a_one_line_error():
     from accelerate.utils import DistributedType
 
