@@ -157,6 +157,20 @@ def test_fsdp_reduces_gradients_in_float32_and_syncs_every_micro_batch(monkeypat
         sharding_kwargs(cfg.training, True)
 
 
+def test_an_optimizer_shard_that_does_not_fit_this_run_is_a_one_line_error():
+    from src.training.checkpoint import LOCAL_SHARDS, CheckpointError, sharded_optimizer_state
+
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(4))])  # this run: unsharded (DDP)
+    group = {key: value for key, value in optimizer.param_groups[0].items() if key != "params"}
+    shard = {"step": torch.tensor(1.0), "exp_avg": torch.zeros(2), "exp_avg_sq": torch.zeros(2)}
+    saved = {"state": {0: shard}, "param_groups": [{**group, "params": [0]}],
+             LOCAL_SHARDS: {0: ["exp_avg", "exp_avg_sq"]}}  # a 2-rank FSDP run's file
+    with pytest.raises(CheckpointError, match="resume with the number of processes and the FSDP config"):
+        sharded_optimizer_state(optimizer, saved)
+    with pytest.raises(CheckpointError, match="resume with the config the run was started with"):
+        sharded_optimizer_state(optimizer, {**saved, "param_groups": [{**group, "params": [0, 1]}]})
+
+
 def test_fsdp_with_lora_or_held_out_eval_is_a_one_line_error():
     from accelerate.utils import DistributedType
 
