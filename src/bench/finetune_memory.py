@@ -13,7 +13,9 @@ Bytes per parameter, per data-parallel rank (DDP: every rank holds all of it):
              src/training/frozen_teacher.py; float32 (4) with training.bf16=false, none for full SFT)
 
 FSDP FULL_SHARD divides every full-fine-tuning term (the teacher copy too when it is sharded) by the
-number of ranks. Activations, the teacher's forward and the logits come on top: they depend on batch
+number of ranks: gradients too, since under FSDP the loop reduce-scatters every accumulation
+micro-batch (`sharding_kwargs`, src/training/loop.py) instead of holding a whole unsharded gradient
+until the last. Activations, the teacher's forward and the logits come on top: they depend on batch
 and sequence length (docs/performance.md measures them).
 
     rows = [memory_row("Qwen3-1.7B", qwen3_1_7b_config(), r=16)]

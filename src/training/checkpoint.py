@@ -8,6 +8,7 @@
         training_state.pt                                 optimizer, scheduler, step, data position
         rng_state_{rank}.pt                               per-rank RNG states (LoRA dropout, sampler)
         optimizer_state_{rank}.pt                         FSDP runs only: each rank's AdamW states of its shards
+                                                          (local tensors; `local_optimizer_state`)
         manifest.json                                     size + sha256 of every other file (written last)
 
 Each checkpoint is written to `checkpoint-{step}.tmp/` and renamed when complete, so an interrupted
@@ -33,6 +34,8 @@ from src.utils.manifest import MANIFEST, UNVERIFIED, write_manifest
 
 # Largest safetensors file of a full model; bigger models are split (transformers' save_pretrained).
 FULL_MODEL_SHARD_SIZE = "5GB"
+# Key of a sharded run's optimizer file naming the states saved as local tensors (`local_optimizer_state`).
+LOCAL_SHARDS = "local_shards"
 
 
 class CheckpointError(ValueError):
@@ -112,7 +115,7 @@ def save_checkpoint(accelerator, folder: Path, peft_model, tokenizer, config_yam
     accelerator.wait_for_everyone()
     torch.save(rng_states(), tmp / f"rng_state_{accelerator.process_index}.pt")
     if rank_optimizer_state is not None:
-        torch.save(rank_optimizer_state, tmp / optimizer_state_file(accelerator.process_index))
+        torch.save(local_optimizer_state(rank_optimizer_state), tmp / optimizer_state_file(accelerator.process_index))
     if accelerator.is_main_process:
         save_weights(tmp, peft_model, state_dict, max_shard_size)
         tokenizer.save_pretrained(tmp)
@@ -177,13 +180,14 @@ def _load_checkpoint(folder: Path, peft_model, optimizer, scheduler, process_ind
         load_full_weights(folder, peft_model)
     # Onto the CPU first: without map_location every rank would restore the tensors onto the device
     # they were saved from (rank 0's GPU). load_state_dict then moves each state tensor to its
-    # parameter's device.
+    # parameter's device; a sharded run's shards are placed on their parameters' devices and meshes first.
     state = torch.load(folder / TRAINING_STATE, map_location="cpu", weights_only=False)
     rank_optimizer_file = folder / optimizer_state_file(process_index)
     if "optimizer" in state:
         optimizer.load_state_dict(state["optimizer"])
     elif rank_optimizer_file.is_file():  # a sharded run: this rank's shards' AdamW states
-        optimizer.load_state_dict(torch.load(rank_optimizer_file, map_location="cpu", weights_only=False))
+        saved = torch.load(rank_optimizer_file, map_location="cpu", weights_only=False)
+        optimizer.load_state_dict(sharded_optimizer_state(optimizer, saved))
     else:
         raise CheckpointError(f"{folder} has no optimizer state for rank {process_index} "
                               f"({optimizer_state_file(process_index)}): resume with the number of processes "
@@ -193,6 +197,58 @@ def _load_checkpoint(folder: Path, peft_model, optimizer, scheduler, process_ind
     if rng_file.is_file():
         restore_rng_states(torch.load(rng_file, map_location="cpu", weights_only=False))
     return state
+
+
+def local_optimizer_state(optimizer_state: dict) -> dict:
+    """A sharded run's `optimizer.state_dict()` as one rank's file holds it: every DTensor (an AdamW state
+    of an FSDP2 parameter shard) replaced by this rank's local tensor, its name listed under "local_shards".
+
+    The file then holds plain tensors only: no DeviceMesh to unpickle, and nothing that loads onto
+    a device other than the one `sharded_optimizer_state` places it on.
+    """
+    from torch.distributed.tensor import DTensor
+
+    states, local_shards = {}, {}
+    for index, entries in optimizer_state["state"].items():
+        states[index] = {key: value.to_local() if isinstance(value, DTensor) else value
+                         for key, value in entries.items()}
+        local_shards[index] = sorted(key for key, value in entries.items() if isinstance(value, DTensor))
+    return {**optimizer_state, "state": states, LOCAL_SHARDS: local_shards}
+
+
+def sharded_optimizer_state(optimizer, saved: dict) -> dict:
+    """One rank's saved optimizer state (loaded onto the CPU) for `optimizer.load_state_dict`: each shard
+    rebuilt as a DTensor on its parameter's device and mesh, with its placements.
+
+    `saved` comes from `local_optimizer_state`, or from checkpoints written before it, which hold the
+    DTensors themselves (their local tensors restored onto the CPU, next to a CUDA mesh: they are
+    taken out and placed the same way).
+    """
+    from torch.distributed.tensor import DTensor
+
+    saved_ids = [index for group in saved["param_groups"] for index in group["params"]]
+    params = [param for group in optimizer.param_groups for param in group["params"]]
+    if len(saved_ids) != len(params):
+        raise CheckpointError(f"the saved optimizer state holds {len(saved_ids)} parameters, this model trains "
+                              f"{len(params)}: resume with the config the run was started with")
+    local_shards = saved.get(LOCAL_SHARDS, {})
+    states = {}
+    for index, param in zip(saved_ids, params):
+        if index not in saved["state"]:
+            continue
+        entries = dict(saved["state"][index])
+        for key, value in entries.items():
+            if not (isinstance(value, DTensor) or key in local_shards.get(index, ())):
+                continue
+            local = value.to_local() if isinstance(value, DTensor) else value
+            if not isinstance(param, DTensor) or local.shape != param.to_local().shape:
+                raise CheckpointError(f"the saved optimizer state {key!r} of parameter {index} is a shard of "
+                                      f"shape {tuple(local.shape)}, this rank's parameter is not: resume with "
+                                      "the number of processes and the FSDP config the run was saved with")
+            entries[key] = DTensor.from_local(local.to(param.to_local().device), param.device_mesh,
+                                              param.placements, shape=param.shape, stride=param.stride())
+        states[index] = entries
+    return {"state": states, "param_groups": saved["param_groups"]}
 
 
 def _load_adapter_weights(folder: Path, peft_model) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import signal
 import time
@@ -207,6 +208,41 @@ def check_sharding(cfg: Config, distributed_type) -> None:
                           "distillation.reuse_shot_prefix=false")
 
 
+def launched_with_fsdp() -> bool:
+    """True under `accelerate launch --config_file configs/accelerate/fsdp.yaml` (accelerate's own variable)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
+def sharding_kwargs(train_cfg, fsdp: bool) -> dict:
+    """The Accelerator's gradient accumulation and (under FSDP) FSDP plugin arguments.
+
+    Under FSDP, gradients are reduce-scattered in float32 after every micro-batch:
+    - accelerate's plugin would set the policy's `reduce_dtype` to bf16 along with `param_dtype`, so the
+      gradients of all ranks would be summed in bf16 before they reach the float32 master weights. The
+      plugin is built here from the same FSDP_* variables `accelerate launch` sets (accelerate then keeps
+      a policy it was given), with only `reduce_dtype` changed.
+    - accelerate skips the sync of accumulation micro-batches with FSDP2's
+      `set_requires_gradient_sync(False)`, and torch then keeps every unit's whole unsharded gradient on
+      each rank until the last micro-batch (in `reduce_dtype`). `sync_each_batch` reduce-scatters each
+      micro-batch instead, and each rank accumulates only its float32 shard.
+    """
+    from accelerate.utils import GradientAccumulationPlugin
+
+    accumulation = GradientAccumulationPlugin(num_steps=train_cfg.gradient_accumulation_steps, sync_each_batch=fsdp)
+    if not fsdp:
+        return {"gradient_accumulation_plugin": accumulation}
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    plugin = FullyShardedDataParallelPlugin()  # from the FSDP_* variables, as Accelerator() would build it
+    if plugin.fsdp_version != 2:
+        raise ConfigError("FSDP runs use FSDP2: set fsdp_version: 2 in the accelerate config "
+                          "(configs/accelerate/fsdp.yaml)")
+    plugin.mixed_precision_policy = MixedPrecisionPolicy(
+        param_dtype=torch.bfloat16 if train_cfg.bf16 else None, reduce_dtype=torch.float32)
+    return {"gradient_accumulation_plugin": accumulation, "fsdp_plugin": plugin}
+
+
 def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: bool) -> Run:
     from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.utils import set_seed
@@ -222,10 +258,10 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
 
     train_cfg = cfg.training
     accelerator = Accelerator(
-        gradient_accumulation_steps=train_cfg.gradient_accumulation_steps,
         mixed_precision="bf16" if train_cfg.bf16 else "no",
         # Seeded sampler: the same example order on every rank count and after a resume.
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        **sharding_kwargs(train_cfg, launched_with_fsdp()))
     _configure_logging(accelerator.is_main_process)
     check_sharding(cfg, accelerator.distributed_type)
     attention_kernels = apply_attention_kernel_policy(accelerator.device.type, cfg.model.cudnn_sdpa)
