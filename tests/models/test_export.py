@@ -98,16 +98,33 @@ def test_float32_export_logits_equal_base_plus_adapter(lora_run):
     assert float((exported - expected).abs().max()) <= 1e-5 * scale
 
 
+def merged_by_hand(peft_model) -> dict[str, torch.Tensor]:
+    """The plain model's weights with every LoRA folded in by hand, in float32: W + scaling * (B @ A)."""
+    merged = {}
+    for name, module in peft_model.base_model.model.named_modules():
+        if hasattr(module, "base_layer") and hasattr(module, "lora_A"):
+            lora_a, lora_b = module.lora_A["default"].weight, module.lora_B["default"].weight
+            merged[f"{name}.weight"] = module.base_layer.weight + (lora_b @ lora_a) * module.scaling["default"]
+    for name, tensor in peft_model.base_model.model.state_dict().items():
+        if "lora_" not in name and ".base_layer." not in name:
+            merged[name] = tensor
+    return merged
+
+
 def test_bf16_export_is_the_float32_merge_rounded_once(lora_run):
-    """bf16 weights are W + sBA computed in float32, cast once (bit-equal: one process, one cast). Its logits,
-    computed in bf16, stay within 4 bf16 epsilons (2^-7 each) of the float32 adapter's largest logit: rounding
-    every weight and activation to 8 bits of mantissa costs ~1.5 epsilon on the tiny model."""
+    """bf16 weights are W + sBA computed in float32 and cast once (bit-equal: one process, one cast; merging a
+    bf16 base would round twice). Its logits, computed in bf16, stay within 4 bf16 epsilons (2^-7 each) of the
+    float32 adapter's largest logit: rounding every weight and activation to 8 bits of mantissa costs ~1.5
+    epsilon on the tiny model."""
     out = export_run(lora_run["run"], "3", lora_run["root"] / "out_bf16", dtype="bf16")
-    exported, merged32 = load(out), load(lora_run["out"])
+    exported = load(out)
     assert exported.dtype == torch.bfloat16
-    merged_weights = merged32.state_dict()
-    for name, weight in exported.state_dict().items():
-        assert torch.equal(weight, merged_weights[name].to(torch.bfloat16)), name
+    with torch.no_grad():
+        expected_weights = merged_by_hand(lora_run["peft"])
+    exported_weights = exported.state_dict()
+    assert exported_weights.keys() == expected_weights.keys()
+    for name, weight in exported_weights.items():
+        assert torch.equal(weight, expected_weights[name].to(torch.bfloat16)), name
     ids = sample_ids()
     with torch.no_grad():
         expected = lora_run["peft"](input_ids=ids).logits
@@ -231,11 +248,15 @@ def test_vllm_loads_the_export_and_decodes_like_transformers(lora_run, tmp_path)
 
 @pytest.mark.slow
 def test_script_exports_a_trained_lora_run_and_a_full_run(tmp_path, tiny_model_dir):
-    """2 optimizer steps of each kind through the training script, then scripts/export.py on checkpoint-2."""
+    """2 optimizer steps of each kind through the training script, then scripts/export.py on checkpoint-2: the
+    export computes what the checkpoint computes (the adapter on its base; the full model as saved)."""
+    from peft import PeftModel
+
+    ids = sample_ids()
     for finetune in ("lora", "full"):
         run_dir = tmp_path / finetune
-        train("baseline", run_dir, tiny_model_dir, "training.max_steps=2", f"model.finetune={finetune}",
-              processes=1)
+        train("baseline", run_dir, tiny_model_dir, "training.max_steps=2", "training.warmup_steps=0",
+              f"model.finetune={finetune}", processes=1)
         out = tmp_path / f"out_{finetune}"
         result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "export.py"), "--run", str(run_dir),
                                  "--step", "2", "--out", str(out)], cwd=REPO_ROOT, capture_output=True, text=True,
@@ -243,8 +264,12 @@ def test_script_exports_a_trained_lora_run_and_a_full_run(tmp_path, tiny_model_d
         assert result.returncode == 0, result.stderr[-3000:]
         info = json.loads((out / EXPORT_INFO).read_text())
         assert (info["step"], info["finetune"], info["dtype"]) == (2, finetune, "fp32")  # the tests train in fp32
-        ids = sample_ids()
+        checkpoint = run_dir / "checkpoint-2"
         with torch.no_grad():
+            base_logits = load(tiny_model_dir)(input_ids=ids).logits
+            expected = (PeftModel.from_pretrained(load(tiny_model_dir), checkpoint) if finetune == "lora"
+                        else load(checkpoint))(input_ids=ids).logits
             logits = load(out)(input_ids=ids).logits
-            original = load(tiny_model_dir)(input_ids=ids).logits
-        assert float((logits - original).abs().max()) > 0  # trained weights, not the base model's
+        scale = float(expected.abs().max())
+        assert float((expected - base_logits).abs().max()) > 1e-4 * scale  # two steps moved the model
+        assert float((logits - expected).abs().max()) <= 1e-5 * scale  # as test_float32_export_logits_equal_...
