@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from src.run_identity import (FINAL_LABEL, RUN_INFO_FILE, available_checkpoints, checkpoint_step, label_step,
                               step_label)
@@ -142,8 +143,7 @@ def export_run(run_dir: str | Path, step: str | int, out: str | Path, dtype: str
     checkpoint = find_checkpoint(run_dir, step)
     check = verify_checkpoint(checkpoint, for_training=False)
     if check.damaged:
-        raise ExportError(f"{check.describe()}: export another step, or retrain from the previous checkpoint "
-                          "(--resume)")
+        raise ExportError(f"{check.describe()}: export another step")
     try:
         kind = checkpoint_kind(checkpoint)
     except ValueError as error:
@@ -158,10 +158,14 @@ def export_run(run_dir: str | Path, step: str | int, out: str | Path, dtype: str
         tokenizer = load_tokenizer(str(checkpoint) if (checkpoint / "tokenizer_config.json").is_file()
                                    else base_model)
     except ResourceError as error:
-        raise ExportError(f"{error} (or pass --base_model)" if kind == "adapter" else str(error)) from None
-    except (OSError, ValueError, RuntimeError) as error:
-        if isinstance(error, ExportError):
-            raise
+        if kind != "adapter":
+            raise ExportError(str(error)) from None
+        reason = str(error).split(". ")[0]  # its fix names model.name; an export's is --base_model
+        raise ExportError(f"the run's base model does not load ({reason}): pass --base_model <folder or hub id>"
+                          ) from None
+    except ExportError:
+        raise
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:  # an unverified checkpoint cut short
         first_line = (str(error).splitlines() or [type(error).__name__])[0][:200]
         raise ExportError(f"{checkpoint} does not load ({first_line}): export another step") from None
 

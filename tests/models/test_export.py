@@ -23,7 +23,7 @@ import torch
 
 from src.models.export import EXPORT_INFO, ExportError, export_run
 from tests.conftest import REPO_ROOT, build_lora_student
-from tests.helpers import flip_bytes, train, vllm_greedy_ids
+from tests.helpers import flip_bytes, train, truncate, vllm_greedy_ids
 
 needs_vllm = pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")
 LORA_B_STD = 0.05  # moves the tiny model's logits by ~1.5 (their scale is ~1): far above any tolerance below
@@ -200,6 +200,22 @@ def test_damaged_checkpoint_is_refused(lora_run, tmp_path):
     with pytest.raises(ExportError, match="checkpoint-3.*export another step") as error:
         export_run(run, 3, tmp_path / "out")
     assert "\n" not in str(error.value) and not (tmp_path / "out").exists()
+
+
+def test_unverified_checkpoint_that_does_not_load_is_one_line(lora_run, tmp_path):
+    """No manifest (written before manifests existed) and an adapter file cut short: found at load time."""
+    run = shutil.copytree(lora_run["run"], tmp_path / "run")
+    (run / "checkpoint-3" / "manifest.json").unlink()
+    truncate(run / "checkpoint-3" / "adapter_model.safetensors")
+    with pytest.raises(ExportError, match="checkpoint-3 does not load .*: export another step") as error:
+        export_run(run, 3, tmp_path / "out")
+    assert "\n" not in str(error.value) and not (tmp_path / "out").exists()
+
+
+def test_base_model_that_is_not_there_is_one_line(lora_run, tmp_path):
+    with pytest.raises(ExportError, match="pass --base_model") as error:
+        export_run(lora_run["run"], 3, tmp_path / "out", base_model=str(tmp_path / "moved"))
+    assert "\n" not in str(error.value) and str(tmp_path / "moved") in str(error.value)
 
 
 def test_output_folder_that_is_not_empty_is_refused(lora_run, tmp_path):
