@@ -1,7 +1,8 @@
 """Plain helpers that more than one test module calls (no fixtures: those are in conftest.py).
 
 Training launches of the two scripts, damage done to files, the scripted evaluation backend, the vLLM
-backend's greedy tokens, synthetic results files and ulp comparisons. A test module imports these from here, never from another test module.
+backend's greedy tokens, synthetic results files and ulp comparisons. A test module imports these from here,
+never from another test module.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ A LoRA checkpoint is merged on a fresh float32 load of its base model (W + s·BA
 then cast once to the chosen dtype: merging in bf16 would round twice); a full fine-tuning
 checkpoint is already a model and is only cast. The base model and the default dtype come from the
 run's recorded config (`run_config.yaml`, saved in every checkpoint): training.bf16 -> bf16, else fp32.
+A relative model.name is read from the current folder, as training read it (the repository root).
 The folder is written next to OUT as OUT.tmp and renamed when complete.
 
 Every problem a user can fix (no such run, no such step, a damaged checkpoint, OUT not empty) is an
@@ -119,8 +120,8 @@ def export_info(run_dir: Path, checkpoint: Path, kind: str, base_model: str | No
     except (OSError, json.JSONDecodeError):
         run_info = {}
     step = checkpoint_step(checkpoint.name)
-    return {"source_run": str(run_dir.resolve()), "checkpoint": str(checkpoint.resolve()), "step": FINAL_LABEL if step is None else step,
-            "finetune": "lora" if kind == "adapter" else "full",
+    return {"source_run": str(run_dir.resolve()), "checkpoint": str(checkpoint.resolve()),
+            "step": FINAL_LABEL if step is None else step, "finetune": "lora" if kind == "adapter" else "full",
             "base_model": base_model if kind == "adapter" else None, "dtype": dtype,
             "run_git": run_info.get("git") if isinstance(run_info, dict) else None,
             "export_git": git_state(), "packages": package_versions(("torch", "transformers", "peft"))}

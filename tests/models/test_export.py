@@ -42,7 +42,8 @@ def write_run(run_dir: Path, model, tokenizer, model_name: str, bf16: bool, labe
                  training=TrainingConfig(bf16=bf16, output_dir=str(run_dir)))
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run_config.yaml").write_text(config_to_yaml(cfg))
-    (run_dir / RUN_INFO_FILE).write_text(json.dumps(collect_run_info(**run_identity_fields("baseline", None, finetune))))
+    identity = run_identity_fields("baseline", None, finetune)
+    (run_dir / RUN_INFO_FILE).write_text(json.dumps(collect_run_info(**identity)))
     folder = run_dir / label
     save_final(folder, model, tokenizer, config_to_yaml(cfg), max_shard_size="200KB")
     return folder
