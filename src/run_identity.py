@@ -87,6 +87,20 @@ def checkpoint_dir_of_label(run_dir: str | Path, label: str) -> Path:
     return checkpoint_dir(run_dir, step)
 
 
+def available_checkpoints(run_dir: str | Path) -> dict[str, Path]:
+    """label -> folder for every `checkpoint-{N}` (ordered by step) and `final` in a run folder.
+
+    Half-written folders (`checkpoint-200.tmp`) do not match and are ignored.
+    """
+    run_dir = Path(run_dir)
+    steps = sorted((step, child) for child in run_dir.iterdir()
+                   if child.is_dir() and (step := checkpoint_step(child.name)) is not None)
+    found = {step_label(step): folder for step, folder in steps}
+    if (run_dir / FINAL_DIR).is_dir():
+        found[FINAL_LABEL] = run_dir / FINAL_DIR
+    return found
+
+
 # --- base-model rows -----------------------------------------------------------------------------------------
 
 def icl_condition(n_shots: int) -> str:

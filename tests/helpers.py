@@ -1,8 +1,8 @@
 """Plain helpers that more than one test module calls (no fixtures: those are in conftest.py).
 
-Training launches of the two scripts, damage done to files, the scripted evaluation backend, synthetic
-results files, ulp comparisons, and an SDPA that returns NaN for query rows with no visible key. A test
-module imports these from here, never from another test module.
+Training launches of the two scripts, damage done to files, the scripted evaluation backend, the vLLM
+backend's greedy tokens, synthetic results files, ulp comparisons, and an SDPA that returns NaN for query
+rows with no visible key. A test module imports these from here, never from another test module.
 """
 
 from __future__ import annotations
@@ -158,6 +158,38 @@ def run_scripted_eval(tmp_path, backend, targets=TARGETS, overwrite=False, **hea
 
     failures = run_targets(targets, store, open_backend, prompts_for, GOLDS, INDICES)
     return store, failures, opened
+
+
+# ----------------------------------------------------------------------------- vLLM greedy tokens
+# The evaluation's vLLM backend in a new interpreter (the engine starts its own processes), for the float32
+# greedy parity tests against the transformers backend (tests/eval/test_eval_e2e.py, tests/models/test_export.py).
+
+VLLM_DRIVER = """
+import json, sys
+from transformers import AutoTokenizer
+from src.eval.backends import EngineSettings, VLLMBackend
+
+if __name__ == "__main__":
+    spec = json.loads(open(sys.argv[1]).read())
+    tokenizer = AutoTokenizer.from_pretrained(spec["model"])
+    backend = VLLMBackend(spec["model"], tokenizer, EngineSettings(**spec["settings"]))
+    out = {str(a): [list(g.token_ids) for g in backend.generate(spec["prompts"], a)] for a in spec["adapters"]}
+    backend.close()
+    open(sys.argv[2], "w").write(json.dumps(out))
+"""
+
+
+def vllm_greedy_ids(model: Path, prompts: list[list[int]], adapters: list, settings: dict, work_dir: Path
+                    ) -> dict[str, list[list[int]]]:
+    """str(adapter) -> the vLLM backend's generated token ids per prompt (EngineSettings(**settings)), for each
+    adapter folder (None: the model itself). Fails the test when the driver exits non-zero."""
+    spec = work_dir / "spec.json"
+    spec.write_text(json.dumps({"model": str(model), "prompts": prompts, "adapters": adapters, "settings": settings}))
+    (work_dir / "driver.py").write_text(VLLM_DRIVER)
+    result = subprocess.run([sys.executable, str(work_dir / "driver.py"), str(spec), str(work_dir / "out.json")],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return json.loads((work_dir / "out.json").read_text())
 
 
 # ----------------------------------------------------------------------------- synthetic results

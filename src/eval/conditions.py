@@ -21,12 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from src.run_identity import (BASE_LABEL, FINAL_DIR, FINAL_LABEL, base_conditions, checkpoint_dir_of_label,
-                              checkpoint_step, icl_condition, icl_shot_count, step_label)
-from src.utils.checkpoint_files import verify_checkpoint
-
-ADAPTER_CONFIG = "adapter_config.json"
-MODEL_CONFIG = "config.json"
+# available_checkpoints and checkpoint_kind are read from here too; they live with the folder names and files.
+from src.run_identity import (BASE_LABEL, FINAL_LABEL, available_checkpoints, base_conditions,  # noqa: F401
+                              checkpoint_dir_of_label, icl_condition, icl_shot_count, step_label)
+from src.utils.checkpoint_files import ADAPTER_CONFIG, MODEL_CONFIG, checkpoint_kind, verify_checkpoint  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -77,34 +75,6 @@ def find_condition_dir(name: str, base_dir: str | Path, icl_shots: int = 8) -> P
         f"Condition {name!r}: no run folder found (tried {tried}). Pass --base_dir pointing at the "
         f"folder that holds it, or the run folder's path as the condition name; the base-model rows "
         f"are called {', '.join(base_conditions(icl_shots))}.")
-
-
-def checkpoint_kind(folder: str | Path) -> str:
-    """"adapter" (peft LoRA folder) or "full" (a complete model); ValueError for anything else."""
-    folder = Path(folder)
-    if (folder / ADAPTER_CONFIG).is_file():
-        return "adapter"
-    if (folder / MODEL_CONFIG).is_file():
-        return "full"
-    present = sorted(p.name for p in folder.iterdir())[:8] if folder.is_dir() else []
-    raise ValueError(
-        f"{folder} is neither a peft adapter (no {ADAPTER_CONFIG}) nor a model (no {MODEL_CONFIG}); "
-        f"it holds {present or 'nothing'}. Point at a checkpoint written by training "
-        "(save_pretrained of the peft model) or a full model folder.")
-
-
-def available_checkpoints(run_dir: str | Path) -> dict[str, Path]:
-    """label -> folder for every `checkpoint-{N}` (ordered by step) and `final` in a run folder.
-
-    Half-written folders (`checkpoint-200.tmp`) do not match and are ignored.
-    """
-    run_dir = Path(run_dir)
-    steps = sorted((step, child) for child in run_dir.iterdir()
-                   if child.is_dir() and (step := checkpoint_step(child.name)) is not None)
-    found = {step_label(step): folder for step, folder in steps}
-    if (run_dir / FINAL_DIR).is_dir():
-        found[FINAL_LABEL] = run_dir / FINAL_DIR
-    return found
 
 
 def checkpoint_targets(condition: str, run_dir: Path, labels: Sequence[str] | None, base_model: str

@@ -16,6 +16,8 @@ TRAINING_STATE = "training_state.pt"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 MODEL_WEIGHTS = "model.safetensors"                    # a full fine-tuning checkpoint (model.finetune=full)
 MODEL_WEIGHTS_INDEX = "model.safetensors.index.json"   # a sharded model's map from tensor to file
+ADAPTER_CONFIG = "adapter_config.json"                # a peft adapter folder
+MODEL_CONFIG = "config.json"                          # a complete model folder
 
 
 def is_training_only(name: str) -> bool:
@@ -48,6 +50,20 @@ def verify_checkpoint(folder: str | Path, for_training: bool = True) -> FolderCh
             except Exception as error:  # safetensors raises its own error type for a cut-short file
                 problems.append(f"{name}: unreadable ({str(error).splitlines()[0][:120]})")
     return FolderCheck(folder, DAMAGED, tuple(problems)) if problems else check
+
+
+def checkpoint_kind(folder: str | Path) -> str:
+    """"adapter" (peft LoRA folder) or "full" (a complete model); ValueError for anything else."""
+    folder = Path(folder)
+    if (folder / ADAPTER_CONFIG).is_file():
+        return "adapter"
+    if (folder / MODEL_CONFIG).is_file():
+        return "full"
+    present = sorted(p.name for p in folder.iterdir())[:8] if folder.is_dir() else []
+    raise ValueError(
+        f"{folder} is neither a peft adapter (no {ADAPTER_CONFIG}) nor a model (no {MODEL_CONFIG}); "
+        f"it holds {present or 'nothing'}. Point at a checkpoint written by training "
+        "(save_pretrained of the peft model) or a full model folder.")
 
 
 def weight_files(folder: Path) -> list[str]:

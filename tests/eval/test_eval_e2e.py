@@ -14,7 +14,6 @@ import importlib.util
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ import torch
 
 from src.eval.evaluate import main
 from tests.conftest import REPO_ROOT
-from tests.helpers import sdpa_nan_for_keyless_rows
+from tests.helpers import sdpa_nan_for_keyless_rows, vllm_greedy_ids
 
 SCRIPT = REPO_ROOT / "scripts" / "eval_checkpoints.py"
 MAX_NEW_TOKENS = 16
@@ -168,21 +167,6 @@ def test_vllm_script_one_engine_for_base_rows_and_checkpoints(workspace):
     assert "entries to evaluate" not in run_eval_script(eval_args(workspace, output, "vllm"))
 
 
-VLLM_DRIVER = textwrap.dedent("""
-    import json, sys
-    from transformers import AutoTokenizer
-    from src.eval.backends import EngineSettings, VLLMBackend
-
-    if __name__ == "__main__":
-        spec = json.loads(open(sys.argv[1]).read())
-        tokenizer = AutoTokenizer.from_pretrained(spec["model"])
-        backend = VLLMBackend(spec["model"], tokenizer, EngineSettings(**spec["settings"]))
-        out = {str(a): [list(g.token_ids) for g in backend.generate(spec["prompts"], a)] for a in spec["adapters"]}
-        backend.close()
-        open(sys.argv[2], "w").write(json.dumps(out))
-""")
-
-
 @pytest.mark.slow
 @needs_vllm
 def test_vllm_and_hf_backends_greedy_token_identical_in_float32(workspace, tmp_path):
@@ -198,14 +182,7 @@ def test_vllm_and_hf_backends_greedy_token_identical_in_float32(workspace, tmp_p
     adapters = [None] + [str(workspace["base_dir"] / "poc" / "cond" / f"checkpoint-{s}") for s in (1, 2)]
     settings = {"max_new_tokens": MAX_NEW_TOKENS, "dtype": "float32", "max_lora_rank": 8,
                 "max_model_len": max_model_len(prompts, MAX_NEW_TOKENS), "batch_size": 3}
-    spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"model": str(workspace["model"]), "prompts": prompts, "adapters": adapters,
-                                "settings": settings}))
-    (tmp_path / "driver.py").write_text(VLLM_DRIVER)
-    result = subprocess.run([sys.executable, str(tmp_path / "driver.py"), str(spec), str(tmp_path / "out.json")],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    vllm_ids = json.loads((tmp_path / "out.json").read_text())
+    vllm_ids = vllm_greedy_ids(workspace["model"], prompts, adapters, settings, tmp_path)
 
     # batch_size 3 over prompts of very different lengths exercises left padding
     hf = HFBackend(str(workspace["model"]), tokenizer, EngineSettings(**settings))
