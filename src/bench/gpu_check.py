@@ -49,11 +49,11 @@ STAGES = (
     Stage("model", 30, 90, ("install",),
           "random weights at the bundle's Qwen3-1.7B shape (dry run: tiny), saved with the bundle's tokenizer"),
     Stage("sft", 40, 150, ("model",),
-          "20 LoRA SFT steps in bf16 (dry run: 6); loss lower at the end than at the start"),
+          "20 LoRA SFT steps in bf16 (dry run: 6, float32); loss lower at the end than at the start"),
     Stage("distillation", 45, 150, ("model",),
-          "20 steps of SFT + 8-shot distillation in bf16 (dry run: 6); loss lower at the end"),
+          "20 steps of SFT + 8-shot distillation in bf16 (dry run: 6, 2 shots, float32); loss lower at the end"),
     Stage("prefix", 25, 120, ("install",),
-          "fixed shots: the shared-prefix teacher's top-K equals the full teacher's within tolerance"),
+          "fixed shots, Qwen3-1.7B shape (dry run: tiny): the shared-prefix teacher's top-K equals the full teacher's within tolerance"),
     Stage("onpolicy", 45, 150, ("model",),
           "10 on-policy steps (dry run: 3); batched greedy generation equals one-at-a-time on the same prompts"),
     Stage("full", 40, 150, ("model",),
@@ -95,6 +95,16 @@ def select_stages(only: str | None) -> list[str]:
 def unmet_needs(name: str, rows: dict[str, dict]) -> list[str]:
     """The prerequisites of `name` that have not passed in `rows` (this run's and an earlier run's)."""
     return [need for need in BY_NAME[name].needs if rows.get(need, {}).get("status") != "passed"]
+
+
+def missing_for_rerun(names: list[str], previous: dict[str, dict]) -> dict[str, list[str]]:
+    """--only: stage -> its prerequisites that neither run now nor passed in the earlier report."""
+    missing = {}
+    for name in names:
+        unmet = [need for need in unmet_needs(name, previous) if need not in names]
+        if unmet:
+            missing[name] = unmet
+    return missing
 
 
 def visible_gpus(nvml_gpus: int, cuda_visible_devices: str | None) -> int:
@@ -254,16 +264,21 @@ def check(bundle: Path, out: Path, json_path: Path, table_path: Path, dry_run: b
 
     names = select_stages(only)
     manifest = read_manifest(bundle)
+    previous = json.loads(json_path.read_text()) if only and json_path.is_file() else {}
+    if only and previous.get("dry_run", dry_run) != dry_run:
+        raise CheckError(f"--only: {json_path} is from a {'dry' if previous['dry_run'] else 'GPU'} run; rerun "
+                         "the whole check or match --dry-run")
+    missing = missing_for_rerun(names, previous.get("stages", {})) if only else {}
+    if missing:
+        name, needs = next(iter(missing.items()))
+        raise CheckError(f"--only {only}: {name} needs {', '.join(needs)}, which did not pass in {json_path}; "
+                         f"run the whole check first or add them to --only")
     machine = machine_info()
     check_gpu_setup(fork_safe=False)
     if not dry_run and machine["visible_gpus"] == 0:
         raise CheckError("gpu-check needs an NVIDIA GPU (NVML lists none visible); add GPU_CHECK_ARGS=--dry-run "
                          "to check it on the CPU")
     out.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(json_path.read_text()) if only and json_path.is_file() else {}
-    if only and previous.get("dry_run", dry_run) != dry_run:
-        raise CheckError(f"--only: {json_path} is from a {'dry' if previous['dry_run'] else 'GPU'} run; rerun "
-                         "the whole check or match --dry-run")
     context = {"dry_run": dry_run, "bundle": str(bundle.resolve()), "out": str(out.resolve()),
                "site": str((out / "site").resolve()), "model_dir": str((out / "model").resolve()),
                "given_model": model, "tokenizer": str((bundle / "tokenizer").resolve()),
@@ -286,8 +301,6 @@ def check(bundle: Path, out: Path, json_path: Path, table_path: Path, dry_run: b
         if unmet:
             row = {"status": "skipped", "passed": False, "seconds": 0.0, "budget_s": budget(BY_NAME[name], dry_run),
                    "values": {}, "reason": f"needs {', '.join(unmet)}, which did not pass"}
-            if only:
-                raise CheckError(f"--only {name}: {row['reason']} in {json_path}; run the whole check first")
         else:
             row = run_one(name, context_path, out, dry_run, env)
         report["stages"][name] = row

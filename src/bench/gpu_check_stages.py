@@ -346,6 +346,10 @@ def stage_bench(ctx: dict) -> dict:
     values = {"fused_loss_check": fused}
     for name, row in summary.items():
         values[name] = {key: round(value, 3) for key, value in row.items()}
+    onpolicy = report["bench"].get("sdpa", {}).get("details", {}).get("onpolicy", {})
+    parts = [onpolicy.get(f"{part}_step_s") for part in ("generation", "teacher", "student")]
+    if all(parts):  # the share of the on-policy step spent sampling
+        values["onpolicy_generation_share"] = round(parts[0] / sum(parts), 3)
     passed = fused and "ours" in summary
     return {"passed": passed, "values": values, "reason": None if passed else "see bench_gpu.json"}
 

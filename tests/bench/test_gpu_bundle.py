@@ -118,3 +118,8 @@ def test_the_check_loads_a_local_model_without_the_hub_even_when_not_offline(tin
     assert result["passed"] and result["values"]["source"] == "--model"
     assert load_tokenizer(str(tiny_model_dir)) is not None
     assert load_base_model(str(tiny_model_dir), bf16=False) is not None
+
+
+def test_docs_performance_names_every_bundled_wheel():
+    text = (B.REPO_ROOT / "docs" / "performance.md").read_text()
+    assert all(name in text for name in B.BUNDLED_WHEELS), "docs/performance.md: update the bundle's wheel list"

@@ -108,3 +108,11 @@ def test_the_dry_run_is_smaller_than_the_gpu_check_in_every_size():
 def test_docs_performance_lists_the_stages_and_budgets_of_the_code():
     text = (G.REPO_ROOT / "docs" / "performance.md").read_text()
     assert G.render_plan() in text, "regenerate the table: python scripts/gpu_check.py --plan"
+
+
+def test_a_rerun_of_one_stage_needs_its_prerequisites_passed_before_or_rerun_with_it():
+    previous = {"install": {"status": "passed"}, "model": {"status": "passed"}, "sft": {"status": "failed"}}
+    assert G.missing_for_rerun(["fsdp"], previous) == {}
+    assert G.missing_for_rerun(["eval"], previous) == {"eval": ["sft"]}
+    assert G.missing_for_rerun(["sft", "eval"], previous) == {}
+    assert G.missing_for_rerun(["sft"], {}) == {"sft": ["model"]}

@@ -52,6 +52,7 @@ def node_like_python(root: Path, hidden=tuple(BUNDLED_WHEELS) + ABSENT_ON_NODE) 
 
 
 @pytest.mark.slow  # PyPI downloads, then eleven stage processes on the tiny model: minutes on a small CPU
+@pytest.mark.timeout(2400)
 def test_gpu_bundle_then_gpu_check_dry_run_passes_with_the_bundled_packages_hidden(tmp_path):
     python = node_like_python(tmp_path / "node")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -114,9 +115,13 @@ def test_a_stage_past_its_budget_is_killed_with_its_children(tmp_path):
     assert not marker.exists()  # the launcher's child died with it
 
 
-def test_gpu_check_refuses_an_unknown_stage_and_a_missing_bundle_in_one_line(tmp_path):
+def test_gpu_check_refuses_an_unknown_stage_a_missing_bundle_and_a_rerun_without_its_inputs_in_one_line(tmp_path):
+    bundle = tmp_path / "bundle"
+    (bundle / "wheels").mkdir(parents=True)
+    (bundle / "manifest.json").write_text('{"files": {}, "wheels": {}}')
     for args, expected in ((["--only", "nope"], "unknown stage(s) nope"),
-                           (["--bundle", str(tmp_path)], "make gpu-bundle")):
+                           (["--bundle", str(tmp_path)], "make gpu-bundle"),
+                           (["--bundle", str(bundle), "--only", "eval"], "eval needs sft, which did not pass")):
         result = subprocess.run([sys.executable, "scripts/gpu_check.py", "--dry-run", "--out", str(tmp_path / "o"),
                                  *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
         assert result.returncode != 0 and expected in result.stderr, result.stderr
