@@ -90,10 +90,12 @@ bench-gpu:
 
 # Both run in the current environment (like bench-gpu): an offline node has no .venv and no PyPI.
 # The bundle's wheels go to gpu_check_out/site (pip --target), first on every stage's PYTHONPATH.
+# The builder needs pip with PyPI access, torch and transformers: .venv's python when `make install` made it.
 GPU_BUNDLE ?= gpu_bundle
 GPU_CHECK_ARGS ?=
+BUNDLE_PYTHON ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 gpu-bundle:
-	PYTHONPATH=. $(PYTHON) scripts/gpu_bundle.py --out $(GPU_BUNDLE)
+	PYTHONPATH=. $(BUNDLE_PYTHON) scripts/gpu_bundle.py --out $(GPU_BUNDLE)
 
 gpu-check:
 	PYTHONPATH=.$(if $(PYTHONPATH),:$(PYTHONPATH)) HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false \

@@ -1,5 +1,6 @@
-"""The step benchmark on a GPU in one command (`make bench-gpu`, and the last stage of `make gpu-check`):
-budgeted at 8 minutes on one GPU (not yet timed on one). scripts/bench_gpu.py parses nothing itself.
+"""The step benchmark on a GPU in one command (`make bench-gpu`; also the bench stage of `make gpu-check`).
+
+Budgeted at 8 minutes on one GPU (not yet timed on one); scripts/bench_gpu.py only calls `main`.
 
 Needs only torch, transformers and peft (no vLLM, no datasets, no model hub), so it runs on a bare
 GPU machine. Writes one JSON (default docs/bench_gpu.json) that docs/performance.md cites:

@@ -1,4 +1,4 @@
-"""`make gpu-check GPU_BUNDLE=gpu_bundle`: the first run on a GPU node, offline, in at most 8 minutes.
+"""`make gpu-check GPU_BUNDLE=gpu_bundle`: the first run on a GPU node, offline, 8 minutes at most (enforced).
 
 Not yet run on a GPU: the budgets below are estimates, enforced (a stage past its budget is killed and
 fails), not measurements. Everything comes from a bundle (src/bench/gpu_bundle.py, `make gpu-bundle`
@@ -54,7 +54,7 @@ STAGES = (
           "20 steps of SFT + 8-shot distillation in bf16 (dry run: 6, 2 shots, float32); loss lower at the end"),
     Stage("prefix", 25, 120, ("install",),
           "fixed shots, Qwen3-1.7B shape (dry run: tiny): the shared-prefix teacher's top-K equals the full teacher's within tolerance"),
-    Stage("onpolicy", 45, 150, ("model",),
+    Stage("onpolicy", 55, 150, ("model",),
           "10 on-policy steps (dry run: 3); batched greedy generation equals one-at-a-time on the same prompts"),
     Stage("full", 40, 150, ("model",),
           "10 steps of full fine-tuning with the frozen teacher copy (dry run: 3)"),
@@ -65,7 +65,7 @@ STAGES = (
           "accelerate launch --multi_gpu, 2 processes, 3 LoRA SFT steps (>= 2 GPUs; dry run: 2 CPU processes)"),
     Stage("eval", 40, 150, ("sft",),
           "the SFT adapter on 32 GSM8K problems (dry run: 4): vLLM when installed, else transformers"),
-    Stage("bench", 100, 300, ("install",),
+    Stage("bench", 90, 300, ("install",),
           "bench-gpu at the Qwen3-1.7B shape: step time and peak memory of ours, SFT, paper-style, on-policy"),
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)

@@ -1,6 +1,8 @@
-"""The shared-prefix teacher against the full teacher (src/bench/prefix_tolerance.py) on step_bench's
-real fixed-shot batches with random weights of a bench shape: scripts/prefix_tolerance.py and the prefix
-stage of `make gpu-check`. (Its own module: step_bench imports prefix_tolerance.)"""
+"""The prefix-teacher tolerance measured on step_bench's fixed-shot batches and random weights.
+
+src/bench/prefix_tolerance.py's comparison at a bench shape, for scripts/prefix_tolerance.py and the
+prefix stage of `make gpu-check` (its own module: step_bench imports prefix_tolerance).
+"""
 
 from __future__ import annotations
 

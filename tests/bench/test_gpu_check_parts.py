@@ -116,3 +116,17 @@ def test_a_rerun_of_one_stage_needs_its_prerequisites_passed_before_or_rerun_wit
     assert G.missing_for_rerun(["eval"], previous) == {"eval": ["sft"]}
     assert G.missing_for_rerun(["sft", "eval"], previous) == {}
     assert G.missing_for_rerun(["sft"], {}) == {"sft": ["model"]}
+
+
+def test_the_gpu_model_stage_saves_seeded_random_bf16_weights_with_the_tokenizer(tiny_model_dir, tmp_path):
+    """The GPU branch of the model stage, on the CPU with the tiny config (the node passes "cuda")."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    for name in ("a", "b"):
+        S.save_random_model(tiny_model_dir, str(tiny_model_dir), tmp_path / name, "cpu")
+    first, second = (AutoModelForCausalLM.from_pretrained(tmp_path / name) for name in ("a", "b"))
+    assert first.dtype == torch.bfloat16
+    for (key, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), key  # same seed, same weights
+    assert AutoTokenizer.from_pretrained(tmp_path / "a").eos_token_id == first.generation_config.eos_token_id

@@ -89,7 +89,7 @@ def test_gpu_bundle_then_gpu_check_dry_run_passes_with_the_bundled_packages_hidd
     assert stages["eval"]["values"]["backend"] == "hf"
     assert stages["bench"]["values"]["fused_loss_check"] is True
     table = (out / "gpu_check.md").read_text()
-    assert table.count("\n| ") == len(STAGE_NAMES) + 1  # header + one row per stage
+    assert table.count("\n| ") == len(STAGE_NAMES) + 2  # header, separator, one row per stage
 
     rerun = subprocess.run(["make", "-s", "gpu-check", f"PYTHON={python}", f"GPU_BUNDLE={bundle}",
                             f"GPU_CHECK_ARGS=--dry-run --out {out} --only eval"],
