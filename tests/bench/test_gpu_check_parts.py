@@ -72,7 +72,7 @@ def test_the_table_has_one_row_per_stage_with_status_seconds_budget_and_values()
                   "fsdp": {"status": "timed out", "seconds": 60.0, "budget_s": 60, "values": {},
                            "reason": "killed after 60 s"}}}
     table = G.render_table(report).splitlines()
-    assert table[0] == "gpu-check: FAILED; 301 s of 480 s; 1 x H200"
+    assert table[0] == "gpu-check: FAILED; stages took 301 s of 480 s; 1 x H200"
     assert table[2] == "| stage | passed | seconds | budget (s) | measured |"
     assert table[4:] == [  # table order, not insertion order
         "| sft | yes | 31.2 | 40 | first_loss 11.93; loss_lower_at_end yes; greedy.rows 8 |",
@@ -130,3 +130,9 @@ def test_the_gpu_model_stage_saves_seeded_random_bf16_weights_with_the_tokenizer
     for (key, a), b in zip(first.state_dict().items(), second.state_dict().values()):
         assert torch.equal(a, b), key  # same seed, same weights
     assert AutoTokenizer.from_pretrained(tmp_path / "a").eos_token_id == first.generation_config.eos_token_id
+
+
+def test_the_check_time_is_the_sum_of_its_stages_so_a_rerun_replaces_only_its_own():
+    rows = {"install": {"seconds": 5.0}, "sft": {"seconds": 30.5}, "ddp": {"seconds": 0.25}}
+    assert G.stage_seconds(rows) == 35.75
+    assert G.stage_seconds({**rows, "sft": {"seconds": 10.0}}) == 15.25
