@@ -21,7 +21,8 @@ from src.bench.gpu_bundle import (GSM8K_TEST_ROWS, GSM8K_TRAIN_ROWS, build_bundl
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="gpu_bundle")
-    parser.add_argument("--tokenizer", help="Qwen3 tokenizer folder (default: shared/tokenizers/qwen3 in or beside the repo)")
+    parser.add_argument("--tokenizer",
+                        help="Qwen3 tokenizer folder (default: shared/tokenizers/qwen3 in or beside the repo)")
     parser.add_argument("--data", help="GSM8K folder with train.jsonl, test.jsonl (default: shared/data/gsm8k)")
     parser.add_argument("--train-rows", type=int, default=GSM8K_TRAIN_ROWS)
     parser.add_argument("--test-rows", type=int, default=GSM8K_TEST_ROWS)

@@ -53,7 +53,8 @@ STAGES = (
     Stage("distillation", 45, 150, ("model",),
           "20 steps of SFT + 8-shot distillation in bf16 (dry run: 6, 2 shots, float32); loss lower at the end"),
     Stage("prefix", 25, 120, ("install",),
-          "fixed shots, Qwen3-1.7B shape (dry run: tiny): the shared-prefix teacher's top-K equals the full teacher's within tolerance"),
+          "fixed shots at the Qwen3-1.7B shape (dry run: tiny): the shared-prefix teacher's top-K equals "
+          "the full teacher's within tolerance"),
     Stage("onpolicy", 55, 150, ("model",),
           "10 on-policy steps (dry run: 3); batched greedy generation equals one-at-a-time on the same prompts"),
     Stage("full", 40, 150, ("model",),

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -109,8 +110,6 @@ def test_a_stage_past_its_budget_is_killed_with_its_children(tmp_path):
                                      f"{child!r}]); time.sleep(30)"]
     code, seconds, timed_out = run_stage_process(command, dict(os.environ), 1.0, tmp_path / "log")
     assert timed_out and code is None and seconds < 10
-    import time
-
     time.sleep(4)
     assert not marker.exists()  # the launcher's child died with it
 
