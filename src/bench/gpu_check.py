@@ -47,7 +47,8 @@ STAGES = (
     Stage("install", 15, 120, (),
           "the bundle's wheels install (pip --no-index --no-deps --target) and import from there"),
     Stage("model", 30, 90, ("install",),
-          "random weights at the bundle's Qwen3-1.7B shape (dry run: tiny), saved with the bundle's tokenizer"),
+          "random weights at the bundle's Qwen3-1.7B shape and a 2-layer copy for FSDP (dry run: tiny), saved "
+          "with the bundle's tokenizer"),
     Stage("sft", 40, 150, ("model",),
           "20 LoRA SFT steps in bf16 (dry run: 6, float32); loss lower at the end than at the start"),
     Stage("distillation", 45, 150, ("model",),
@@ -58,10 +59,10 @@ STAGES = (
     Stage("onpolicy", 55, 150, ("model",),
           "10 on-policy steps (dry run: 3); batched greedy generation equals one-at-a-time on the same prompts"),
     Stage("full", 40, 150, ("model",),
-          "10 steps of full fine-tuning with the frozen teacher copy (dry run: 3)"),
+          "10 steps of full fine-tuning with the frozen teacher copy (dry run: 3); final/ saved"),
     Stage("fsdp", 60, 240, ("model",),
-          "accelerate launch --config_file configs/accelerate/fsdp.yaml (2 processes on 2 GPUs): "
-          "2 steps, save, resume 1 step"),
+          "accelerate launch --config_file configs/accelerate/fsdp.yaml (2 processes on 2 GPUs), full "
+          "fine-tuning at Qwen3-1.7B's width with 2 layers: 2 steps, save, resume 1 step"),
     Stage("ddp", 40, 180, ("model",),
           "accelerate launch --multi_gpu, 2 processes, 3 LoRA SFT steps (>= 2 GPUs; dry run: 2 CPU processes)"),
     Stage("eval", 40, 150, ("sft",),
@@ -288,6 +289,7 @@ def check(bundle: Path, out: Path, json_path: Path, table_path: Path, dry_run: b
     out.mkdir(parents=True, exist_ok=True)
     context = {"dry_run": dry_run, "bundle": str(bundle.resolve()), "out": str(out.resolve()),
                "site": str((out / "site").resolve()), "model_dir": str((out / "model").resolve()),
+               "fsdp_model_dir": str((out / "model_fsdp").resolve()),
                "given_model": model, "tokenizer": str((bundle / "tokenizer").resolve()),
                "data": str((bundle / "data" / "gsm8k").resolve()), "wheels": manifest["wheels"],
                "gpus": machine["visible_gpus"], "python": sys.executable}

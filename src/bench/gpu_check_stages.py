@@ -24,6 +24,8 @@ BENCH_VARIANTS = "sft,reference,ours,onpolicy"  # ours vs SFT vs paper-style, an
 # bf16 (GPU): a first bound, to be replaced by what the first GPU run measures (CPU bf16 measured 0 ulps,
 # docs/prefix_tolerance_small_bf16.json).
 PREFIX_TOLERANCE = {"float32_max_abs_diff": 1e-4, "bf16_max_ulps": 16.0, "min_top1_agreement": 0.98}
+# The FSDP stage's model on a GPU: Qwen3-1.7B's width and vocabulary with this many decoder layers.
+FSDP_LAYERS = 2
 
 
 def settings(dry_run: bool) -> dict:
@@ -134,12 +136,17 @@ def stage_install(ctx: dict) -> dict:
             "reason": f"{', '.join(outside)} imported from outside {site}" if outside else None}
 
 
-def save_random_model(config_dir: Path, tokenizer_dir: str, out: Path, device: str, seed: int = 0) -> None:
-    """Seeded random bf16 weights for the config in `config_dir`, saved with the tokenizer to `out`."""
+def save_random_model(config_dir: Path, tokenizer_dir: str, out: Path, device: str, seed: int = 0,
+                      layers: int | None = None) -> None:
+    """Seeded random bf16 weights for the config in `config_dir` (`layers` decoder layers if given), saved
+    with the tokenizer to `out`."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     config = AutoConfig.from_pretrained(str(config_dir))
+    if layers is not None:
+        config.num_hidden_layers = layers
+        config.layer_types = config.layer_types[:layers] if getattr(config, "layer_types", None) else None
     torch.manual_seed(seed)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
@@ -173,8 +180,11 @@ def stage_model(ctx: dict) -> dict:
     else:
         # Initialised on the GPU: seconds, where 1.7B parameters take about a minute on the CPU.
         save_random_model(Path(ctx["bundle"]) / "model", ctx["tokenizer"], model_dir, "cuda")
+        # FSDP's stage saves and resumes AdamW states: ~20 GB at 28 layers, a minute of disk I/O alone.
+        save_random_model(Path(ctx["bundle"]) / "model", ctx["tokenizer"], Path(ctx["fsdp_model_dir"]), "cuda",
+                          layers=FSDP_LAYERS)
         source = "random weights at the bundle's Qwen3-1.7B shape, bf16"
-        extra = {}
+        extra = {"fsdp_model_layers": FSDP_LAYERS}
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(str(model_dir))
@@ -206,8 +216,9 @@ def stage_distillation(ctx: dict) -> dict:
 
 
 def stage_full(ctx: dict) -> dict:
+    # No checkpoint (save_steps past the end): AdamW states of 1.7B parameters are ~14 GB to write; final/ only.
     return _training_stage(ctx, "full", "online_v1", "configs/online_v1.yaml", settings(ctx["dry_run"])["short_steps"],
-                           False, "model.finetune=full")
+                           False, "model.finetune=full", "training.save_steps=1000000")
 
 
 def greedy_batched_vs_single(model_dir: str, adapter_dir: Path | None, data_dir: str, n_prompts: int,
@@ -283,7 +294,8 @@ def stage_fsdp(ctx: dict) -> dict:
     processes = 2 if ctx["gpus"] >= 2 else 1
     run_dir = Path(ctx["out"]) / "fsdp"
     launcher = ["--config_file", "configs/accelerate/fsdp.yaml", "--num_processes", str(processes)]
-    common = ["training.save_steps=2", "model.finetune=full"]
+    model = ctx["model"] if ctx["given_model"] or ctx["dry_run"] else ctx["fsdp_model_dir"]
+    common = ["training.save_steps=2", "model.finetune=full", f"model.name={model}"]
     first = launch(ctx, launcher, "train_baseline", training_args(ctx, "configs/base.yaml", run_dir, 2, *common),
                    "fsdp_train")
     saved = (run_dir / "checkpoint-2").is_dir()
@@ -291,8 +303,8 @@ def stage_fsdp(ctx: dict) -> dict:
     args[args.index("--overwrite")] = "--resume"
     resumed = launch(ctx, launcher, "train_baseline", args, "fsdp_resume") if first == 0 and saved else None
     run_info = json.loads((run_dir / "run_info.json").read_text()) if (run_dir / "run_info.json").is_file() else {}
-    values = {"world_size": run_info.get("world_size"), "train_exit": first, "checkpoint_2_saved": saved,
-              "resume_exit": resumed, "resumed_from": Path(run_info.get("resumed_from") or "").name or None,
+    values = {"model": Path(model).name, "world_size": run_info.get("world_size"), "train_exit": first,
+              "checkpoint_2_saved": saved, "resume_exit": resumed, "resumed_from": Path(run_info.get("resumed_from") or "").name or None,
               "last_step": (read_train_records(run_dir) or [{"step": 0}])[-1]["step"]}
     passed = first == 0 and saved and resumed == 0 and values["resumed_from"] == "checkpoint-2" and \
         values["last_step"] == 3

@@ -125,8 +125,10 @@ def test_the_gpu_model_stage_saves_seeded_random_bf16_weights_with_the_tokenizer
 
     for name in ("a", "b"):
         S.save_random_model(tiny_model_dir, str(tiny_model_dir), tmp_path / name, "cpu")
+    S.save_random_model(tiny_model_dir, str(tiny_model_dir), tmp_path / "one_layer", "cpu", layers=1)
     first, second = (AutoModelForCausalLM.from_pretrained(tmp_path / name) for name in ("a", "b"))
-    assert first.dtype == torch.bfloat16
+    assert first.dtype == torch.bfloat16 and first.config.num_hidden_layers == 2
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "one_layer").config.num_hidden_layers == 1
     for (key, a), b in zip(first.state_dict().items(), second.state_dict().values()):
         assert torch.equal(a, b), key  # same seed, same weights
     assert AutoTokenizer.from_pretrained(tmp_path / "a").eos_token_id == first.generation_config.eos_token_id
