@@ -168,7 +168,7 @@ def stage_model(ctx: dict) -> dict:
         from src.data.prompts import render_prompt
         from src.utils.tiny_model import build_tiny_qwen3
 
-        # The project's offline tokenizer (1,024 ids): the bundle's 151,669 ids would make the tiny model's
+        # The project's offline BPE tokenizer (hundreds of ids): the bundle's 151,669 would make the tiny model's
         # output layer most of its CPU time. The bundle's tokenizer is loaded and rendered here, and the
         # prefix and bench stages tokenize with it.
         bundle_tokenizer = AutoTokenizer.from_pretrained(ctx["tokenizer"])
