@@ -304,7 +304,8 @@ def stage_fsdp(ctx: dict) -> dict:
     resumed = launch(ctx, launcher, "train_baseline", args, "fsdp_resume") if first == 0 and saved else None
     run_info = json.loads((run_dir / "run_info.json").read_text()) if (run_dir / "run_info.json").is_file() else {}
     values = {"model": Path(model).name, "world_size": run_info.get("world_size"), "train_exit": first,
-              "checkpoint_2_saved": saved, "resume_exit": resumed, "resumed_from": Path(run_info.get("resumed_from") or "").name or None,
+              "checkpoint_2_saved": saved, "resume_exit": resumed,
+              "resumed_from": Path(run_info.get("resumed_from") or "").name or None,
               "last_step": (read_train_records(run_dir) or [{"step": 0}])[-1]["step"]}
     passed = first == 0 and saved and resumed == 0 and values["resumed_from"] == "checkpoint-2" and \
         values["last_step"] == 3
