@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch.utils.data import DataLoader
@@ -202,7 +202,7 @@ def check_sharding(cfg: Config, distributed_type) -> None:
 
 def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: bool) -> Run:
     from accelerate import Accelerator, DataLoaderConfiguration
-    from accelerate.utils import set_seed
+    from accelerate.utils import GradientAccumulationPlugin, set_seed
     from transformers import get_cosine_schedule_with_warmup
 
     from src.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
@@ -214,7 +214,11 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
 
     train_cfg = cfg.training
     accelerator = Accelerator(
-        gradient_accumulation_steps=train_cfg.gradient_accumulation_steps,
+        # Every optimizer step is exactly `accumulation` micro-batches (StepStreamSampler), so the sync
+        # point is counted, not taken from the dataloader's end: the on-policy loop reads a whole step's
+        # micro-batches ahead (with_step_lookahead) and reaches that end one step early.
+        gradient_accumulation_plugin=GradientAccumulationPlugin(
+            num_steps=train_cfg.gradient_accumulation_steps, sync_with_dataloader=False),
         mixed_precision="bf16" if train_cfg.bf16 else "no",
         # Seeded sampler: the same example order on every rank count and after a resume.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
@@ -414,6 +418,9 @@ def train(run: Run, loss_step: LossStep) -> Path:
     if step < train_cfg.max_steps:
         batches = (accelerator.skip_first_batches(run.dataloader, step * accumulation)
                    if step else run.dataloader)
+        begin_step = getattr(loss_step, "begin_optimizer_step", None)
+        if begin_step is not None:
+            batches = with_step_lookahead(batches, accumulation, begin_step)
         for batch in batches:
             with accelerator.accumulate(model):
                 with accelerator.autocast():
@@ -474,6 +481,22 @@ def train(run: Run, loss_step: LossStep) -> Path:
                     "adapter" if cfg.model.finetune == "lora" else "model", final_dir)
     _shut_down_distributed(accelerator)
     return final_dir
+
+
+def with_step_lookahead(batches: Iterable[dict], accumulation: int,
+                        begin_step: Callable[[list[dict]], None]) -> Iterator[dict]:
+    """The micro-batches unchanged, but before the first of each optimizer step `begin_step` gets all
+    `accumulation` of them (on-policy: one sampling call per step). A short last group is passed as is."""
+    group: list[dict] = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == accumulation:
+            begin_step(group)
+            yield from group
+            group = []
+    if group:
+        begin_step(group)
+        yield from group
 
 
 def _shut_down_distributed(accelerator) -> None:
