@@ -110,6 +110,16 @@ def write_adapter(peft_model, folder: Path) -> None:
               str(folder / "adapter_model.safetensors"))
 
 
+def reprocess_output_head(model) -> None:
+    """vLLM's in-place reload processes a tied weight for one of the modules sharing it (a documented
+    limitation): the embedding. The output head tied to it keeps what it derived at load time (on CPU
+    a packed copy of the old matrix), so its processing is run again on the new weight."""
+    head = getattr(model, "lm_head", None)
+    method = getattr(head, "quant_method", None)
+    if method is not None:
+        method.process_weights_after_loading(head)
+
+
 class _KeepHostState:
     """Creating an engine reseeds torch/numpy/random and lowers torch's thread count; the trainer's
     RNG streams (LoRA dropout, resume) and threads are put back afterwards."""
@@ -163,10 +173,18 @@ class VLLMSampleEngine:
                            max_num_seqs=max_num_seqs, gpu_memory_utilization=gpu_memory_utilization, seed=seed,
                            enable_prefix_caching=False, **lora_args, **launcher)
         self.startup_seconds = time.perf_counter() - started
+        self._owns_process_group = world_size == 1
+        if not self._owns_process_group:
+            # vLLM's shutdown destroys torch.distributed's process groups, which here are the trainer's:
+            # the process's exit frees the engine instead (after the loop has ended DDP).
+            finalizer = getattr(getattr(self.llm.llm_engine, "engine_core", None), "_finalizer", None)
+            if finalizer is not None:
+                finalizer.detach()
         self._lora_request = None
         self._adapter_root = Path(tempfile.mkdtemp(prefix="fewshot_distill_adapter_",
                                                    dir=RAM_FOLDER if RAM_FOLDER.is_dir() else None))
         self.syncs = 0
+        self.last_sync_seconds = 0.0
 
     @classmethod
     def from_config(cls, cfg, run, student_prompt_lengths: Sequence[int], eos_ids: set[int]) -> "VLLMSampleEngine":
@@ -183,9 +201,16 @@ class VLLMSampleEngine:
 
     def sync(self, model) -> None:
         """Make the engine sample from `model`'s current weights (a peft model or a plain causal LM)."""
+        self.syncs += 1
+        started = time.perf_counter()
+        try:
+            self._load(model)
+        finally:
+            self.last_sync_seconds = time.perf_counter() - started
+
+    def _load(self, model) -> None:
         from src.models.student import has_adapter
 
-        self.syncs += 1
         if self.adapter_mode:
             from vllm.lora.request import LoRARequest
 
@@ -199,6 +224,7 @@ class VLLMSampleEngine:
             return
         weights = merged_lora_weights(model, self.dtype) if has_adapter(model) else plain_weights(model, self.dtype)
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
+        self.llm.apply_model(reprocess_output_head)
         # Cached keys/values were computed with the old weights.
         self.llm.reset_prefix_cache()
 
@@ -218,6 +244,6 @@ class VLLMSampleEngine:
     def close(self) -> None:
         shutil.rmtree(self._adapter_root, ignore_errors=True)
         engine_core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
-        if engine_core is not None and hasattr(engine_core, "shutdown"):
+        if self._owns_process_group and engine_core is not None and hasattr(engine_core, "shutdown"):
             engine_core.shutdown()
         del self.llm
