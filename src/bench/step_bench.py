@@ -368,9 +368,16 @@ def onpolicy_optimizer_step_timer(args, variant, student, peft_model, teacher, a
     sampler = StudentSampler(peft_model, tokenizer, SampleSettings(args.gen_tokens, 1.0, 1.0, args.seed), run=counter)
     startup = 0.0
     if backend != "hf":
-        from src.training.vllm_sampler import VLLMSampleEngine, engine_dtype
+        from safetensors.torch import save_file
 
-        peft_model.get_base_model().save_pretrained(engine_dir)  # the random starting weights
+        from src.training.vllm_sampler import VLLMSampleEngine, engine_dtype, merged_lora_weights
+
+        # The random starting weights as a checkpoint folder (B = 0: merged = base), for the engine to load.
+        config = peft_model.get_base_model().config
+        config.architectures = ["Qwen3ForCausalLM"]  # a config built in code names none; vLLM picks by it
+        config.save_pretrained(engine_dir)
+        save_file({name: tensor.contiguous() for name, tensor in merged_lora_weights(peft_model, torch.float32)},
+                  str(engine_dir / "model.safetensors"))
         tokenizer.save_pretrained(engine_dir)
         sampler.engine = VLLMSampleEngine(
             str(engine_dir), dtype=engine_dtype(args.dtype == "bfloat16"),

@@ -27,6 +27,7 @@ FSDP (sharded full fine-tuning) is refused: the engine would need the gathered w
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import random
 import shutil
@@ -68,15 +69,22 @@ def engine_dtype(bf16: bool) -> torch.dtype:
     return torch.bfloat16 if bf16 else torch.float32
 
 
-def merged_lora_weights(peft_model, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+def merged_lora_weights(peft_model, dtype: torch.dtype, skip_frozen_embeddings: bool = False
+                        ) -> Iterator[tuple[str, torch.Tensor]]:
     """The base model's weights under their checkpoint names, each LoRA layer's weight replaced by
     W + scaling * B @ A (computed in float32, out of place, then cast to `dtype`); one tensor at a time.
+    `skip_frozen_embeddings`: leave out the input / output embeddings when they do not train (a step
+    cannot change them; at Qwen3's vocabulary they are the largest single matrices).
 
     Shapes: W [out, in], A [r, in], B [out, r]."""
     from peft.tuners.lora import LoraLayer
 
     base = peft_model.get_base_model()
     adapter = peft_model.active_adapter
+    skipped = set()
+    if skip_frozen_embeddings:
+        skipped = {id(param) for module in (base.get_input_embeddings(), base.get_output_embeddings())
+                   if module is not None for param in module.parameters() if not param.requires_grad}
     with torch.no_grad():
         for name, module in base.named_modules():
             if isinstance(module, LoraLayer) and adapter in module.lora_A:
@@ -86,7 +94,7 @@ def merged_lora_weights(peft_model, dtype: torch.dtype) -> Iterator[tuple[str, t
                 if module.base_layer.bias is not None:
                     yield f"{name}.bias", module.base_layer.bias.detach().to(dtype)
         for name, param in base.named_parameters():
-            if "lora_" not in name and ".base_layer." not in name:
+            if "lora_" not in name and ".base_layer." not in name and id(param) not in skipped:
                 yield name, param.detach().to(dtype)
 
 
@@ -222,9 +230,20 @@ class VLLMSampleEngine:
                 self.llm.llm_engine.remove_lora(previous.lora_int_id)
                 shutil.rmtree(previous.lora_path, ignore_errors=True)
             return
-        weights = merged_lora_weights(model, self.dtype) if has_adapter(model) else plain_weights(model, self.dtype)
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
-        self.llm.apply_model(reprocess_output_head)
+        lora = has_adapter(model)
+        weights = (merged_lora_weights(model, self.dtype, skip_frozen_embeddings=True) if lora
+                   else plain_weights(model, self.dtype))
+        # A layer sent no weights keeps its own, and vLLM warns about each such layer: expected here.
+        reload_log = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+        level = reload_log.level
+        reload_log.setLevel(logging.ERROR)
+        try:
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights,
+                                                              "is_checkpoint_format": True})
+        finally:
+            reload_log.setLevel(level)
+        if not lora:  # LoRA leaves the (frozen) embedding and the head tied to it as they are
+            self.llm.apply_model(reprocess_output_head)
         # Cached keys/values were computed with the old weights.
         self.llm.reset_prefix_cache()
 

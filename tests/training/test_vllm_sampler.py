@@ -45,6 +45,9 @@ def test_merged_lora_weights_are_w_plus_scaled_ba_under_checkpoint_names(tiny_mo
     assert merged["model.layers.0.self_attn.q_proj.weight"].data_ptr() != \
         student.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight.data_ptr()
     assert {t.dtype for t in dict(V.merged_lora_weights(student, torch.bfloat16)).values()} == {torch.bfloat16}
+    # the per-step sync leaves out the frozen embedding (the engine keeps its own copy)
+    assert {name for name, _ in V.merged_lora_weights(student, torch.float32, skip_frozen_embeddings=True)} == \
+        set(merged) - {"model.embed_tokens.weight"}
 
 
 @pytest.mark.parametrize("overrides, distributed_type, message", [
