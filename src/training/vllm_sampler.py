@@ -13,13 +13,15 @@ never written.
   LoRA, generation.vllm_weight_sync=adapter  the current adapter is written to a RAM-backed folder
            (/dev/shm) and served as a new LoRARequest (the previous one is dropped);
   LoRA, merged  W + scaling * B @ A, computed out of place in float32 and cast to the engine's dtype,
-           is loaded into the engine's base weights (no LoRA on the engine). Not peft's merge_adapter()
-           + unmerge: a low-precision unmerge would drift the base weights the adapter-disabled teacher
-           reads;
+           is loaded into the engine's base weights (no LoRA on the engine; the frozen embedding is not
+           sent). Not peft's merge_adapter() + unmerge: a low-precision unmerge would drift the base
+           weights the adapter-disabled teacher reads. The default: faster than `adapter` on vLLM-CPU
+           (docs/performance.md);
   full fine-tuning  the current weights, through the same in-place reload.
 FSDP (sharded full fine-tuning) is refused: the engine would need the gathered weights every step.
+Under DDP torch.distributed is already up, and each rank's engine joins it (external_launcher).
 
-    engine = VLLMSampleEngine.from_config(cfg, run)
+    engine = VLLMSampleEngine.from_config(cfg, run, prompt_lengths, eos_ids)
     engine.sync(run.trained_model)
     samples = engine.generate(prompts, seeds, settings)   # GeneratedTokens, as generate_tokens returns
 """
