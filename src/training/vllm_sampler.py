@@ -28,6 +28,7 @@ Under DDP torch.distributed is already up, and each rank's engine joins it (exte
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import logging
 import os
@@ -191,8 +192,11 @@ class VLLMSampleEngine:
             if finalizer is not None:
                 finalizer.detach()
         self._lora_request = None
-        self._adapter_root = Path(tempfile.mkdtemp(prefix="fewshot_distill_adapter_",
-                                                   dir=RAM_FOLDER if RAM_FOLDER.is_dir() else None))
+        self._adapter_root = None
+        if self.adapter_mode:  # removed at exit too: a training run does not close its engine
+            self._adapter_root = Path(tempfile.mkdtemp(prefix="fewshot_distill_adapter_",
+                                                       dir=RAM_FOLDER if RAM_FOLDER.is_dir() else None))
+            atexit.register(shutil.rmtree, self._adapter_root, ignore_errors=True)
         self.syncs = 0
         self.last_sync_seconds = 0.0
 
@@ -263,7 +267,8 @@ class VLLMSampleEngine:
         return GeneratedTokens(token_ids, [bool(ids) and ids[-1] in self.eos_ids for ids in token_ids])
 
     def close(self) -> None:
-        shutil.rmtree(self._adapter_root, ignore_errors=True)
+        if self._adapter_root is not None:
+            shutil.rmtree(self._adapter_root, ignore_errors=True)
         engine_core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
         if self._owns_process_group and engine_core is not None and hasattr(engine_core, "shutdown"):
             engine_core.shutdown()
