@@ -353,8 +353,8 @@ class _StepCounter:
     step = 0
 
 
-def onpolicy_optimizer_step_timer(args, variant, student, peft_model, teacher, autocast, backward, device,
-                                  engine_dir: Path):
+def onpolicy_optimizer_step_timer(args, variant, student, peft_model, teacher, autocast, batches: list[dict],
+                                  device, engine_dir: Path):
     """One on-policy optimizer step over every micro-batch (`variant` picks sampler and call pattern), and
     the list its per-step split goes to. `engine_dir`: where the vLLM engine reads the starting weights."""
     from transformers import AutoTokenizer
@@ -381,7 +381,7 @@ def onpolicy_optimizer_step_timer(args, variant, student, peft_model, teacher, a
         tokenizer.save_pretrained(engine_dir)
         sampler.engine = VLLMSampleEngine(
             str(engine_dir), dtype=engine_dtype(args.dtype == "bfloat16"),
-            max_model_len=max(int(m.sum()) for b in args.onpolicy_batches for m in b["student_attention_mask"])
+            max_model_len=max(int(m.sum()) for b in batches for m in b["student_attention_mask"])
             + args.gen_tokens, max_num_seqs=args.batch_size * args.n_batches, seed=args.seed, eos_ids=sampler.eos_ids,
             lora_rank=peft_model.peft_config["default"].r, weight_sync=backend)
         startup = sampler.engine.startup_seconds
@@ -497,10 +497,9 @@ def run_variant(args, variant: str, data: dict, memory: PeakMemory | None = None
         result["shot_prefix_s"] = time.perf_counter() - start
         result["shot_prefix_tokens"] = shot_prefix.prefix_length
     if variant in ONPOLICY_STEP_VARIANTS:
-        args.onpolicy_batches = batches
         with tempfile.TemporaryDirectory() as engine_dir:
             step, splits, startup = onpolicy_optimizer_step_timer(args, variant, student, peft_model, online,
-                                                                  autocast, backward, device, Path(engine_dir))
+                                                                  autocast, batches, device, Path(engine_dir))
             times, peak = _time_steps(step, [batches], args.warmup, args.repeats, device, memory)
         timed_splits = splits[len(splits) - len(times):]
         times = [split["total_s"] for split in timed_splits]  # per micro-batch
