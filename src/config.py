@@ -28,6 +28,8 @@ from src.tasks import TASK_NAMES, get_task
 PARENT_KEY = "base_config"
 ANSWER_SOURCES = ("gold", "student", "mixed")
 TEACHER_WEIGHTS = ("base", "live")
+GENERATION_BACKENDS = ("hf", "vllm")
+VLLM_WEIGHT_SYNCS = ("merged", "adapter")
 
 
 class ConfigError(ValueError):
@@ -241,11 +243,25 @@ class GenerationConfig:
     temperature: float = 1.0
     # Nucleus sampling: keep the smallest set of ids holding this much mass (1.0 = off).
     top_p: float = 1.0
+    # Who samples: "hf" (generate_tokens on the trained model) or "vllm" (an in-process vLLM engine synced
+    # to the trainer's weights once per optimizer step; src/training/vllm_sampler.py).
+    backend: str = "hf"
+    # vllm + LoRA: how the engine gets the adapter each step: "merged" (W + s*BA loaded as base weights) or
+    # "adapter" (a new LoRARequest from a RAM folder). Full fine-tuning always loads the weights.
+    vllm_weight_sync: str = "merged"
+    # vllm on GPU: the share of GPU memory the engine may take (weights + KV cache); the trainer needs the rest.
+    vllm_gpu_memory_utilization: float = 0.3
 
     def __post_init__(self) -> None:
         _require(self.max_new_tokens >= 1, "generation.max_new_tokens must be >= 1")
         _require(self.temperature >= 0, "generation.temperature must be >= 0 (0 = greedy)")
         _require(0.0 < self.top_p <= 1.0, "generation.top_p must be in (0, 1]")
+        _require(self.backend in GENERATION_BACKENDS,
+                 f"generation.backend must be one of {GENERATION_BACKENDS}, got {self.backend!r}")
+        _require(self.vllm_weight_sync in VLLM_WEIGHT_SYNCS,
+                 f"generation.vllm_weight_sync must be one of {VLLM_WEIGHT_SYNCS}, got {self.vllm_weight_sync!r}")
+        _require(0.0 < self.vllm_gpu_memory_utilization <= 1.0,
+                 "generation.vllm_gpu_memory_utilization must be in (0, 1]")
 
 
 @dataclass

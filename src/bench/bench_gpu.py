@@ -2,12 +2,14 @@
 
 Budgeted at 8 minutes on one GPU (not yet timed on one); scripts/bench_gpu.py only calls `main`.
 
-Needs only torch, transformers and peft (no vLLM, no datasets, no model hub), so it runs on a bare
-GPU machine. Writes one JSON (default docs/bench_gpu.json) that docs/performance.md cites:
+Needs only torch, transformers and peft (no datasets, no model hub; vLLM only for its one row), so it
+runs on a bare GPU machine. Writes one JSON (default docs/bench_gpu.json) that docs/performance.md cites:
 
   bench.<attention>     src/bench/step_bench.py at the qwen3-1.7b shape (random weights from its
                         config, bf16): sft, reference, ours, ours_cached, fixed, fixed_reuse, onpolicy
-                        (generation / teacher / student split, 128 sampled tokens per row) with sdpa;
+                        (generation / teacher / student split, 128 sampled tokens per row), the on-policy
+                        optimizer step sampled per micro-batch and per step (onpolicy_hf_micro,
+                        onpolicy_hf_step, and onpolicy_vllm_merged when vLLM is installed) with sdpa;
                         sft, ours, fixed_reuse with flash_attention_2 when `flash_attn` imports. Median
                         step times, torch.cuda.max_memory_allocated per variant (each variant is its own
                         process), the FLOP model, and the shared-prefix teacher's bf16 difference from
@@ -30,6 +32,7 @@ tokenizer of src/utils/tiny_model.py (shorter sequences than GSM8K: the JSON rec
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -41,7 +44,9 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-SDPA_VARIANTS = "sft,reference,ours,ours_cached,fixed,fixed_reuse,onpolicy"
+SDPA_VARIANTS = "sft,reference,ours,ours_cached,fixed,fixed_reuse,onpolicy,onpolicy_hf_micro,onpolicy_hf_step"
+# The on-policy step with the vLLM sampler (merged weight sync), when vLLM is installed (not in a dry run).
+VLLM_VARIANTS = "onpolicy_vllm_merged"
 FLASH_VARIANTS = "sft,ours,fixed_reuse"
 # Flash-attention runs only if the sdpa pass left this much of the budget (seconds).
 FLASH_MIN_SECONDS_LEFT = 150
@@ -137,6 +142,9 @@ def summarise(report: dict) -> dict:
     if onpolicy:  # where the on-policy step's time goes
         summary["onpolicy_split"] = {f"{part}_x_sft": onpolicy[f"{part}_step_s"] / sft["median_step_s"]
                                      for part in ("generation", "teacher", "student")}
+    for name, row in report.get("details", {}).items():  # one optimizer step: the generation share
+        if name.startswith("onpolicy_") and "generation_step_s" in row and name in summary:
+            summary[name]["generation_share"] = row["generation_step_s"] / row["median_step_s"]
     return summary
 
 
@@ -201,7 +209,14 @@ def main(argv=None) -> dict:
             has_flash = not args.dry_run
         except ImportError:
             has_flash = False
-        runs = [("sdpa", args.variants)] + ([("flash_attention_2", FLASH_VARIANTS)] if has_flash else [])
+        sdpa_variants = args.variants
+        if args.variants == SDPA_VARIANTS and not args.dry_run and importlib.util.find_spec("vllm") is not None:
+            sdpa_variants += "," + VLLM_VARIANTS
+        elif "vllm" not in args.variants:
+            report["bench"]["vllm_rows"] = {"skipped": "dry run" if args.dry_run else
+                                            "vllm is not installed" if importlib.util.find_spec("vllm") is None
+                                            else "not asked for (--variants)"}
+        runs = [("sdpa", sdpa_variants)] + ([("flash_attention_2", FLASH_VARIANTS)] if has_flash else [])
         if not has_flash:
             report["bench"]["flash_attention_2"] = {"skipped": "flash_attn does not import" if not args.dry_run
                                                     else "dry run"}

@@ -19,6 +19,12 @@ Variants:
                 samples --gen-tokens new tokens per row (random weights rarely emit EOS, so every sample
                 runs to the limit: the worst case), the adapter-disabled teacher scores them, the student
                 trains on them; its time is split into generation, teacher and student (forward + backward)
+  onpolicy_hf_micro, onpolicy_hf_step, onpolicy_vllm_merged, onpolicy_vllm_adapter
+                one optimizer step of the on-policy method over all --n-batches micro-batches (the
+                accumulation), reported per micro-batch: sampling with transformers once per micro-batch
+                (as before), with transformers once per optimizer step, or with the in-process vLLM engine
+                once per step (src/training/vllm_sampler.py), its weights synced each step by loading
+                W + s*BA (merged) or as a new LoRA adapter (adapter); the sync is part of generation
 
 `--flops-only` skips the timing and prints the FLOP model (per step and whole run) for the shape;
 `--in-process` runs the variants in this process (quick checks such as `make bench-gpu --dry-run`;
@@ -44,7 +50,11 @@ import torch
 from src.utils.resources import ResourceError, loading
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-VARIANTS = ("sft", "reference", "ours", "ours_cached", "ours_grouped", "fixed", "fixed_reuse", "onpolicy")
+# One optimizer step of on-policy training: who samples, and how often (src/training/onpolicy.py).
+ONPOLICY_STEP_VARIANTS = {"onpolicy_hf_micro": ("hf", "micro"), "onpolicy_hf_step": ("hf", "step"),
+                          "onpolicy_vllm_merged": ("merged", "step"), "onpolicy_vllm_adapter": ("adapter", "step")}
+VARIANTS = ("sft", "reference", "ours", "ours_cached", "ours_grouped", "fixed", "fixed_reuse", "onpolicy",
+            *ONPOLICY_STEP_VARIANTS)
 
 # Vocabulary 151,936 as in Qwen3 (covers the real tokenizer's 151,669 ids).
 MODEL_SHAPES = {
@@ -338,6 +348,76 @@ def onpolicy_step_timer(args, student, peft_model, teacher, autocast, backward, 
     return step, splits
 
 
+class _StepCounter:
+    """Stands in for the run: its `step` (optimizer steps done) seeds the samples and triggers a sync."""
+    step = 0
+
+
+def onpolicy_optimizer_step_timer(args, variant, student, peft_model, teacher, autocast, batches: list[dict],
+                                  device, engine_dir: Path):
+    """One on-policy optimizer step over every micro-batch (`variant` picks sampler and call pattern), and
+    the list its per-step split goes to. `engine_dir`: where the vLLM engine reads the starting weights."""
+    from transformers import AutoTokenizer
+
+    from src.losses import LossSpec
+    from src.training.onpolicy import SampleSettings, StudentSampler, onpolicy_loss_step
+
+    backend, calls = ONPOLICY_STEP_VARIANTS[variant]
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    counter = _StepCounter()
+    sampler = StudentSampler(peft_model, tokenizer, SampleSettings(args.gen_tokens, 1.0, 1.0, args.seed), run=counter)
+    startup = 0.0
+    if backend != "hf":
+        from safetensors.torch import save_file
+
+        from src.training.vllm_sampler import VLLMSampleEngine, engine_dtype, merged_lora_weights
+
+        # The random starting weights as a checkpoint folder (B = 0: merged = base), for the engine to load.
+        config = peft_model.get_base_model().config
+        config.architectures = ["Qwen3ForCausalLM"]  # a config built in code names none; vLLM picks by it
+        config.save_pretrained(engine_dir)
+        save_file({name: tensor.contiguous() for name, tensor in merged_lora_weights(peft_model, torch.float32)},
+                  str(engine_dir / "model.safetensors"))
+        tokenizer.save_pretrained(engine_dir)
+        sampler.engine = VLLMSampleEngine(
+            str(engine_dir), dtype=engine_dtype(args.dtype == "bfloat16"),
+            max_model_len=max(int(m.sum()) for b in batches for m in b["student_attention_mask"])
+            + args.gen_tokens, max_num_seqs=args.batch_size * args.n_batches, seed=args.seed, eos_ids=sampler.eos_ids,
+            lora_rank=peft_model.peft_config["default"].r, weight_sync=backend)
+        startup = sampler.engine.startup_seconds
+    timed = _TimedTeacher(teacher, device)
+    splits: list[dict] = []
+
+    def step(batches):
+        timed.seconds = 0.0
+        _sync(device)
+        start = time.perf_counter()
+        if calls == "step":
+            sampler.sample_step(batches, "student", 0.5)
+        generation = sync = 0.0
+        lengths = []
+        for batch in batches:
+            with autocast():
+                terms = onpolicy_loss_step(student, batch, timed, sampler, "student", 1.0, args.alignment,
+                                           LossSpec("reverse_kl"), pad_token_id=tokenizer.pad_token_id)
+            (terms["loss"] / len(batches)).backward()
+            generation += float(terms["gen_seconds"])
+            lengths.append(float(terms["sample_len"]))
+        for param in peft_model.parameters():  # the optimizer step itself is not timed in any variant
+            param.grad = None
+        _sync(device)
+        total = time.perf_counter() - start
+        if sampler.engine is not None:
+            sync = sampler.engine.last_sync_seconds
+        counter.step += 1
+        n = len(batches)
+        splits.append({"generation_s": generation / n, "teacher_s": timed.seconds / n, "sync_s": sync / n,
+                       "student_s": (total - generation - timed.seconds) / n, "total_s": total / n,
+                       "sample_len": statistics.mean(lengths)})
+
+    return step, splits, startup
+
+
 def run_variant(args, variant: str, data: dict, memory: PeakMemory | None = None) -> dict:
     """One variant's timings and peak memory. `memory`: the peak counter (default PeakMemory)."""
     from accelerate import Accelerator
@@ -416,7 +496,20 @@ def run_variant(args, variant: str, data: dict, memory: PeakMemory | None = None
         _sync(device)
         result["shot_prefix_s"] = time.perf_counter() - start
         result["shot_prefix_tokens"] = shot_prefix.prefix_length
-    if variant == "onpolicy":
+    if variant in ONPOLICY_STEP_VARIANTS:
+        with tempfile.TemporaryDirectory() as engine_dir:
+            step, splits, startup = onpolicy_optimizer_step_timer(args, variant, student, peft_model, online,
+                                                                  autocast, batches, device, Path(engine_dir))
+            times, peak = _time_steps(step, [batches], args.warmup, args.repeats, device, memory)
+        timed_splits = splits[len(splits) - len(times):]
+        times = [split["total_s"] for split in timed_splits]  # per micro-batch
+        for part in ("generation", "teacher", "student", "sync"):
+            result[f"{part}_step_s"] = statistics.median(split[f"{part}_s"] for split in timed_splits)
+        result["sample_len"] = statistics.median(split["sample_len"] for split in timed_splits)
+        result["gen_tokens"] = args.gen_tokens
+        result["micro_batches_per_step"] = len(batches)
+        result["engine_startup_s"] = startup
+    elif variant == "onpolicy":
         step, splits = onpolicy_step_timer(args, student, peft_model, online, autocast, backward, device)
         times, peak = _time_steps(step, batches, args.warmup, args.repeats, device, memory)
         timed_splits = splits[len(splits) - len(times):]  # the warm-up steps' splits are dropped
@@ -535,7 +628,7 @@ def format_table(results: dict, flops: dict, whole: dict) -> str:
     lines = ["| variant | median step (s) | min step (s) | x SFT | ideal x SFT (FLOPs) | peak mem (MiB) | mem x SFT | "
              "student tokens/s |", "|---|---|---|---|---|---|---|---|"]
     rows = [(name, r["median_step_s"], r["peak_mem_bytes"], r["tokens_per_s"], flops.get(name), r["min_step_s"])
-            for name, r in results.items()]
+            for name, r in results.items() if name not in ONPOLICY_STEP_VARIANTS]
     if "ours_cached" in results:
         rows = [row for row in rows if row[0] != "ours_cached"]
         r = results["ours_cached"]
@@ -553,6 +646,24 @@ def format_table(results: dict, flops: dict, whole: dict) -> str:
             f"{peak / 2**20:.0f}" if peak else "-",
             f"{peak / sft['peak_mem_bytes']:.2f}" if peak else "-",
             f"{tps:.0f}" if tps else "-"))
+    step_rows = [name for name in ONPOLICY_STEP_VARIANTS if name in results]
+    if step_rows:
+        lines.append("")
+        lines.append(f"on-policy optimizer step ({results[step_rows[0]]['micro_batches_per_step']} micro-batches; "
+                     "seconds per micro-batch):")
+        lines.append("| variant | step (s) | x SFT | generation (s) | generation share | of which weight sync (s) "
+                     "| teacher (s) | student (s) | peak mem (MiB) | engine start (s) |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
+        for name in step_rows:
+            r = results[name]
+            lines.append(f"| {name} | {r['median_step_s']:.3f} | {r['median_step_s'] / sft['median_step_s']:.2f} | "
+                         f"{r['generation_step_s']:.3f} | {r['generation_step_s'] / r['median_step_s']:.0%} | "
+                         f"{r['sync_step_s']:.3f} | {r['teacher_step_s']:.3f} | {r['student_step_s']:.3f} | "
+                         f"{r['peak_mem_bytes'] / 2**20:.0f} | {r['engine_startup_s']:.1f} |")
+        if "onpolicy_hf_micro" in results:
+            base = results["onpolicy_hf_micro"]["median_step_s"]
+            lines.append("step time / onpolicy_hf_micro: " + ", ".join(
+                f"{name} {results[name]['median_step_s'] / base:.2f}x" for name in step_rows))
     if "onpolicy" in results:
         r = results["onpolicy"]
         for part in ("generation", "teacher", "student"):

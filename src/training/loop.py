@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch.utils.data import DataLoader
@@ -230,7 +230,11 @@ def sharding_kwargs(train_cfg, fsdp: bool) -> dict:
     """
     from accelerate.utils import GradientAccumulationPlugin
 
-    accumulation = GradientAccumulationPlugin(num_steps=train_cfg.gradient_accumulation_steps, sync_each_batch=fsdp)
+    # Every optimizer step is exactly `accumulation` micro-batches (StepStreamSampler), so the sync point is
+    # counted, not taken from the dataloader's end: the on-policy loop reads a whole step's micro-batches
+    # ahead (with_step_lookahead) and reaches that end one step early.
+    accumulation = GradientAccumulationPlugin(num_steps=train_cfg.gradient_accumulation_steps, sync_each_batch=fsdp,
+                                              sync_with_dataloader=False)
     if not fsdp:
         return {"gradient_accumulation_plugin": accumulation}
     from accelerate.utils import FullyShardedDataParallelPlugin
@@ -247,7 +251,7 @@ def sharding_kwargs(train_cfg, fsdp: bool) -> dict:
 
 def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: bool) -> Run:
     from accelerate import Accelerator, DataLoaderConfiguration
-    from accelerate.utils import set_seed
+    from accelerate.utils import GradientAccumulationPlugin, set_seed
     from transformers import get_cosine_schedule_with_warmup
 
     from src.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
@@ -462,6 +466,9 @@ def train(run: Run, loss_step: LossStep) -> Path:
     if step < train_cfg.max_steps:
         batches = (accelerator.skip_first_batches(run.dataloader, step * accumulation)
                    if step else run.dataloader)
+        begin_step = getattr(loss_step, "begin_optimizer_step", None)
+        if begin_step is not None:
+            batches = with_step_lookahead(batches, accumulation, begin_step)
         for batch in batches:
             with accelerator.accumulate(model):
                 with accelerator.autocast():
@@ -521,6 +528,22 @@ def train(run: Run, loss_step: LossStep) -> Path:
                     "adapter" if cfg.model.finetune == "lora" else "model", final_dir)
     _shut_down_distributed(accelerator)
     return final_dir
+
+
+def with_step_lookahead(batches: Iterable[dict], accumulation: int,
+                        begin_step: Callable[[list[dict]], None]) -> Iterator[dict]:
+    """The micro-batches unchanged, but before the first of each optimizer step `begin_step` gets all
+    `accumulation` of them (on-policy: one sampling call per step). A short last group is passed as is."""
+    group: list[dict] = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == accumulation:
+            begin_step(group)
+            yield from group
+            group = []
+    if group:
+        begin_step(group)
+        yield from group
 
 
 def _shut_down_distributed(accelerator) -> None:

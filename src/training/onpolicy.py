@@ -16,12 +16,18 @@ text), so the answers line up by construction; `Teacher.top_k` still checks it p
 
 Each row's sample is seeded by (training.seed, optimizer step, example index): it does not depend on
 the rank, the batch it shares or the number of processes, and a resumed run draws the same samples.
+So the loop (src/training/loop.py) lets each rank draw its whole optimizer-step share, every
+accumulation micro-batch, in one sampling call before the step's first forward
+(`begin_optimizer_step`): the same samples as one call per micro-batch, in fewer, larger batches.
+`generation.backend` picks who samples: `hf` (generate_tokens on the trained model) or `vllm` (an
+in-process engine whose weights follow the trainer's once per optimizer step: src/training/vllm_sampler.py).
 A sample that reaches generation.max_new_tokens without EOS is kept (train/sample_eos_frac counts the
 others). A sample with no token before its EOS is empty: the row keeps that EOS so the batch stays
 rectangular, but it is masked out of every loss and counted (train/empty_samples).
 
 Logged beside the loss terms (means over micro-batches): train/sample_len (tokens per sample, EOS
-included), train/sample_eos_frac, train/gen_seconds (generation time per micro-batch),
+included), train/sample_eos_frac, train/gen_seconds (generation time per micro-batch: a step's one
+call, weight sync included, is counted on its first micro-batch),
 train/empty_samples (per micro-batch); train/tokens_per_s counts the batch with the samples (the tokens
 trained on), not the gold batch. Every logging_steps optimizer steps (and at step 1) every
 rank's samples of that step go to {output_dir}/samples.jsonl: step, example index, text, length, EOS.
@@ -41,6 +47,7 @@ from typing import Sequence
 import torch
 
 from src import distillation as D
+from src.config import ConfigError
 from src.constants import IGNORE_INDEX
 from src.data.gsm8k_loader import assemble_batch, batch_prompts
 from src.losses import LossSpec
@@ -105,10 +112,13 @@ def gold_answers(batch: dict) -> list[list[int]]:
 
 
 class StudentSampler:
-    """Samples the student's answers (adapter on, eval mode, no grad) and writes samples.jsonl."""
+    """Samples the student's answers (adapter on, eval mode, no grad) and writes samples.jsonl.
+
+    `engine` None samples with generate_tokens on `model`; otherwise it is a vllm_sampler.VLLMSampleEngine
+    that is synced to `model` before each optimizer step's sampling call."""
 
     def __init__(self, model, tokenizer, settings: SampleSettings, run=None, logging_steps: int = 1,
-                 output_dir: Path | None = None):
+                 output_dir: Path | None = None, engine=None):
         self.model = model                   # the unwrapped peft model (generation needs no DDP)
         self.tokenizer = tokenizer
         self.settings = settings
@@ -116,14 +126,57 @@ class StudentSampler:
         self.logging_steps = logging_steps
         self.samples_path = None if output_dir is None else Path(output_dir) / SAMPLES_FILE
         self.eos_ids = eos_token_ids(tokenizer, getattr(model, "generation_config", None))
+        self.engine = engine
         self._written_from: int | None = None
+        self._synced_step: int | None = None
+        # Samples drawn ahead by sample_step: example index -> (ids, ended with EOS), for step _drawn_step.
+        self._drawn: dict[int, tuple[list[int], bool]] = {}
+        self._drawn_step: int | None = None
+        self._drawn_seconds = 0.0
 
     @property
     def step(self) -> int:
         """The optimizer step (1-based) the current micro-batch belongs to."""
         return (self.run.step if self.run is not None else 0) + 1
 
+    def sample_step(self, batches: Sequence[dict], answer_source: str, student_fraction: float) -> None:
+        """Draw every sampled row of this optimizer step's micro-batches in one call; `sample` then serves
+        them. The rows are those `onpolicy_loss_step` picks, and each row's seed is the one it would use."""
+        prompts, indices = [], []
+        for batch in batches:
+            example_index = batch["example_index"].tolist()
+            student_prompts, _ = batch_prompts(batch)
+            chosen = sampled_rows(len(example_index), answer_source, student_fraction, self.settings.seed,
+                                  self.step, example_index)
+            prompts += [p for p, c in zip(student_prompts, chosen) if c]
+            indices += [i for i, c in zip(example_index, chosen) if c]
+        started = time.perf_counter()
+        samples = self.draw(prompts, indices) if prompts else GeneratedTokens([], [])
+        self._drawn = {int(i): (ids, eos) for i, ids, eos in zip(indices, samples.token_ids,
+                                                                   samples.ended_with_eos)}
+        self._drawn_step = self.step
+        self._drawn_seconds = time.perf_counter() - started
+
+    def take_drawn_seconds(self) -> float:
+        """The time of the step's sampling call, once (the first micro-batch counts it)."""
+        seconds, self._drawn_seconds = self._drawn_seconds, 0.0
+        return seconds
+
     def sample(self, prompts: Sequence[Sequence[int]], example_index: Sequence[int]) -> GeneratedTokens:
+        """The rows' samples: those sample_step drew for this step, or drawn now."""
+        if self._drawn_step == self.step and all(int(i) in self._drawn for i in example_index):
+            drawn = [self._drawn[int(i)] for i in example_index]
+            return GeneratedTokens([list(ids) for ids, _ in drawn], [eos for _, eos in drawn])
+        return self.draw(prompts, example_index)
+
+    def draw(self, prompts: Sequence[Sequence[int]], example_index: Sequence[int]) -> GeneratedTokens:
+        """One sampling call: each row seeded by (seed, step, example index)."""
+        if self.engine is not None:
+            if self._synced_step != self.step:  # the trainer's weights move once per optimizer step
+                self.engine.sync(self.model)
+                self._synced_step = self.step
+            seeds = [row_seed(self.settings.seed, self.step, int(i)) for i in example_index]
+            return self.engine.generate(prompts, seeds, self.settings)
         settings, device = self.settings, next(self.model.parameters()).device
         generators = None
         if settings.temperature > 0:
@@ -181,7 +234,7 @@ def onpolicy_loss_step(student, batch: dict, teacher: Teacher, sampler: StudentS
     started = time.perf_counter()
     samples = (sampler.sample([student_prompts[row] for row in rows], [example_index[row] for row in rows])
                if rows else GeneratedTokens([], []))
-    gen_seconds = time.perf_counter() - started
+    gen_seconds = time.perf_counter() - started + sampler.take_drawn_seconds()
     sampled_answers, empty = answers_from_samples(samples, sampler.eos_ids)
     for row, answer in zip(rows, sampled_answers):
         answers[row] = answer
@@ -212,14 +265,31 @@ def build_loss_step(cfg, run):
     from src.training.train_online_v1 import build_teacher, loss_spec
 
     dist_cfg, gen_cfg = cfg.distillation, cfg.generation
+    if gen_cfg.backend == "vllm":  # refused before the teacher or an engine is built
+        from src.training.vllm_sampler import vllm_problem
+
+        problem = vllm_problem(cfg, run.accelerator.distributed_type)
+        if problem is not None:
+            raise ConfigError(problem)
     teacher = build_teacher(cfg, run)
     sampler = StudentSampler(run.trained_model, run.tokenizer,
                              SampleSettings(gen_cfg.max_new_tokens, gen_cfg.temperature, gen_cfg.top_p,
                                             cfg.training.seed),
                              run=run, logging_steps=cfg.training.logging_steps, output_dir=run.output_dir)
-    logger.info("on-policy: answer_source=%s, teacher_weights=%s, loss=%s, %d new tokens at most, eos ids %s",
-                dist_cfg.answer_source, dist_cfg.teacher_weights, dist_cfg.loss, gen_cfg.max_new_tokens,
-                sorted(sampler.eos_ids))
-    return partial(onpolicy_loss_step, teacher=teacher, sampler=sampler, answer_source=dist_cfg.answer_source,
+    if gen_cfg.backend == "vllm":
+        from src.training.vllm_sampler import VLLMSampleEngine
+
+        sampler.engine = VLLMSampleEngine.from_config(cfg, run, [len(e.student_prompt_ids) for e in run.examples],
+                                                      sampler.eos_ids)
+        logger.info("vLLM sampler engine started in %.1f s (weight sync: %s)", sampler.engine.startup_seconds,
+                    gen_cfg.vllm_weight_sync if cfg.model.finetune == "lora" else "full weights")
+    logger.info("on-policy: answer_source=%s, teacher_weights=%s, loss=%s, %d new tokens at most, eos ids %s, "
+                "sampled by %s once per optimizer step", dist_cfg.answer_source, dist_cfg.teacher_weights,
+                dist_cfg.loss, gen_cfg.max_new_tokens, sorted(sampler.eos_ids), gen_cfg.backend)
+    step = partial(onpolicy_loss_step, teacher=teacher, sampler=sampler, answer_source=dist_cfg.answer_source,
                    lambda_distill=dist_cfg.lambda_distill, alignment=dist_cfg.alignment, loss=loss_spec(cfg),
                    student_fraction=dist_cfg.student_fraction, pad_token_id=run.tokenizer.pad_token_id)
+    # The loop calls it with each optimizer step's micro-batches before their first forward.
+    step.begin_optimizer_step = partial(sampler.sample_step, answer_source=dist_cfg.answer_source,
+                                        student_fraction=dist_cfg.student_fraction)
+    return step

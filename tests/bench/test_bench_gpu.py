@@ -36,6 +36,9 @@ def test_make_bench_gpu_dry_run_writes_the_report(tmp_path):
     tolerance = sdpa["details"]["fixed_reuse"]["prefix_vs_full_teacher"]
     assert tolerance["positions"] > 0 and tolerance["max_abs_diff_topk_values"] < 1e-4  # float32 on CPU
     assert "skipped" in report["bench"]["flash_attention_2"]
+    for variant in ("onpolicy_hf_micro", "onpolicy_hf_step"):  # the on-policy optimizer step, both ways
+        assert 0 < sdpa["summary"][variant]["generation_share"] < 1, variant
+    assert report["bench"]["vllm_rows"] == {"skipped": "dry run"}
     assert [c["dtype"] for c in report["fused_loss_check"]] == ["float32", "bfloat16"]
     assert all(c["equal_within_tolerance"] for c in report["fused_loss_check"]), report["fused_loss_check"]
 

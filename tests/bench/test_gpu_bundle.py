@@ -20,9 +20,9 @@ def test_every_third_party_import_of_the_gpu_path_is_preinstalled_bundled_or_opt
     # The trace reaches training, evaluation and the check: the bundled modules are really imported.
     assert {"omegaconf", "math_verify", "torch", "transformers", "peft", "accelerate"} <= set(imports)
     assert "src.config" in imports["omegaconf"] and "src.tasks.latex" in imports["math_verify"]
-    # datasets only where the hub is read; vllm only in the vLLM backend.
+    # datasets only where the hub is read; vllm only in the vLLM backends (evaluation, on-policy sampling).
     assert imports.get("datasets", set()) <= {"src.data.gsm8k_loader"}
-    assert imports["vllm"] <= {"src.eval.backends"}
+    assert imports["vllm"] <= {"src.eval.backends", "src.training.vllm_sampler"}
 
 
 def test_the_trace_finds_an_import_that_nothing_accounts_for(tmp_path):

@@ -182,3 +182,22 @@ def test_eager_attention_generates_what_sdpa_does(tiny_model_dir, model_and_prom
     eager = load_base_model(str(tiny_model_dir), bf16=False, attn_implementation="eager").eval()
     kwargs = dict(max_new_tokens=MAX_NEW, eos_ids={tokenizer.eos_token_id}, pad_token_id=tokenizer.pad_token_id)
     assert generate_tokens(eager, prompts, **kwargs).token_ids == generate_tokens(model, prompts, **kwargs).token_ids
+
+
+def test_checking_for_finished_rows_less_often_gives_the_same_tokens(model_and_prompts):
+    """The all-rows-ended check (a host sync on an accelerator) every 1, 5 or 16 tokens: the same ids and
+    EOS flags, greedy and sampled with one generator per row, with rows ending at different tokens."""
+    model, tokenizer, prompts = model_and_prompts
+    free = generate_tokens(model, prompts, max_new_tokens=MAX_NEW, eos_ids={tokenizer.eos_token_id},
+                           pad_token_id=tokenizer.pad_token_id)
+    eos = {tokenizer.eos_token_id, free.token_ids[0][1], free.token_ids[2][3]}  # rows end early, apart
+    for temperature in (0.0, 1.0):
+        results = []
+        for every in (1, 5, 16):
+            generators = [torch.Generator().manual_seed(row) for row in range(len(prompts))]
+            out = generate_tokens(model, prompts, max_new_tokens=MAX_NEW, eos_ids=eos,
+                                  pad_token_id=tokenizer.pad_token_id, temperature=temperature,
+                                  generator=generators, finished_check_every=every)
+            results.append((out.token_ids, out.ended_with_eos))
+        assert results[0] == results[1] == results[2]
+    assert any(len(ids) < MAX_NEW for ids in results[0][0])

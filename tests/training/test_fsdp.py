@@ -148,9 +148,11 @@ def test_fsdp_reduces_gradients_in_float32_and_syncs_every_micro_batch(monkeypat
     # accumulate() then reduce-scatters every micro-batch (no no_sync: tests below run it on 2 ranks)
     accumulation = kwargs["gradient_accumulation_plugin"]
     assert accumulation.sync_each_batch and accumulation.num_steps == cfg.training.gradient_accumulation_steps
-    # DDP and one process keep accumulating locally and syncing once per optimizer step
+    # DDP and one process keep accumulating locally and syncing once per optimizer step, which is counted
+    # (the on-policy loop reads a step ahead, so the dataloader's end comes one step early)
     assert sharding_kwargs(cfg.training, False) == {"gradient_accumulation_plugin": GradientAccumulationPlugin(
-        num_steps=cfg.training.gradient_accumulation_steps, sync_each_batch=False)}
+        num_steps=cfg.training.gradient_accumulation_steps, sync_each_batch=False, sync_with_dataloader=False)}
+    assert not accumulation.sync_with_dataloader
     monkeypatch.setenv("FSDP_VERSION", "1")
     monkeypatch.setenv("FSDP_SYNC_MODULE_STATES", "false")  # FSDP1's default, which a CPU cannot build
     with pytest.raises(ConfigError, match="set fsdp_version: 2"):

@@ -205,6 +205,55 @@ def test_gold_path_losses_and_gradients_equal_the_code_before_on_policy(setup, t
     assert all(torch.equal(a, b) for a, b in zip(new_grads, old_grads))
 
 
+def test_one_sampling_call_per_step_gives_the_per_micro_batch_samples_losses_and_grads(setup, tiny_model_dir):
+    """Two micro-batches of one optimizer step: sampled in one call before the first forward
+    (sample_step) or one call per micro-batch as before. The same samples bit for bit, the same loss
+    terms and the same accumulated gradients (one process). `mixed`: sampled and gold rows both."""
+    answer_source = "mixed"
+    tokenizer, _, examples = setup  # 0-shot teacher sequences: short, and the same code path
+    batches = [collate_examples(examples[i:i + 3], tokenizer.pad_token_id) for i in (0, 3)]
+    student = fresh_student(tiny_model_dir, trained=True)
+    teacher = AdapterDisabledTeacher(student, K)
+    results = []
+    for one_call in (False, True):
+        student.zero_grad(set_to_none=True)
+        sampler = sampler_for(student, tokenizer, max_new_tokens=6)
+        calls, drawn = [], []
+        draw = sampler.draw
+        sampler.draw = lambda prompts, index: calls.append(list(index)) or draw(prompts, index)
+        sample = sampler.sample
+        sampler.sample = lambda prompts, index: drawn.append(sample(prompts, index)) or drawn[-1]
+        if one_call:
+            sampler.sample_step(batches, answer_source, 0.5)
+        terms = []
+        for batch in batches:
+            step_terms = P.onpolicy_loss_step(student, batch, teacher, sampler, answer_source, 1.0, "seed",
+                                              REVERSE_KL, student_fraction=0.5, pad_token_id=tokenizer.pad_token_id)
+            (step_terms["loss"] / len(batches)).backward()
+            terms.append(step_terms)
+        grads = [p.grad.clone() for p in student.parameters() if p.requires_grad]
+        results.append((calls, drawn, terms, grads))
+    (calls_a, drawn_a, terms_a, grads_a), (calls_b, drawn_b, terms_b, grads_b) = results
+    assert len(calls_a) == 2 and len(calls_b) == 1  # one call per micro-batch before, one per step now
+    assert sorted(calls_b[0]) == sorted(i for c in calls_a for i in c)
+    assert [d.token_ids for d in drawn_a] == [d.token_ids for d in drawn_b]
+    assert [d.ended_with_eos for d in drawn_a] == [d.ended_with_eos for d in drawn_b]
+    for a, b in zip(terms_a, terms_b):
+        for name in ("loss", "ce_loss", "dist_loss", "sample_len", "empty_samples"):
+            assert torch.equal(a[name].detach(), b[name].detach()), name
+    assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b))
+    assert float(terms_b[0]["gen_seconds"]) > 0  # the step's call is counted on its first micro-batch
+
+
+def test_step_lookahead_hands_each_optimizer_step_to_begin_step_before_its_first_micro_batch():
+    from src.training.loop import with_step_lookahead
+
+    events = []
+    for batch in with_step_lookahead(range(7), 3, lambda group: events.append(list(group))):
+        events.append(batch)
+    assert events == [[0, 1, 2], 0, 1, 2, [3, 4, 5], 3, 4, 5, [6], 6]
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["distillation.answer_source=student", "distillation.teacher_cache=memory"], "needs answer_source=gold"),
     (["distillation.answer_source=mixed", "distillation.teacher_cache=disk"], "needs answer_source=gold"),
@@ -215,6 +264,9 @@ def test_gold_path_losses_and_gradients_equal_the_code_before_on_policy(setup, t
     (["distillation.student_fraction=1.0"], "student_fraction must be in"),
     (["distillation.teacher_weights=frozen"], "teacher_weights must be one of"),
     (["generation.max_new_tokens=0"], "generation.max_new_tokens"),
+    (["generation.backend=sglang"], "generation.backend must be one of"),
+    (["generation.vllm_weight_sync=delta"], "generation.vllm_weight_sync must be one of"),
+    (["generation.vllm_gpu_memory_utilization=0"], "vllm_gpu_memory_utilization must be in"),
 ])
 def test_impossible_on_policy_combinations_are_one_line_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message) as error:
