@@ -22,6 +22,7 @@ updates their rows.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -212,9 +213,17 @@ def render_plan() -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_stage_process(command: list[str], env: dict, budget_s: float, log: Path) -> tuple[int | None, float, bool]:
+# A stage past its budget gets SIGTERM, then SIGKILL this much later. torch's elastic agent (inside
+# `accelerate launch`) starts its workers in sessions of their own, out of the stage's process group: on
+# SIGTERM it stops them; SIGKILLed, it leaves them running without their TCPStore (the first H200 run:
+# docs/gpu_check/logs/fsdp_resume.log, "Broken pipe", then the worker finished after the kill).
+KILL_GRACE_S = 10
+
+
+def run_stage_process(command: list[str], env: dict, budget_s: float, log: Path,
+                      grace_s: float = KILL_GRACE_S) -> tuple[int | None, float, bool]:
     """Run `command` in its own process group with its output in `log`: (exit status, seconds, timed out).
-    Past `budget_s` the whole group (launchers' children too) is killed."""
+    Past `budget_s` the whole group gets SIGTERM (launchers stop their workers), past `grace_s` more SIGKILL."""
     started = time.perf_counter()
     with open(log, "w") as handle:
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
@@ -223,9 +232,16 @@ def run_stage_process(command: list[str], env: dict, budget_s: float, log: Path)
             code = process.wait(timeout=budget_s)
             return code, time.perf_counter() - started, False
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            seconds = time.perf_counter() - started
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+            with contextlib.suppress(ProcessLookupError):  # what is left of the group
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-            return None, time.perf_counter() - started, True
+            return None, seconds, True
         except BaseException:  # the check itself stopped (Ctrl-C, SIGTERM): its stage goes with it
             os.killpg(process.pid, signal.SIGKILL)
             raise

@@ -181,3 +181,17 @@ def test_the_check_time_is_the_sum_of_its_stages_so_a_rerun_replaces_only_its_ow
     rows = {"install": {"seconds": 5.0}, "sft": {"seconds": 30.5}, "ddp": {"seconds": 0.25}}
     assert G.stage_seconds(rows) == 35.75
     assert G.stage_seconds({**rows, "sft": {"seconds": 10.0}}) == 15.25
+
+
+def test_a_stage_past_its_budget_gets_sigterm_first_so_launchers_can_stop_their_workers(tmp_path):
+    """torch's elastic agent stops its workers (own sessions, out of reach of killpg) only on SIGTERM."""
+    import sys
+
+    stopped = tmp_path / "stopped"
+    handler = (f"import signal, sys, time, pathlib\n"
+               f"signal.signal(signal.SIGTERM, lambda *a: (pathlib.Path({str(stopped)!r}).write_text('yes'), "
+               f"sys.exit(1)))\nprint('up', flush=True)\ntime.sleep(30)\n")
+    code, seconds, timed_out = G.run_stage_process([sys.executable, "-I", "-c", handler], {}, 1.0, tmp_path / "log",
+                                                   grace_s=5)
+    assert timed_out and code is None and seconds < 2.0
+    assert stopped.read_text() == "yes"
