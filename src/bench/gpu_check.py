@@ -46,39 +46,43 @@ class Stage:
     checks: str         # what passing means
 
 
-# One-GPU budgets, from the first run on one H200 (docs/gpu_check/gpu_check.json, logs/): about 1.5x the
-# measured stage time where the stage finished, less where the 480 s total leaves no more.
-#   install   3.1 s measured; 10 (pip on a slower disk)      model  19.3 s; 30
-#   sft      21.3 s; 35                                      distillation 28.4 s; 45
-#   prefix   14.8 s; 25                                      full   34.6 s; 50
+# One-GPU budgets, from the first run on one H200 (docs/gpu_check/gpu_check.json, logs/) and a second,
+# partial one of the same code on a fresh H200 (docs/gpu_check/second_run/: install, model, prefix,
+# onpolicy, fsdp), which was up to 1.7x slower: about 1.5x the measured stage time where the stage
+# finished, less where the 480 s total for one GPU leaves no more.
+#   install   3.1 / 5.1 s measured; 10                      model  19.3 / 25.9 s; 35
+#   sft      21.3 s; 35                                     distillation 28.4 s; 45
+#   prefix   14.8 s / killed at 25 s after writing its result; 40       full 34.6 s; 50
 #   eval     26.8 s with 128 new tokens; 35 (now 64 new tokens)
-#   onpolicy killed at 55 s just as its 10 steps ended (startup ~11 s + 40.3 s of steps at 32 new tokens);
-#            now 16 new tokens per sample and the greedy check on 4 rows x 16 tokens (not yet timed); 75
-#   fsdp     killed at 60 s: train launch ~37 s (15 s launch overhead, 2 steps, saves), resume ~30 s was
-#            writing its final save; now 1 step, save, resume 1 step; 80 (~1.2x)
+#   onpolicy killed at 55 s (both runs) just as its 10 steps ended (startup ~11 s + 40.3 s of steps at 32
+#            new tokens); now 16 new tokens per sample and the greedy check on 4 rows x 16 tokens
+#            (not yet timed); 70
+#   fsdp     killed at 60 s (both runs): train launch ~37 s (15 s launch overhead, 2 steps, saves; 21.9 s
+#            of run in the second), resume ~30 s was writing its final save; now 1 step, save, resume 1
+#            step; 75 (~1.1x)
 #   bench    killed at 90 s in the on-policy variant after sft, reference, ours (~15-18 s each); now 1 batch
-#            x 2 timed steps per variant and 32 sampled tokens for on-policy; 95 (~1.05x of the killed run)
+#            x 2 timed steps per variant and 32 sampled tokens for on-policy; 85 (< the killed run: a guess)
 #   ddp      not measured (1 GPU); 40, counted only when >= 2 GPUs are visible: then the total is 520 s.
 STAGES = (
     Stage("install", 10, 120, (),
           "the bundle's wheels install (pip --no-index --no-deps --target) and import from there"),
-    Stage("model", 30, 90, ("install",),
+    Stage("model", 35, 90, ("install",),
           "random weights at the bundle's Qwen3-1.7B shape and a 2-layer copy for FSDP (dry run: tiny), saved "
           "with the bundle's tokenizer"),
     Stage("sft", 35, 150, ("model",),
           "20 LoRA SFT steps in bf16 (dry run: 6, float32); loss lower at the end than at the start"),
     Stage("distillation", 45, 150, ("model",),
           "20 steps of SFT + 8-shot distillation in bf16 (dry run: 6, 2 shots, float32); loss lower at the end"),
-    Stage("prefix", 25, 120, ("install",),
+    Stage("prefix", 40, 120, ("install",),
           "fixed shots at the Qwen3-1.7B shape (dry run: tiny): the shared-prefix teacher's top-K equals "
           "the full teacher's within tolerance; top-1 agrees wherever the full teacher's top-1/top-2 margin "
           "exceeds twice the largest value difference"),
-    Stage("onpolicy", 75, 150, ("model",),
+    Stage("onpolicy", 70, 150, ("model",),
           "10 on-policy steps, 16 new tokens (dry run: 3, 8); batched greedy generation equals one-at-a-time "
           "on the same 4 prompts"),
     Stage("full", 50, 150, ("model",),
           "10 steps of full fine-tuning with the frozen teacher copy (dry run: 3); final/ saved"),
-    Stage("fsdp", 80, 240, ("model",),
+    Stage("fsdp", 75, 240, ("model",),
           "accelerate launch --config_file configs/accelerate/fsdp.yaml (2 processes on 2 GPUs), full "
           "fine-tuning at Qwen3-1.7B's width with 2 layers: 1 step, save, resume 1 step"),
     Stage("ddp", 40, 180, ("model",),
@@ -86,7 +90,7 @@ STAGES = (
     Stage("eval", 35, 150, ("sft",),
           "the SFT adapter on 32 GSM8K problems, 64 new tokens (dry run: 4, 8): vLLM when installed, else "
           "transformers"),
-    Stage("bench", 95, 300, ("install",),
+    Stage("bench", 85, 300, ("install",),
           "bench-gpu at the Qwen3-1.7B shape: step time and peak memory of ours, SFT, paper-style, on-policy "
           "(32 sampled tokens)"),
 )
