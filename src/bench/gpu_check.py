@@ -47,7 +47,7 @@ class Stage:
 
 
 # One-GPU budgets, from the first run on one H200 (docs/gpu_check/gpu_check.json, logs/) and a second,
-# partial one of the same code on a fresh H200 (docs/gpu_check/second_run/: install, model, prefix,
+# partial one of the same check code on a fresh H200 (docs/gpu_check/second_run/: install, model, prefix,
 # onpolicy, fsdp), which was up to 1.7x slower: about 1.5x the measured stage time where the stage
 # finished, less where the 480 s total for one GPU leaves no more.
 #   install   3.1 / 5.1 s measured; 10                      model  19.3 / 25.9 s; 35
