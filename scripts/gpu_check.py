@@ -1,8 +1,9 @@
 """`make gpu-check GPU_BUNDLE=gpu_bundle`: the first run on a GPU node, offline, in at most 8 minutes
-(src/bench/gpu_check.py; not yet run on a GPU). Needs a bundle from `make gpu-bundle`.
+(src/bench/gpu_check.py; run once on an H200: docs/gpu_check/). Needs a bundle from `make gpu-bundle`.
 
     make gpu-check GPU_BUNDLE=gpu_bundle PYTHON=python3                       # GPU node, no network
-    python scripts/gpu_check.py --bundle gpu_bundle --only fsdp               # rerun one stage
+    python scripts/gpu_check.py --bundle gpu_bundle --only fsdp               # rerun one stage in --out
+    python scripts/gpu_check.py --bundle gpu_bundle --only install,model,fsdp --out /tmp/new   # fresh folder
     python scripts/gpu_check.py --bundle gpu_bundle --dry-run --out /tmp/gc   # CPU: tiny model, same stages
 """
 

@@ -156,7 +156,8 @@ def bench_args(args, data: Path, tokenizer: Path, attention: str, variants: str,
                          "--n-batches", "1", "--warmup", "0", "--repeats", "1", "--shots", "2", "--k", "16",
                          "--length-sample", "2", "--gen-tokens", "4", "--in-process"]
     return common + ["--model", "qwen3-1.7b", "--device", "cuda", "--dtype", "bfloat16", "--batch-size", "4",
-                     "--n-batches", "2", "--warmup", "1", "--repeats", "3", "--length-sample", "64"]
+                     "--n-batches", str(args.n_batches), "--warmup", "1", "--repeats", str(args.repeats),
+                     "--length-sample", "64", "--gen-tokens", str(args.gen_tokens)]
 
 
 def save(report: dict, path: str, started: float) -> None:
@@ -174,6 +175,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--budget-s", type=float, default=480, help="flash-attention is skipped past this")
     parser.add_argument("--variants", default=SDPA_VARIANTS,
                         help=f"step_bench variants with sdpa (default {SDPA_VARIANTS})")
+    # make gpu-check times fewer steps and samples fewer tokens to fit its budget (src/bench/gpu_check.py).
+    parser.add_argument("--n-batches", type=int, default=2, help="distinct batches per variant (GPU)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes over the batches (GPU)")
+    parser.add_argument("--gen-tokens", type=int, default=128, help="onpolicy: new tokens sampled per row (GPU)")
     args = parser.parse_args(argv)
     if not args.dry_run and not torch.cuda.is_available():
         raise SystemExit("bench_gpu.py needs a CUDA GPU (torch.cuda.is_available() is False); "

@@ -21,9 +21,12 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BENCH_VARIANTS = "sft,reference,ours,onpolicy"  # ours vs SFT vs paper-style, and the on-policy split
 # Fixed-shot prefix reuse vs the full teacher. float32 (dry run): the same numbers up to summation order.
-# bf16 (GPU): a first bound, to be replaced by what the first GPU run measures (CPU bf16 measured 0 ulps,
-# docs/prefix_tolerance_small_bf16.json).
-PREFIX_TOLERANCE = {"float32_max_abs_diff": 1e-4, "bf16_max_ulps": 16.0, "min_top1_agreement": 0.98}
+# bf16 (GPU): the top-K values within 16 bf16 ulps (the first H200 run measured 4). Top-1 ids must agree
+# wherever the full teacher's top-1/top-2 margin exceeds `top1_margin_x_max_diff` times the largest value
+# difference: two values that each move by at most d can swap only when they were within 2d. A raw
+# agreement share is no criterion with random weights, whose near-tied top logits bf16 rounding flips
+# (0.95 on the H200, docs/gpu_check/gpu_check.json); it is reported.
+PREFIX_TOLERANCE = {"float32_max_abs_diff": 1e-4, "bf16_max_ulps": 16.0, "top1_margin_x_max_diff": 2.0}
 # The FSDP stage's model on a GPU: Qwen3-1.7B's width and vocabulary with this many decoder layers.
 FSDP_LAYERS = 2
 
@@ -34,12 +37,12 @@ def settings(dry_run: bool) -> dict:
     if dry_run:
         return {"steps": 6, "short_steps": 3, "per_device": 2, "accumulation": 1, "lr": 5e-3, "shots": 2,
                 "bf16": False,
-                "max_train_examples": 48, "max_new_tokens": 8, "eval_problems": 4, "generation_prompts": 4,
-                "device": "cpu", "bench_shape": "tiny"}
+                "max_train_examples": 48, "max_new_tokens": 8, "eval_problems": 4, "eval_new_tokens": 8,
+                "generation_prompts": 4, "device": "cpu", "bench_shape": "tiny", "fsdp_steps": 1}
     return {"steps": 20, "short_steps": 10, "per_device": 4, "accumulation": 2, "lr": 1e-3, "shots": 8,
             "bf16": True,
-            "max_train_examples": 256, "max_new_tokens": 32, "eval_problems": 32, "generation_prompts": 8,
-            "device": "cuda", "bench_shape": "qwen3-1.7b"}
+            "max_train_examples": 256, "max_new_tokens": 16, "eval_problems": 32, "eval_new_tokens": 64,
+            "generation_prompts": 4, "device": "cuda", "bench_shape": "qwen3-1.7b", "fsdp_steps": 1}
 
 
 def loss_went_down(losses: list[float]) -> bool:
@@ -280,14 +283,26 @@ def stage_prefix(ctx: dict) -> dict:
     values = {k: report[k] for k in ("positions", "k", "dtype", "max_abs_diff_topk_values", "max_diff_in_bf16_ulps",
                                      "top1_id_agreement", "topk_id_set_agreement")}
     values["prefix_tokens"] = report["shot_prefix"]["prefix_tokens"]
-    tolerance = PREFIX_TOLERANCE
+    values["max_margin_where_top1_differs"] = report["max_margin_where_top1_differs"]
+    problems = prefix_problems(report, dtype)
+    return {"passed": not problems, "values": values, "reason": "; ".join(problems) or None}
+
+
+def prefix_problems(report: dict, dtype: str, tolerance: dict = PREFIX_TOLERANCE) -> list[str]:
+    """What puts the prefix teacher's comparison (src/bench/prefix_tolerance.py) outside `tolerance`."""
+    problems = [] if report["finite"] and report["positions"] > 0 else ["no finite comparison"]
+    max_diff = report["max_abs_diff_topk_values"]
     if dtype == "float32":
-        within = report["max_abs_diff_topk_values"] <= tolerance["float32_max_abs_diff"]
-    else:
-        within = (report["max_diff_in_bf16_ulps"] <= tolerance["bf16_max_ulps"]
-                  and report["top1_id_agreement"] >= tolerance["min_top1_agreement"])
-    passed = report["finite"] and report["positions"] > 0 and within
-    return {"passed": passed, "values": values, "reason": None if passed else f"outside {tolerance}"}
+        if max_diff > tolerance["float32_max_abs_diff"]:
+            problems.append(f"max abs diff {max_diff:.3g} > {tolerance['float32_max_abs_diff']}")
+        return problems
+    if report["max_diff_in_bf16_ulps"] > tolerance["bf16_max_ulps"]:
+        problems.append(f"{report['max_diff_in_bf16_ulps']:g} bf16 ulps > {tolerance['bf16_max_ulps']:g}")
+    margin, bound = report["max_margin_where_top1_differs"], tolerance["top1_margin_x_max_diff"] * max_diff
+    if margin > bound:
+        problems.append(f"top-1 differs where the full teacher's top-1/top-2 margin is {margin:.3g} > "
+                        f"{tolerance['top1_margin_x_max_diff']:g} x max abs diff = {bound:.3g}")
+    return problems
 
 
 def stage_fsdp(ctx: dict) -> dict:
@@ -295,20 +310,21 @@ def stage_fsdp(ctx: dict) -> dict:
     run_dir = Path(ctx["out"]) / "fsdp"
     launcher = ["--config_file", "configs/accelerate/fsdp.yaml", "--num_processes", str(processes)]
     model = ctx["model"] if ctx["given_model"] or ctx["dry_run"] else ctx["fsdp_model_dir"]
-    common = ["training.save_steps=2", "model.finetune=full", f"model.name={model}"]
-    first = launch(ctx, launcher, "train_baseline", training_args(ctx, "configs/base.yaml", run_dir, 2, *common),
+    steps = settings(ctx["dry_run"])["fsdp_steps"]  # the fewest: train, save, resume one more (launches dominate)
+    common = [f"training.save_steps={steps}", "model.finetune=full", f"model.name={model}"]
+    first = launch(ctx, launcher, "train_baseline", training_args(ctx, "configs/base.yaml", run_dir, steps, *common),
                    "fsdp_train")
-    saved = (run_dir / "checkpoint-2").is_dir()
-    args = training_args(ctx, "configs/base.yaml", run_dir, 3, *common)
+    saved = (run_dir / f"checkpoint-{steps}").is_dir()
+    args = training_args(ctx, "configs/base.yaml", run_dir, steps + 1, *common)
     args[args.index("--overwrite")] = "--resume"
     resumed = launch(ctx, launcher, "train_baseline", args, "fsdp_resume") if first == 0 and saved else None
     run_info = json.loads((run_dir / "run_info.json").read_text()) if (run_dir / "run_info.json").is_file() else {}
     values = {"model": Path(model).name, "world_size": run_info.get("world_size"), "train_exit": first,
-              "checkpoint_2_saved": saved, "resume_exit": resumed,
+              "checkpoint_saved": saved, "resume_exit": resumed,
               "resumed_from": Path(run_info.get("resumed_from") or "").name or None,
               "last_step": (read_train_records(run_dir) or [{"step": 0}])[-1]["step"]}
-    passed = first == 0 and saved and resumed == 0 and values["resumed_from"] == "checkpoint-2" and \
-        values["last_step"] == 3
+    passed = first == 0 and saved and resumed == 0 and values["resumed_from"] == f"checkpoint-{steps}" and \
+        values["last_step"] == steps + 1
     return {"passed": passed, "values": values,
             "reason": None if passed else "see logs/fsdp_train.log and logs/fsdp_resume.log"}
 
@@ -336,7 +352,7 @@ def stage_eval(ctx: dict) -> dict:
     command = [sys.executable, "scripts/eval_checkpoints.py", "--config", "configs/base.yaml",
                "--conditions", str(Path(ctx["out"]) / "sft"), "--checkpoint_steps", "final",
                "--n_samples", str(s["eval_problems"]), "--backend", backend,
-               "--max_new_tokens", "128" if not ctx["dry_run"] else "8", "--output", str(output), "--overwrite",
+               "--max_new_tokens", str(s["eval_new_tokens"]), "--output", str(output), "--overwrite",
                f"model.name={ctx['model']}", f"data.path={ctx['data']}"]
     print("$ " + " ".join(command[1:]), flush=True)
     code = subprocess.run(command, cwd=REPO_ROOT).returncode
@@ -356,7 +372,9 @@ def stage_bench(ctx: dict) -> dict:
     output = Path(ctx["out"]) / "bench_gpu.json"
     seconds = budget(BY_NAME["bench"], ctx["dry_run"]) - 20  # flash-attention is skipped past this
     argv = ["--json", str(output), "--budget-s", str(seconds), "--data", ctx["data"], "--tokenizer",
-            ctx["tokenizer"], "--variants", BENCH_VARIANTS] + (["--dry-run"] if ctx["dry_run"] else [])
+            ctx["tokenizer"], "--variants", BENCH_VARIANTS] + (["--dry-run"] if ctx["dry_run"] else
+                                                                 ["--n-batches", "1", "--repeats", "2",
+                                                                  "--gen-tokens", "32"])
     report = bench_gpu.main(argv)
     fused = all(c["equal_within_tolerance"] for c in report["fused_loss_check"])
     summary = report["bench"].get("sdpa", {}).get("summary", {})

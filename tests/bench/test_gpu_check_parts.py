@@ -11,8 +11,11 @@ from src.bench import gpu_check_stages as S
 
 
 def test_the_gpu_budgets_sum_to_eight_minutes_install_included():
+    """On one GPU DDP is skipped and its budget is not counted; with 2 it adds its own."""
     assert G.STAGE_NAMES[0] == "install"
-    assert sum(G.budget(stage, dry_run=False) for stage in G.STAGES) == G.TOTAL_BUDGET_S == 480
+    assert G.total_budget(False, gpus=1) == G.TOTAL_BUDGET_S == 480
+    assert G.total_budget(False, gpus=2) == 480 + G.BY_NAME["ddp"].budget_s
+    assert G.total_budget(True, gpus=0) == sum(stage.dry_budget_s for stage in G.STAGES)
     assert all(stage.budget_s > 0 and stage.dry_budget_s > 0 for stage in G.STAGES)
 
 
@@ -118,6 +121,46 @@ def test_a_rerun_of_one_stage_needs_its_prerequisites_passed_before_or_rerun_wit
     assert G.missing_for_rerun(["sft"], {}) == {"sft": ["model"]}
 
 
+def test_only_with_its_prerequisites_listed_runs_in_a_fresh_out_folder():
+    """The GPU rerun after the first H200 run: a fresh --out has no earlier report."""
+    names = G.select_stages("install,model,onpolicy,fsdp,bench")
+    assert names == ["install", "model", "onpolicy", "fsdp", "bench"]
+    assert G.missing_for_rerun(names, {}) == {}
+    assert G.missing_for_rerun(G.select_stages("onpolicy,fsdp,bench"), {}) == {
+        "onpolicy": ["model"], "fsdp": ["model"], "bench": ["install"]}
+
+
+def _prefix_report(full: list[list[float]], prefix: list[list[float]]) -> dict:
+    """compare_with_full_teacher's numbers for hand-made logits (one row per position)."""
+    import torch
+
+    from src.bench.prefix_tolerance import bf16_ulp, margin_where_top1_differs
+
+    full_values, full_ids = torch.tensor(full).topk(3)
+    prefix_values, prefix_ids = torch.tensor(prefix).topk(3)
+    diff = (full_values - prefix_values).abs()
+    return {"finite": True, "positions": len(full), "max_abs_diff_topk_values": float(diff.max()),
+            "max_diff_in_bf16_ulps": float((diff / bf16_ulp(full_values)).max()),
+            "max_margin_where_top1_differs": margin_where_top1_differs(full_values, full_ids, prefix_ids)}
+
+
+def test_the_prefix_criterion_allows_near_tie_flips_and_refuses_a_real_flip():
+    agree = [8.0, 2.0, 1.0, 0.0]
+    # Position 2: ids 0 and 1 within 1/64; id 0 rounds down by 1/32 and id 1 up by 1/64, which swaps them
+    # and moves the sorted values by 1/64. 1 of 2 top-1s agree, the margin is within 2 x 1/64.
+    near_tie = _prefix_report([agree, [4.0, 3.984375, 1.0, 0.0]], [agree, [3.96875, 4.0, 1.0, 0.0]])
+    assert near_tie["max_margin_where_top1_differs"] == near_tie["max_abs_diff_topk_values"] == 0.015625
+    assert S.prefix_problems(near_tie, "bfloat16") == []
+    # The same values, but the top-1 id moved from 0 to 1 where it led by 2.0: not rounding.
+    real_flip = _prefix_report([agree, [4.0, 2.0, 1.0, 0.0]], [agree, [2.0, 4.0, 1.0, 0.0]])
+    assert real_flip["max_abs_diff_topk_values"] == 0.0
+    (problem,) = S.prefix_problems(real_flip, "bfloat16")
+    assert "top-1 differs" in problem and "margin is 2" in problem
+    # The ulp bound on the values still holds on its own.
+    far = _prefix_report([[8.0, 2.0, 1.0, 0.0]], [[10.0, 2.0, 1.0, 0.0]])  # 2 = 32 ulps at 8
+    assert "bf16 ulps > 16" in S.prefix_problems(far, "bfloat16")[0]
+
+
 def test_the_gpu_model_stage_saves_seeded_random_bf16_weights_with_the_tokenizer(tiny_model_dir, tmp_path):
     """The GPU branch of the model stage, on the CPU with the tiny config (the node passes "cuda")."""
     import torch
@@ -138,3 +181,17 @@ def test_the_check_time_is_the_sum_of_its_stages_so_a_rerun_replaces_only_its_ow
     rows = {"install": {"seconds": 5.0}, "sft": {"seconds": 30.5}, "ddp": {"seconds": 0.25}}
     assert G.stage_seconds(rows) == 35.75
     assert G.stage_seconds({**rows, "sft": {"seconds": 10.0}}) == 15.25
+
+
+def test_a_stage_past_its_budget_gets_sigterm_first_so_launchers_can_stop_their_workers(tmp_path):
+    """torch's elastic agent stops its workers (own sessions, out of reach of killpg) only on SIGTERM."""
+    import sys
+
+    stopped = tmp_path / "stopped"
+    handler = (f"import signal, sys, time, pathlib\n"
+               f"signal.signal(signal.SIGTERM, lambda *a: (pathlib.Path({str(stopped)!r}).write_text('yes'), "
+               f"sys.exit(1)))\nprint('up', flush=True)\ntime.sleep(30)\n")
+    code, seconds, timed_out = G.run_stage_process([sys.executable, "-I", "-c", handler], {}, 1.0, tmp_path / "log",
+                                                   grace_s=5)
+    assert timed_out and code is None and seconds < 2.0
+    assert stopped.read_text() == "yes"
