@@ -93,6 +93,7 @@ smoke: $(STAMP)
 # nvidia-* wheels), which runs on the CPU as the node's would without a GPU. No vLLM: the node has none, so
 # the evaluation takes the transformers backend. The rest of requirements.txt comes at its newest release.
 $(COMPAT_STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@test "$(abspath $(COMPAT_VENV))" != "$(abspath .venv)" || { echo "error: COMPAT_VENV=$(COMPAT_VENV) is make install's environment, which this recipe would delete: choose another folder"; exit 2; }
 	rm -rf $(COMPAT_VENV)
 	$(PYTHON) -m venv $(COMPAT_VENV)
 	$(COMPAT_PY) -m pip install -q --upgrade pip
