@@ -6,7 +6,7 @@
 #                  make reproduce on CPU, the bench dry run (tens of minutes on 2 cores)
 #   make test-compat  the oldest versions requirements.txt admits, in a second environment (.venv-compat-*):
 #                  torch 2.11 (COMPAT_TORCH=torch==2.10.0 for the CUDA 12 pair), transformers 5.17,
-#                  accelerate 1.15, peft 0.20, no vLLM; runs make smoke and the gpu-check dry run there
+#                  accelerate 1.15, peft 0.20, no vLLM; runs make smoke, make gpu-bundle and its gpu-check dry run
 #   make smoke     tiny end-to-end run: train both methods, evaluate, draw figures (offline, CPU, minutes)
 #   make clean-smoke  delete the smoke run's outputs
 #   make figures   regenerate the committed README figures and tables from the published numbers (assets/)
