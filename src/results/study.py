@@ -163,3 +163,16 @@ def study_figure(tasks: Mapping[str, dict], title: str = ""):
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def pair_reading(pair: dict, confidence: float = CONFIDENCE) -> str:
+    """One generated sentence on a named pair: which side its paired bootstrap interval puts ahead, if any."""
+    a, b = label_for(pair["a"]), label_for(pair["b"])
+    level = round(100 * confidence)
+    interval = f"{100 * pair['difference']:+.1f} points, {level}% interval [{100 * pair['low']:+.1f}, " \
+               f"{100 * pair['high']:+.1f}]"
+    if pair["low"] > 0:
+        return f"{a} is above {b} ({interval})."
+    if pair["high"] < 0:
+        return f"{a} is below {b} ({interval})."
+    return f"{a} and {b} are not told apart ({interval}: the interval includes 0)."
