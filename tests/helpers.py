@@ -69,6 +69,21 @@ def truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
+BROKEN_JSONL_LINE = '{"input": "broken'
+
+
+def data_copy_with_a_broken_line(source: Path, target: Path, broken: str) -> tuple[Path, int]:
+    """`source`'s train.jsonl and test.jsonl copied to folder `target`, with the truncated line
+    BROKEN_JSONL_LINE appended to the file `broken` ("train" or "test"): (that file, its broken line's number)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test"):
+        (target / f"{split}.jsonl").write_text((source / f"{split}.jsonl").read_text())
+    path = target / f"{broken}.jsonl"
+    text = path.read_text()
+    path.write_text(text + BROKEN_JSONL_LINE + "\n")
+    return path, len(text.splitlines()) + 1
+
+
 def flip_bytes(path: Path) -> None:
     """Invert 4 bytes in the middle: same size, different content."""
     data = bytearray(path.read_bytes())

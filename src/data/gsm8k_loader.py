@@ -92,14 +92,16 @@ def load_gsm8k_rows(data_cfg, split: str) -> list[dict]:
                 f"data.path={data_cfg.path!r} has no {name} ({file.resolve()}). Point data.path "
                 "at a folder with train.jsonl/test.jsonl, or set data.path=null to load "
                 f"{data_cfg.dataset} from the hub.")
-        dataset = read_json_records(file)
+        records, source = read_json_records(file), str(file)
     else:
         import datasets  # only for the hub: local files are read without it (src/utils/io.py)
 
         with loading("dataset", data_cfg.dataset, fix=DATA_FIX):
-            dataset = datasets.load_dataset(data_cfg.dataset, data_cfg.subset, split=split)
-    rows = [task.to_row(record) for record in dataset]
-    rows, _ = validate_rows(rows, task, policy=data_cfg.invalid_rows, source=f"{split} split")
+            records = list(datasets.load_dataset(data_cfg.dataset, data_cfg.subset, split=split))
+        source = f"{data_cfg.dataset} {split} split"
+    task.check_records(records, source)
+    rows = [task.to_row(record) for record in records]
+    rows, _ = validate_rows(rows, task, policy=data_cfg.invalid_rows, source=source)
     if split == data_cfg.train_split and data_cfg.dev_examples:
         rows = rows_of_split(rows, wanted, data_cfg.dev_examples)
     return rows

@@ -13,6 +13,7 @@ Same flags, target discovery and resumable results store as scripts/eval_checkpo
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -88,9 +89,13 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
     from src.data.gsm8k_loader import load_gsm8k_rows
     from src.models.student import AnswerWindowLM, load_base_model, load_tokenizer
 
-    tokenizer = load_tokenizer(cfg.model.name)
-    test_rows = load_gsm8k_rows(cfg.data, evaluated_split(cfg, args.split))
-    train_rows, shot_source = load_shot_rows(cfg.data, args.shot_path)  # the teacher's shots
+    try:
+        tokenizer = load_tokenizer(cfg.model.name)
+        test_rows = load_gsm8k_rows(cfg.data, evaluated_split(cfg, args.split))
+        train_rows, shot_source = load_shot_rows(cfg.data, args.shot_path)  # the teacher's shots
+    except (FileNotFoundError, ValueError) as error:  # ResourceError, DataFileError, InvalidRowsError among them
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     seed, n_shots = cfg.training.seed, cfg.data.num_fewshot_examples
     top_k, alignment = cfg.eval.mse_top_k, cfg.distillation.alignment
     indices = select_subset(len(test_rows), args.n_samples, seed if args.subset_seed is None else args.subset_seed)

@@ -25,7 +25,6 @@ from src.eval.runner import IncompatibleResultsError, ResultsStore, report, run_
 from src.eval.shot_source import load_shot_rows
 from src.tasks import TASK_NAMES, task_of
 from src.utils.gpu_env import check_gpu_setup
-from src.utils.resources import ResourceError
 from src.utils.run_info import collect_run_info
 
 logger = logging.getLogger("fewshot_distill.eval")
@@ -108,26 +107,27 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
     from src.data.gsm8k_loader import load_gsm8k_rows
     from src.models.student import load_model_config, load_tokenizer
 
-    try:
-        tokenizer = load_tokenizer(cfg.model.name)
-        load_model_config(cfg.model.name)  # before any engine starts: vLLM's own error is a long traceback
-        test_rows = load_gsm8k_rows(cfg.data, evaluated_split(cfg, args.split))
-        train_rows, shot_source = load_shot_rows(cfg.data, args.shot_path)
-    except (ResourceError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    seed = cfg.training.seed
-    indices = select_subset(len(test_rows), args.n_samples, seed if args.subset_seed is None else args.subset_seed)
-    task = task_of(cfg.data)
-    golds = [task.row_gold(test_rows[i]) for i in indices]
     icl_shots = cfg.data.num_fewshot_examples
-
     targets, problems = discover_targets(args.conditions, args.base_dir, args.checkpoint_labels,
                                          base_model=cfg.model.name, icl_shots=icl_shots)
     log_problems(problems, logger)
     if not targets:
         logger.error("Nothing to evaluate.")
         return 1
+    try:
+        tokenizer = load_tokenizer(cfg.model.name)
+        load_model_config(cfg.model.name)  # before any engine starts: vLLM's own error is a long traceback
+        test_rows = load_gsm8k_rows(cfg.data, evaluated_split(cfg, args.split))
+        # Rows without shots need no shot source (no hub access for a test-only task's 0-shot rows).
+        train_rows, shot_source = load_shot_rows(cfg.data, args.shot_path,
+                                                 needed=any(t.n_shots for t in targets))
+    except (FileNotFoundError, ValueError) as error:  # ResourceError, DataFileError, InvalidRowsError among them
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    seed = cfg.training.seed
+    indices = select_subset(len(test_rows), args.n_samples, seed if args.subset_seed is None else args.subset_seed)
+    task = task_of(cfg.data)
+    golds = [task.row_gold(test_rows[i]) for i in indices]
 
     prompt_cache: dict[int, list[list[int]]] = {}
 

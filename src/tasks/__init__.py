@@ -6,7 +6,7 @@ section (`data.task: jsonl`, src/tasks/jsonl.py). `task_of(data_cfg)` is the tas
 
 from __future__ import annotations
 
-from src.tasks.base import Extraction, Task, validate_rows
+from src.tasks.base import Extraction, InvalidRowsError, Task, validate_rows
 from src.tasks.gsm8k import GSM8K
 from src.tasks.gsm_hard import GSMHard
 from src.tasks.jsonl import JsonlTask
@@ -41,5 +41,5 @@ def task_of(data_cfg) -> Task:
     return get_task(data_cfg.task, getattr(data_cfg, "task_settings", None))
 
 
-__all__ = ["CONFIGURED_TASKS", "DEFAULT_TASK", "TASKS", "TASK_NAMES", "Extraction", "Task", "get_task", "task_of",
-           "validate_rows"]
+__all__ = ["CONFIGURED_TASKS", "DEFAULT_TASK", "TASKS", "TASK_NAMES", "Extraction", "InvalidRowsError", "Task",
+           "get_task", "task_of", "validate_rows"]

@@ -41,10 +41,17 @@ class Extraction:
     flexible: str | None
 
 
+class InvalidRowsError(ValueError):
+    """A split's records cannot make rows (a missing field, invalid rows); the message is one line with the fix."""
+
+
 class Task:
     """Base class of a dataset's task; subclasses override what differs (see module docstring)."""
 
     name: str = ""
+    # Whether GSM8K's train rows make fitting shots when the task's data has no train split of its own
+    # (SVAMP, GSM-Hard, MATH-500: math word problems; not a task of one-word answers).
+    gsm8k_shots_fit: bool = True
     # File of each split under data.path; None = the default `{split}.jsonl` for every split.
     split_files: dict[str, str] | None = None
 
@@ -57,6 +64,10 @@ class Task:
     def to_row(self, record: dict) -> dict:
         """A dataset record as a `{"question", "answer"}` row (fields may be missing: `row_problem` says so)."""
         return {"question": record.get("question"), "answer": record.get("answer")}
+
+    def check_records(self, records: Sequence[dict], source: str) -> None:
+        """InvalidRowsError when a split's records as a whole cannot make rows (a task built from named
+        fields checks that they exist); nothing to check by default."""
 
     def row_problem(self, row: dict) -> str | None:
         """Why a row cannot be used, or None if it is fine."""
@@ -95,7 +106,7 @@ def validate_rows(rows: Sequence[dict], task: Task, policy: str = "error", sourc
     problems = [(i, p) for i, p in ((i, task.row_problem(r)) for i, r in enumerate(rows)) if p]
     if problems and policy == "error":
         listed = "; ".join(f"row {i}: {p}" for i, p in problems[:max_listed])
-        raise ValueError(f"{len(problems)} invalid rows in {source} ({listed}). Fix the data or set "
+        raise InvalidRowsError(f"{len(problems)} invalid rows in {source} ({listed}). Fix the data or set "
                          "data.invalid_rows=skip to drop them.")
     bad = {i for i, _ in problems}
     return [r for i, r in enumerate(rows) if i not in bad], len(problems)

@@ -64,10 +64,12 @@ def parse_training_args(argv: list[str] | None, description: str) -> tuple[argpa
 def exit_on_user_error(main: Callable[[], None]) -> None:
     """Run a script's main; bad config, data or alignment end with a one-line message, not a traceback."""
     from src.data.prompts import AlignmentError
+    from src.tasks import InvalidRowsError
 
     try:
         main()
-    except (ConfigError, AlignmentError, FileNotFoundError, CheckpointError) as error:
+    # FileNotFoundError: a missing model or data file (ResourceError), a damaged one (DataFileError).
+    except (ConfigError, AlignmentError, FileNotFoundError, CheckpointError, InvalidRowsError) as error:
         raise SystemExit(f"error: {error}") from None
 
 

@@ -192,7 +192,7 @@ def test_jsonl_config_errors_are_one_line():
     with pytest.raises(ConfigError, match="Did you mean 'task.answer_field'"):
         load_config(BASE_CONFIG, ["task.answer_feld=a"])
     with pytest.raises(ConfigError, match="task.answer_type must be one of"):
-        load_config(BASE_CONFIG, ["task.answer_type=text"])
+        load_config(BASE_CONFIG, ["task.answer_type=words"])
     with pytest.raises(ValueError, match="task: section"):
         get_task("jsonl")
 

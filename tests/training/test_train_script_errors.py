@@ -13,6 +13,7 @@ import pytest
 
 from src.results.metrics import read_metrics_jsonl
 from tests.conftest import REPO_ROOT, SMOKE_DATA
+from tests.helpers import data_copy_with_a_broken_line
 
 
 @pytest.fixture
@@ -80,3 +81,31 @@ def test_length_grouped_run_trains_and_logs(run_script, tiny_model_dir, tmp_path
     run_script(main, "online_v1.yaml", out, tiny_model_dir, "data.group_by_length=true", "training.max_steps=2")
     assert [m["step"] for m in read_metrics_jsonl(out / "metrics.jsonl")] == [1, 2]
     assert (out / "final" / "adapter_config.json").is_file()
+
+
+@pytest.mark.parametrize("broken, overrides", [
+    ("train", []),
+    # test.jsonl is read by the held-out diagnostics (eval.held_out_examples rows every training.eval_steps)
+    ("test", ["training.eval_steps=2", "eval.held_out_examples=2"]),
+])
+def test_a_truncated_jsonl_line_stops_training_with_its_file_and_line(run_script, tiny_model_dir, tmp_path,
+                                                                       broken, overrides):
+    from src.training.train_baseline import main
+
+    path, line = data_copy_with_a_broken_line(SMOKE_DATA, tmp_path / "data", broken)
+    with pytest.raises(SystemExit) as stop:
+        run_script(main, "base.yaml", tmp_path / "run", tiny_model_dir, f"data.path={path.parent}", *overrides)
+    text = str(stop.value.code)
+    assert text.startswith(f"error: {path}:{line}: not a JSON object") and "fix or delete that line" in text, text
+    assert "\n" not in text
+
+
+def test_a_field_no_record_has_stops_training_naming_the_fields_records_have(run_script, tiny_model_dir, tmp_path):
+    from src.training.train_baseline import main
+
+    with pytest.raises(SystemExit) as stop:
+        run_script(main, "base.yaml", tmp_path / "run", tiny_model_dir, "data.task=jsonl",
+                   "task.question_field=problem", "task.answer_field=answer", "task.answer_type=text")
+    assert str(stop.value.code) == (
+        f"error: {SMOKE_DATA / 'train.jsonl'}: no record has the field task.question_field='problem'; the "
+        "records have answer, question. Set task.question_field to one of them")
