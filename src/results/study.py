@@ -40,10 +40,10 @@ def flag_matrix(results: Results, condition: str, seeds: Sequence[int], items: S
 
 def common_items(results: Results, seeds: Sequence[int]) -> list[int]:
     """The test indices every condition was scored on at every seed (they must all be the same set)."""
-    sets = {(c, s): frozenset(results[c][s]) for c in results for s in seeds}
     missing = [f"{c}/seed {s}" for c in results for s in seeds if s not in results[c]]
     if missing:
         raise ValueError(f"no results for {', '.join(missing)}; run the study again to finish them")
+    sets = {(c, s): frozenset(results[c][s]) for c in results for s in seeds}
     first = next(iter(sets.values()))
     different = [f"{c}/seed {s}" for (c, s), items in sets.items() if items != first]
     if different:
