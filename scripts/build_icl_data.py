@@ -14,8 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from src.data.icl_tasks import (README, SOURCES_DIR, ICL_TASKS, SourcePackageError, build_sources, pinned_versions,
-                                readme_with_table, stale_files, task_files, task_table)
+from src.data.icl_tasks import ICL_TASKS, SourcePackageError, icl_data_files, stale_files
 from src.utils.io import atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -29,18 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a file would change")
     args = parser.parse_args(argv)
     data_dir = Path(args.data_dir)
-    pins = pinned_versions(REPO_ROOT)
-    expected = {}
-    if args.sources:
-        try:
-            expected.update({f"{SOURCES_DIR}/{name}": text for name, text in build_sources(REPO_ROOT).items()})
-        except SourcePackageError as error:
-            raise SystemExit(f"error: {error}") from None
-        if not args.check:
-            for name, text in expected.items():
-                atomic_write_text(data_dir / name, text)
-    expected.update(task_files(data_dir, pins))
-    expected[README] = readme_with_table((data_dir / README).read_text(encoding="utf-8"), task_table(data_dir / SOURCES_DIR))
+    try:
+        expected = icl_data_files(data_dir, REPO_ROOT, with_sources=args.sources)
+    except SourcePackageError as error:
+        raise SystemExit(f"error: {error}") from None
     if args.check:
         stale = stale_files(data_dir, expected)
         for name in stale:

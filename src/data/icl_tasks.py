@@ -13,7 +13,7 @@ built in two steps, both deterministic:
 So the committed task files regenerate byte for byte from the committed lists on any machine (tested), and
 the lists from the pinned packages where they are installed (`make icl-data`).
 
-    files = build_task_files(ICL_TASKS["first_letter"], Path("data/icl/sources"))
+    files = build_task_files(ICL_TASKS["first_letter"], read_sources(Path("data/icl/sources")))
     files["test.jsonl"].splitlines()[0]      # '{"input": "...", "target": "..."}'
 """
 
@@ -139,8 +139,14 @@ def source_text(pairs: list[tuple[str, ...]]) -> str:
     return "".join("\t".join(pair) + "\n" for pair in pairs)
 
 
-def read_source(path: Path) -> list[tuple[str, ...]]:
-    return [tuple(line.split("\t")) for line in path.read_text(encoding="utf-8").splitlines() if line]
+def parse_source(text: str) -> list[tuple[str, ...]]:
+    """The entries of a source list's text (`source_text` inverted)."""
+    return [tuple(line.split("\t")) for line in text.splitlines() if line]
+
+
+def read_sources(sources_dir: Path) -> dict[str, str]:
+    """{file name: text} of the committed source lists."""
+    return {source.file: (sources_dir / source.file).read_text(encoding="utf-8") for source in SOURCES.values()}
 
 
 def build_sources(repo_root: Path) -> dict[str, str]:
@@ -183,22 +189,22 @@ def records_text(items: list[tuple[str, str]]) -> str:
     return "".join(json.dumps({INPUT_FIELD: i, TARGET_FIELD: t}, ensure_ascii=False) + "\n" for i, t in items)
 
 
-def task_items(task: IclTask, sources_dir: Path) -> list[tuple[str, str]]:
-    entries = [] if task.source is None else read_source(sources_dir / SOURCES[task.source].file)
-    return task.items(entries)
+def task_items(task: IclTask, sources: dict[str, str]) -> list[tuple[str, str]]:
+    """A task's (input, target) items from the source lists' texts ({file name: text})."""
+    return task.items([] if task.source is None else parse_source(sources[SOURCES[task.source].file]))
 
 
-def build_task_files(task: IclTask, sources_dir: Path) -> dict[str, str]:
-    """{"train.jsonl": text, "test.jsonl": text} of a task, from the committed source lists."""
-    train, test = split_by_item(task_items(task, sources_dir))
+def build_task_files(task: IclTask, sources: dict[str, str]) -> dict[str, str]:
+    """{"train.jsonl": text, "test.jsonl": text} of a task, from the source lists' texts."""
+    train, test = split_by_item(task_items(task, sources))
     return {"train.jsonl": records_text(train), "test.jsonl": records_text(test)}
 
 
-def task_table(sources_dir: Path) -> str:
+def task_table(sources: dict[str, str]) -> str:
     """The markdown table of data/icl/README.md: each task, its example, source, licence and split sizes."""
     lines = ["| task | input → target | source | licence | train | test |", "|---|---|---|---|---:|---:|"]
     for task in ICL_TASKS.values():
-        train, test = split_by_item(task_items(task, sources_dir))
+        train, test = split_by_item(task_items(task, sources))
         source = SOURCES.get(task.source)
         origin = f"`{source.package}` → `sources/{source.file}`" if source else "generated (`src/data/icl_tasks.py`)"
         licence = source.licence if source else "none (generated)"
@@ -213,9 +219,9 @@ README = "README.md"
 TABLE_START, TABLE_END = "<!-- icl-tasks:start -->", "<!-- icl-tasks:end -->"
 
 
-def task_source_record(task: IclTask, sources_dir: Path, pins: dict[str, str]) -> dict:
+def task_source_record(task: IclTask, sources: dict[str, str], pins: dict[str, str]) -> dict:
     """data/icl/<task>/source.json: where the task's items come from, under which licence, and how they split."""
-    train, test = split_by_item(task_items(task, sources_dir))
+    train, test = split_by_item(task_items(task, sources))
     source = SOURCES.get(task.source)
     return {
         "task": task.name, "description": task.description,
@@ -230,15 +236,19 @@ def task_source_record(task: IclTask, sources_dir: Path, pins: dict[str, str]) -
     }
 
 
-def task_files(data_dir: Path, pins: dict[str, str]) -> dict[str, str]:
-    """{path relative to data_dir: text} of every task file (train.jsonl, test.jsonl, source.json)."""
-    sources_dir = data_dir / SOURCES_DIR
-    files = {}
+def icl_data_files(data_dir: Path, repo_root: Path, with_sources: bool = False) -> dict[str, str]:
+    """{path relative to data_dir: text} of everything scripts/build_icl_data.py writes: every task's
+    train.jsonl, test.jsonl and source.json and the README table, from the committed source lists; with
+    `with_sources`, from the lists built afresh from the pinned packages, which are then part of it too."""
+    pins = pinned_versions(repo_root)
+    sources = build_sources(repo_root) if with_sources else read_sources(data_dir / SOURCES_DIR)
+    files = {f"{SOURCES_DIR}/{name}": text for name, text in sources.items()} if with_sources else {}
     for task in ICL_TASKS.values():
-        for name, text in build_task_files(task, sources_dir).items():
+        for name, text in build_task_files(task, sources).items():
             files[f"{task.name}/{name}"] = text
-        files[f"{task.name}/source.json"] = json.dumps(task_source_record(task, sources_dir, pins), indent=2,
+        files[f"{task.name}/source.json"] = json.dumps(task_source_record(task, sources, pins), indent=2,
                                                        ensure_ascii=False) + "\n"
+    files[README] = readme_with_table((data_dir / README).read_text(encoding="utf-8"), task_table(sources))
     return files
 
 
@@ -254,3 +264,4 @@ def stale_files(data_dir: Path, expected: dict[str, str]) -> list[str]:
     """The paths under data_dir whose text differs from `expected` (or that are missing)."""
     return sorted(name for name, text in expected.items()
                   if not (data_dir / name).is_file() or (data_dir / name).read_text(encoding="utf-8") != text)
+

@@ -58,7 +58,8 @@ def build_parser(description: str | None = None, generation: bool = True) -> arg
                         help="test: data.test_split; dev: the data.dev_examples rows held back from training")
     parser.add_argument("--shot_path", default=None, metavar="FOLDER",
                         help="GSM8K folder (train.jsonl) for the few-shot rows of a task without a train split "
-                             "(svamp, gsm_hard, math500); default: GSM8K from the hub")
+                             "(svamp, gsm_hard, math500); default: GSM8K from the hub. Not needed when no row has "
+                             "shots (base_0shot, checkpoints)")
     if generation:
         parser.add_argument("--backend", choices=("vllm", "hf"), default=None,
                             help="default: vllm when installed, else hf (batched transformers generate)")

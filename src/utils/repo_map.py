@@ -22,6 +22,8 @@ OTHER_FOLDERS = (
     ("scripts", "entry points that only wire `src/` together (each docstring has a run example)", ("*.py", "*.sh")),
     ("tests", "CPU test suite on tiny random Qwen3 models (+ the real Qwen3 tokenizer and GSM8K from ../shared when "
               "present), one folder per `src/` package", ("*/",)),
+    ("data", "committed data: `smoke/` (the smoke run's problems), `icl/` (the in-context-learning tasks and the "
+             "lists they are built from, data/icl/README.md)", ("*/",)),
     ("docs", "reference pages (see Documentation below) and the committed benchmark JSON they cite", ("*.md",)),
     ("assets", "published data (the paper's numbers, its follow-up's controls) as JSON, the figures and tables "
                "generated from them, and the committed outputs of `make mini` and of the transfer evaluation",

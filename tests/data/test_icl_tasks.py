@@ -12,7 +12,7 @@ import pytest
 from src.config import load_config
 from src.data.gsm8k_loader import load_gsm8k_rows
 from src.data.icl_tasks import (ICL_TASKS, INPUT_FIELD, README, SOURCES, SOURCES_DIR, TARGET_FIELD, build_sources,
-                                pinned_versions, readme_with_table, split_by_item, task_files, task_table)
+                                icl_data_files, pinned_versions, split_by_item)
 from src.tasks import task_of
 from tests.conftest import REPO_ROOT
 
@@ -57,13 +57,27 @@ def test_generated_targets_follow_the_rule(task, rule):
 
 def test_committed_task_files_regenerate_byte_for_byte_from_the_source_lists():
     """What scripts/build_icl_data.py writes from data/icl/sources/ (standard library only, no package needed)."""
-    expected = task_files(ICL_DIR, pinned_versions(REPO_ROOT))
-    assert sorted(expected) == sorted(f"{t}/{name}" for t in ICL_TASKS for name in ("train.jsonl", "test.jsonl",
-                                                                                    "source.json"))
+    expected = icl_data_files(ICL_DIR, REPO_ROOT)
+    assert sorted(expected) == sorted([README] + [f"{t}/{name}" for t in ICL_TASKS
+                                                  for name in ("train.jsonl", "test.jsonl", "source.json")])
     for name, text in expected.items():
         assert (ICL_DIR / name).read_text(encoding="utf-8") == text, f"{name}: run python scripts/build_icl_data.py"
-    readme = (ICL_DIR / README).read_text(encoding="utf-8")
-    assert readme_with_table(readme, task_table(ICL_DIR / SOURCES_DIR)) == readme
+
+
+def test_build_script_check_names_a_stale_file_and_rewrites_it(tmp_path, capsys):
+    """scripts/build_icl_data.py in this process on a copy of data/icl/ with one task file changed."""
+    import runpy
+    import shutil
+
+    build = runpy.run_path(str(REPO_ROOT / "scripts" / "build_icl_data.py"))["main"]  # its main(argv), not run
+    data = tmp_path / "icl"
+    shutil.copytree(ICL_DIR, data)
+    (data / "capital" / "test.jsonl").write_text('{"input": "France", "target": "Lyon"}\n')
+    assert build(["--data_dir", str(data), "--check"]) == 1
+    assert f"stale: {data / 'capital' / 'test.jsonl'}" in capsys.readouterr().err
+    assert build(["--data_dir", str(data)]) == 0
+    assert build(["--data_dir", str(data), "--check"]) == 0
+    assert (data / "capital" / "test.jsonl").read_text() == (ICL_DIR / "capital" / "test.jsonl").read_text()
 
 
 def pinned_packages_installed() -> bool:
@@ -83,6 +97,9 @@ def pinned_packages_installed() -> bool:
 def test_source_lists_are_the_pinned_packages_output():
     for name, text in build_sources(REPO_ROOT).items():
         assert (ICL_DIR / SOURCES_DIR / name).read_text(encoding="utf-8") == text, name
+    assert icl_data_files(ICL_DIR, REPO_ROOT, with_sources=True) == {
+        **{f"{SOURCES_DIR}/{s.file}": (ICL_DIR / SOURCES_DIR / s.file).read_text(encoding="utf-8")
+           for s in SOURCES.values()}, **icl_data_files(ICL_DIR, REPO_ROOT)}
 
 
 @pytest.mark.parametrize("task", list(ICL_TASKS))

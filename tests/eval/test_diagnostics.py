@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from src.config import DataConfig
 from src.eval import diagnostics as diag
-from tests.conftest import SMOKE_DATA
+from tests.conftest import REPO_ROOT, SMOKE_DATA
 
 
 def test_row_sums_hand_values_and_masking():
@@ -177,3 +177,20 @@ def test_eval_diagnostics_script_outputs_resume_and_file_kind(tiny_model_dir, tm
     assert main(argv) == 0  # everything done: resumed, nothing recomputed
     assert "already in" in capsys.readouterr().err or output.with_name("diag.rows.jsonl").read_text().count("\n") == 12
     assert main(argv[:-1] + ["eval.mse_top_k=8"]) == 2  # another setup: refused, not mixed
+
+
+def test_eval_diagnostics_on_a_text_task(tiny_model_dir, tmp_path):
+    """An ICL task (task.answer_type: text, data/icl/first_letter): teacher-forced on its one-letter answers, the
+    k-shot teacher from train.jsonl, every entry's proxies finite."""
+    from src.eval.diagnostics_run import main
+    from src.results.diagnostics import load_diagnostics
+
+    output = tmp_path / "diag.json"
+    assert main(["--config", str(REPO_ROOT / "configs" / "tasks" / "icl_first_letter.yaml"), "--conditions",
+                 "base_0shot", "icl_8shot", "--n_samples", "4", "--output", str(output), f"model.name={tiny_model_dir}",
+                 f"data.path={REPO_ROOT / 'data' / 'icl' / 'first_letter'}", "eval.mse_top_k=16"]) == 0
+    data = load_diagnostics(output)
+    assert data["prompting"]["shots_from"]["own_train_split"] and data["prompting"]["teacher_shots"] == 8
+    teacher, base0 = data["conditions"]["icl_8shot"]["base"], data["conditions"]["base_0shot"]["base"]
+    assert teacher["kl"] == 0.0 and teacher["gap_closed_nll"] == 1.0 and base0["gap_closed_nll"] == 0.0
+    assert base0["rows"] == 4 and base0["kl"] > 0 and math.isfinite(base0["nll"]) and math.isfinite(base0["topk_mse"])

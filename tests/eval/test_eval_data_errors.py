@@ -75,12 +75,12 @@ def test_zero_shot_rows_of_a_test_only_set_need_no_shot_source(tiny_model_dir, t
                  ["data.task=jsonl", "task.question_field=input", "task.answer_field=length"]):  # a number task
         output = tmp_path / f"{len(task)}.json"
         status = evaluate_main(["--config", str(BASE_CONFIG), "--conditions", "base_0shot", "--output", str(output),
-                                "--backend", "hf", "--max_new_tokens", "2", f"model.name={tiny_model_dir}",
-                                f"data.path={test_only_folder}", *task])
+                                "--n_samples", "1", "--backend", "hf", "--max_new_tokens", "1",
+                                f"model.name={tiny_model_dir}", f"data.path={test_only_folder}", *task])
         assert status == 0
         results = json.loads(output.read_text())
         assert results["prompting"]["shots_from"] is None
-        assert results["conditions"]["base_0shot"]["base"]["total"] == 3
+        assert results["conditions"]["base_0shot"]["base"]["total"] == 1
 
 
 def test_shots_of_a_text_task_without_train_split_are_one_error_line(tiny_model_dir, tmp_path, test_only_folder,

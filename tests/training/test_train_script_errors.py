@@ -109,3 +109,18 @@ def test_a_field_no_record_has_stops_training_naming_the_fields_records_have(run
     assert str(stop.value.code) == (
         f"error: {SMOKE_DATA / 'train.jsonl'}: no record has the field task.question_field='problem'; the "
         "records have answer, question. Set task.question_field to one of them")
+
+
+def test_held_out_diagnostics_during_training_on_a_text_task(run_script, tiny_model_dir, tmp_path):
+    """training's eval.held_out_examples on an ICL task (task.answer_type: text): NLL, KL to the 8-shot teacher
+    and the gap closed are logged at step 0 and every eval_steps."""
+    from src.training.train_baseline import main
+
+    out = tmp_path / "icl"
+    run_script(main, "tasks/icl_first_letter.yaml", out, tiny_model_dir,
+               f"data.path={REPO_ROOT / 'data' / 'icl' / 'first_letter'}", "training.max_steps=2",
+               "training.eval_steps=2", "eval.held_out_examples=2", "eval.mse_top_k=16")
+    evals = [m for m in read_metrics_jsonl(out / "metrics.jsonl") if "eval/nll" in m]
+    assert [m["step"] for m in evals] == [0, 2]
+    for metrics in evals:
+        assert metrics["eval/kl"] > 0 and metrics["eval/gap_closed_nll"] is not None
