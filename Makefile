@@ -17,6 +17,10 @@
 #   make mini      CPU pipeline on that real model: SFT + distillation, held-out diagnostics, figures -> assets/mini
 #   make mini-onpolicy  the same rows, steps and diagnostics for on-policy distillation -> assets/mini_onpolicy
 #   make mini-full the same with full fine-tuning (frozen teacher copy), SFT + distillation -> assets/mini_full
+#   make study STUDY=configs/studies/NAME.yaml  a grid of conditions x seeds: train, evaluate, aggregate
+#                  (mean accuracy with a t-interval over seeds, paired bootstrap + McNemar) -> study_out/
+#   make icl-demo  the study configs/studies/icl_demo.yaml on SmolLM2-135M-Instruct (CPU): tasks only 8 shots
+#                  solve, every method and control, 3 seeds -> assets/icl_demo + README; SEEDS="0 1 2 3" TASKS="..."
 #   make reproduce the paper's pipeline on a GPU machine: train, evaluate with vLLM, diagnostics, figures
 #   make export RUN=<run dir> STEP=<step|final> OUT=<folder> [DTYPE=bf16|fp16|fp32]  a checkpoint as a standalone
 #                  model folder (LoRA merged) that transformers and `vllm serve OUT` load with no adapter
@@ -46,7 +50,7 @@ COMPAT_PY    := $(COMPAT_VENV)/bin/python
 COMPAT_STAMP := $(COMPAT_VENV)/.installed
 COMPAT_OUT   ?= smoke_out_$(COMPAT_NAME)
 
-.PHONY: help install install-gpu test test-all test-compat smoke figures clean-smoke bench-gpu gpu-bundle gpu-check real-model mini mini-onpolicy mini-full reproduce icl-data export
+.PHONY: help install install-gpu test test-all test-compat smoke figures clean-smoke bench-gpu gpu-bundle gpu-check real-model mini mini-onpolicy mini-full study icl-demo reproduce icl-data export
 
 # The header comment above is the list: every line between the first and the first blank one.
 help:
@@ -162,6 +166,26 @@ mini-full: $(STAMP)
 	PYTHON=$(PY) BASE_CONFIG=configs/mini_full/baseline.yaml ONLINE_CONFIG=configs/mini_full/online_v1.yaml \
 	  OUT=mini_full_out ASSETS=assets/mini_full LOSS_FIGURE= CONTROLS=no bash scripts/mini.sh
 	$(PY) scripts/write_measured.py --mini assets/mini --mini_full assets/mini_full --doc docs/measured.md --readme README.md
+
+# SEEDS / TASKS replace the study's seeds and its default tasks (space-separated).
+STUDY ?=
+STUDY_OUT ?= study_out
+SEEDS ?=
+TASKS ?=
+STUDY_KNOBS = $(if $(SEEDS),--seeds $(SEEDS)) $(if $(TASKS),--tasks $(TASKS))
+study: $(STAMP)
+	@test -n "$(STUDY)" || { echo "error: name the study: make study STUDY=configs/studies/icl_demo.yaml"; exit 2; }
+	HF_HUB_OFFLINE=1 $(PY) scripts/study.py --study $(STUDY) --out $(STUDY_OUT) $(STUDY_KNOBS)
+
+ICL_DEMO_OUT ?= icl_demo_out
+icl-demo: $(STAMP)
+	$(PY) scripts/get_real_model.py --out models/smollm2-135m-instruct
+	HF_HUB_OFFLINE=1 $(PY) scripts/study.py --study configs/studies/icl_demo.yaml --out $(ICL_DEMO_OUT) $(STUDY_KNOBS) \
+		--title "SmolLM2-135M-Instruct on CPU: 0-shot accuracy after training, base rows (configs/studies/icl_demo.yaml)"
+	mkdir -p assets/icl_demo
+	cp $(ICL_DEMO_OUT)/study.json $(ICL_DEMO_OUT)/study.md $(ICL_DEMO_OUT)/study.png $(ICL_DEMO_OUT)/times.json assets/icl_demo/
+	cd $(ICL_DEMO_OUT) && find . -name eval.predictions.jsonl -exec cp --parents {} $(CURDIR)/assets/icl_demo/ \;
+	$(PY) scripts/write_measured.py --icl_demo assets/icl_demo --readme README.md
 
 # GPU machines (after make install-gpu): uses the current environment's python.
 reproduce:

@@ -12,6 +12,11 @@ link to the page). No number in either is typed by hand.
 
     python scripts/write_measured.py --mini assets/mini --onpolicy assets/mini_onpolicy \
         --mini_full assets/mini_full --doc docs/measured.md --readme README.md
+
+With --icl_demo it writes only the README's `<!-- icl-demo:start -->` / `<!-- icl-demo:end -->` block from the
+committed `make icl-demo` outputs (assets/icl_demo/study.json, study.png):
+
+    python scripts/write_measured.py --icl_demo assets/icl_demo --readme README.md
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ from src.results.diagnostics import diagnostics_markdown, load_diagnostics
 from src.results.labels import label_for
 from src.results.load import load_many, last_checkpoint
 from src.results.metrics import read_metrics_jsonl
+from src.results.study import pair_reading, study_markdown
 from src.results.tables import main_table
 from src.utils.io import replace_between_markers
 
 START, END = "<!-- measured:start -->", "<!-- measured:end -->"
 SUMMARY_START, SUMMARY_END = "<!-- measured-summary:start -->", "<!-- measured-summary:end -->"
+ICL_DEMO_START, ICL_DEMO_END = "<!-- icl-demo:start -->", "<!-- icl-demo:end -->"
 SUMMARY_COLUMNS = ("checkpoint", "nll", "kl", "gap_closed_nll", "gap_closed_kl")
 
 
@@ -281,6 +288,37 @@ def summary_markdown(mini: Path, onpolicy: Path | None, mini_full: Path | None, 
     ]) + "\n"
 
 
+def icl_demo_markdown(folder: Path, doc_dir: Path = Path(".")) -> str:
+    """The README's make icl-demo block: settings, figure, tables and one generated sentence per named pair
+    (from its paired bootstrap interval), all from `folder`/study.json."""
+    study = json.loads((folder / "study.json").read_text())
+    settings = study["settings"]
+    evaluation = settings["eval"]
+    tasks = study["tasks"]
+    first = next(iter(tasks.values()))
+    lines = [
+        f"`make icl-demo` (configs/studies/icl_demo.yaml): `{study['model']}` on CPU "
+        f"(OMP_NUM_THREADS={settings['threads']} per launch), task{'s' if len(tasks) > 1 else ''} "
+        f"{', '.join(f'`{t}`' for t in tasks)}, seeds {', '.join(map(str, first['seeds']))}. Every trained "
+        f"run starts from the base model with the training overrides `{' '.join(settings['train_overrides'])}` "
+        f"and is scored 0-shot (greedy, {evaluation['max_new_tokens']} new tokens, exact match of the first "
+        f"line) on the same {first['n_items']} test items; the base rows are scored 0-shot and with 8 shots "
+        f"drawn with each seed. Outputs: [{link(folder / 'study.json', doc_dir)}]"
+        f"({link(folder / 'study.json', doc_dir)}).",
+        "",
+        f'<img src="{link(folder / "study.png", doc_dir)}" alt="make icl-demo: accuracy per condition" '
+        'width="720">',
+        "",
+        study_markdown(tasks).rstrip("\n"),
+        "",
+        "What the pairs show (each sentence generated from the pair's paired bootstrap interval):",
+        "",
+    ]
+    for task, summary in tasks.items():
+        lines += [f"- `{task}`: {pair_reading(pair, summary['confidence'])}" for pair in summary["pairs"]]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mini", default="assets/mini", help="folder with the copied make mini outputs")
@@ -292,7 +330,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", default=None, help="page to update between the measured: markers (full section)")
     parser.add_argument("--readme", default=None,
                         help="README to update between the measured-summary: markers (summary linking to --doc)")
+    parser.add_argument("--icl_demo", default=None, metavar="FOLDER",
+                        help="only write the README's icl-demo block from FOLDER/study.json (make icl-demo)")
     args = parser.parse_args(argv)
+    if args.icl_demo:
+        if not args.readme:
+            parser.error("--icl_demo needs --readme: the README whose icl-demo block to write")
+        try:
+            replace_between_markers(args.readme, ICL_DEMO_START, ICL_DEMO_END,
+                                    icl_demo_markdown(Path(args.icl_demo), Path(args.readme).parent))
+        except (FileNotFoundError, ValueError, KeyError) as error:
+            raise SystemExit(f"error: {error}") from None
+        print(f"updated {args.readme}")
+        return 0
     if args.readme and not args.doc:
         parser.error("--readme needs --doc: the summary links to the page with the full section")
     mini = Path(args.mini)

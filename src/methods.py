@@ -79,6 +79,9 @@ CONDITIONS: tuple[Condition, ...] = (
     # "onpolicy": a loss is not part of a run's identity), named here for its label and colour only.
     Condition("onpolicy_mse", "On-policy distillation (student samples, MSE)", "tab:olive"),
     Condition("onpolicy_mixed", "Mixed gold / student-sample distillation", "tab:pink", MIXED_METHOD, "fewshot"),
+    Condition("onpolicy_zeroshot", "On-policy, 0-shot teacher (control)", "peru", ONPOLICY_METHOD, "zeroshot"),
+    Condition("onpolicy_shuffled", "On-policy, shuffled-answer shots (control)", "plum", ONPOLICY_METHOD,
+              "shuffled_answers"),
 )
 CONDITIONS_BY_NAME: dict[str, Condition] = {c.name: c for c in CONDITIONS}
 SPARE_COLOURS: tuple[str, ...] = ("tab:cyan", "gold", "teal", "slategray")

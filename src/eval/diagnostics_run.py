@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
         return 2
     seed, n_shots = cfg.training.seed, cfg.data.num_fewshot_examples
     top_k, alignment = cfg.eval.mse_top_k, cfg.distillation.alignment
-    indices = select_subset(len(test_rows), args.n_samples, seed)
+    indices = select_subset(len(test_rows), args.n_samples, seed if args.subset_seed is None else args.subset_seed)
     targets, problems = discover_targets(args.conditions, args.base_dir, args.checkpoint_labels,
                                          base_model=cfg.model.name, icl_shots=n_shots)
     log_problems(problems, logger)

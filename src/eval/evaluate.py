@@ -46,6 +46,9 @@ def build_parser(description: str | None = None, generation: bool = True) -> arg
                         help="steps to evaluate (checkpoint-STEP), and/or 'final'; default: every checkpoint-*")
     parser.add_argument("--n_samples", type=int, default=None,
                         help="seeded random test subset (same for every condition); default: the whole split")
+    parser.add_argument("--subset_seed", type=int, default=None,
+                        help="seed of the --n_samples subset (default: training.seed, which also draws the shots): "
+                             "one subset seed scores runs of different seeds on the same test rows")
     parser.add_argument("--output", required=True, help="results JSON; predictions go to {stem}.predictions.jsonl")
     parser.add_argument("--overwrite", action="store_true",
                         help="discard an existing results file instead of resuming it")
@@ -124,7 +127,7 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
         print(f"error: {error}", file=sys.stderr)
         return 2
     seed = cfg.training.seed
-    indices = select_subset(len(test_rows), args.n_samples, seed)
+    indices = select_subset(len(test_rows), args.n_samples, seed if args.subset_seed is None else args.subset_seed)
     task = task_of(cfg.data)
     golds = [task.row_gold(test_rows[i]) for i in indices]
 

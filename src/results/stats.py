@@ -275,3 +275,103 @@ def load_predictions_for(conditions: dict[str, dict[str, dict]], files: list[Pat
         predictions.update(read_predictions(path))
     check_predictions_match(conditions, predictions, ", ".join(map(str, files)))
     return predictions
+
+
+# --- seeds: one accuracy per training seed -----------------------------------------------------------------------
+
+def t_two_sided_cdf(t: float, dof: int) -> float:
+    """P(|T| <= t) for Student's t with `dof` (integer >= 1) degrees of freedom, t >= 0.
+
+    The finite series for integer degrees of freedom (Abramowitz & Stegun 26.7.3 / 26.7.4), with
+    theta = atan(t / sqrt(dof)): odd dof sum cos^2 powers beside 2 theta / pi, even dof beside sin theta.
+    """
+    if dof < 1 or t < 0:
+        raise ValueError(f"need dof >= 1 and t >= 0, got dof={dof}, t={t}")
+    theta = math.atan(t / math.sqrt(dof))
+    cos2 = math.cos(theta) ** 2
+    if dof % 2 == 1:
+        series, term = 0.0, 1.0
+        for j in range(1, (dof - 1) // 2 + 1):  # 1 + 2/3 cos^2 + (2*4)/(3*5) cos^4 + ..., (dof - 1) / 2 terms
+            series += term
+            term *= cos2 * (2 * j) / (2 * j + 1)
+        return 2 / math.pi * (theta + math.sin(theta) * math.cos(theta) * series)
+    series, term = 0.0, 1.0
+    for j in range(1, dof // 2 + 1):  # 1 + 1/2 cos^2 + (1*3)/(2*4) cos^4 + ..., dof / 2 terms
+        series += term
+        term *= cos2 * (2 * j - 1) / (2 * j)
+    return math.sin(theta) * series
+
+
+def t_quantile(confidence: float, dof: int) -> float:
+    """The t with P(|T| <= t) = confidence for `dof` degrees of freedom (bisection on t_two_sided_cdf)."""
+    _z(confidence)  # validates confidence
+    low, high = 0.0, 1.0
+    while t_two_sided_cdf(high, dof) < confidence:
+        high *= 2
+    for _ in range(200):  # far past float resolution; stops early once the bracket cannot shrink
+        middle = (low + high) / 2
+        if middle in (low, high):
+            break
+        if t_two_sided_cdf(middle, dof) < confidence:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2
+
+
+@dataclass(frozen=True)
+class SeedInterval:
+    mean: float
+    low: float | None     # None with one seed: no spread to estimate
+    high: float | None
+    n_seeds: int
+
+
+def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> SeedInterval:
+    """Mean of per-seed values with the Student t interval mean +- t_(n-1) * s / sqrt(n) (s: the sample
+    standard deviation, n - 1 in the denominator). It treats the seeds as independent draws of the whole
+    training run; with one seed there is no interval."""
+    array = np.asarray(values, dtype=float)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError("need a non-empty 1-D sequence of per-seed values")
+    mean = float(array.mean())
+    if array.size == 1:
+        return SeedInterval(mean, None, None, 1)
+    half = t_quantile(confidence, array.size - 1) * float(array.std(ddof=1)) / math.sqrt(array.size)
+    return SeedInterval(mean, mean - half, mean + half, int(array.size))
+
+
+def paired_bootstrap_difference(
+    correct_a: np.ndarray,
+    correct_b: np.ndarray,
+    confidence: float = CONFIDENCE,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float, float]:
+    """(difference, low, high): mean accuracy of A minus B over seeds and items, with a percentile bootstrap
+    interval that resamples both: each resample draws S seeds with replacement, then for each drawn seed n of
+    its n items with replacement, and takes the mean of A - B over those (seed, item) pairs. A and B stay
+    paired (same seed, same item) in every draw.
+
+    correct_a, correct_b: (S, n) correct flags, row s = seed s, column i = test item i in both.
+    Draws per resample, in this order (so a direct loop can recompute it): rng.integers(0, S, S), then
+    rng.integers(0, n, (S, n)).
+    """
+    a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
+    if a.ndim != 2 or a.shape != b.shape or a.size == 0:
+        raise ValueError(f"need two (seeds, items) flag arrays of the same non-empty shape, got {a.shape} and "
+                         f"{b.shape}")
+    _z(confidence)
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    diff = a.astype(float) - b.astype(float)  # (S, n)
+    n_seeds, n_items = diff.shape
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_resamples)
+    for r in range(n_resamples):
+        seeds = rng.integers(0, n_seeds, size=n_seeds)                 # (S,)
+        items = rng.integers(0, n_items, size=(n_seeds, n_items))      # (S, n)
+        means[r] = diff[seeds[:, None], items].mean()
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(diff.mean()), float(low), float(high)

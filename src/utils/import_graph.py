@@ -10,6 +10,7 @@ Layers, lowest first; a module may import its own layer or lower ones:
     5 training/eval src.training, src.eval
     6 results       src.results
     7 bench         src.bench
+    8 study         src.study (runs training and evaluation scripts, aggregates with src.results)
 Imports inside functions count too (a lazy import is still a dependency).
 
     python -m src.utils.import_graph     # prints cycles and upward imports
@@ -30,6 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("src.training", "src.eval"),
     ("src.results",),
     ("src.bench",),
+    ("src.study",),
 )
 
 

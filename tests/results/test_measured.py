@@ -97,3 +97,39 @@ def test_full_finetune_rows_stand_beside_the_lora_rows_and_must_score_the_same_r
     (full / "diagnostics.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match="different held-out rows"):
         full_finetune_markdown(full, REPO_ROOT / "assets" / "mini")
+
+
+def test_readme_icl_demo_block_equals_the_generated_one(monkeypatch):
+    """The make icl-demo block (settings, figure, tables, one sentence per pair) is what write_measured.py
+    writes from the committed assets/icl_demo/study.json; its figure is committed beside it."""
+    from scripts.write_measured import ICL_DEMO_END, ICL_DEMO_START, icl_demo_markdown
+
+    monkeypatch.chdir(REPO_ROOT)
+    generated = icl_demo_markdown(Path("assets/icl_demo"))
+    assert _between("README.md", ICL_DEMO_START, ICL_DEMO_END) == "\n" + generated, (
+        "README's icl-demo block is stale: run scripts/write_measured.py --icl_demo assets/icl_demo --readme README.md")
+    assert Path("assets/icl_demo/study.png").is_file()
+    readme_text = Path("README.md").read_text()
+    measured = readme_text.index("### Measured here")
+    assert measured < readme_text.index(ICL_DEMO_START) < readme_text.index("<!-- measured-summary:start -->"), (
+        "the icl-demo block opens the README's Measured here section")
+
+
+def test_icl_demo_block_from_a_synthetic_study(tmp_path):
+    """The block's tables and sentences follow the JSON: a pair whose interval excludes 0 is called above."""
+    from scripts.write_measured import icl_demo_markdown
+    from src.results.study import summarise_task
+
+    flags = {s: {i: i < 3 for i in range(4)} for s in (0, 1)}
+    zero = {s: {i: False for i in range(4)} for s in (0, 1)}
+    summary = summarise_task({"online_v1": flags, "base_0shot": zero}, [("online_v1", "base_0shot")], [0, 1],
+                             n_resamples=50)
+    study = {"model": "models/x", "tasks": {"first_letter": summary},
+             "settings": {"threads": 1, "train_overrides": ["training.max_steps=2"],
+                          "eval": {"max_new_tokens": 8}}}
+    (tmp_path / "study.json").write_text(json.dumps(study))
+    text = icl_demo_markdown(tmp_path, tmp_path)
+    assert "`training.max_steps=2`" in text and 'src="study.png"' in text
+    assert "| LoRA SFT + Few-Shot Distillation | 75.0 | [75.0, 75.0] | 3/4, 3/4 |" in text
+    assert "- `first_letter`: LoRA SFT + Few-Shot Distillation is above Base model (0-shot) (+75.0 points, 95% " \
+        "interval [+" in text
