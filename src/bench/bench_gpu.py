@@ -52,27 +52,32 @@ FLASH_VARIANTS = "sft,ours,fixed_reuse"
 FLASH_MIN_SECONDS_LEFT = 150
 
 
+def find_shared(explicit: str | None, subfolder: str, marker: str, flag: str) -> Path | None:
+    """The given folder, or `shared/<subfolder>` in or beside the repo, if it holds `marker`; None when
+    nothing was given and neither exists. A given folder without `marker` stops with one line."""
+    candidates = [Path(explicit)] if explicit else [REPO_ROOT / "shared" / subfolder,
+                                                    REPO_ROOT.parent / "shared" / subfolder]
+    for folder in candidates:
+        if (folder / marker).is_file():
+            return folder
+    if explicit:
+        raise SystemExit(f"{flag} {explicit} has no {marker}; pass the right folder or omit {flag}")
+    return None
+
+
 def find_data(explicit: str | None) -> tuple[Path, str]:
     """GSM8K folder with train.jsonl: the given one, shared/ in or beside the repo, else data/smoke."""
-    candidates = [Path(explicit)] if explicit else [REPO_ROOT / "shared" / "data" / "gsm8k",
-                                                    REPO_ROOT.parent / "shared" / "data" / "gsm8k"]
-    for folder in candidates:
-        if (folder / "train.jsonl").is_file():
-            return folder, "gsm8k"
-    if explicit:
-        raise SystemExit(f"--data {explicit} has no train.jsonl; pass a GSM8K folder or omit --data")
+    folder = find_shared(explicit, "data/gsm8k", "train.jsonl", "--data")
+    if folder is not None:
+        return folder, "gsm8k"
     return REPO_ROOT / "data" / "smoke", "smoke problems (data/smoke): shorter than GSM8K"
 
 
 def find_tokenizer(explicit: str | None, scratch: Path) -> tuple[Path, str]:
     """Qwen3 tokenizer folder: the given one, shared/ in or beside the repo, else the offline BPE one."""
-    candidates = [Path(explicit)] if explicit else [REPO_ROOT / "shared" / "tokenizers" / "qwen3",
-                                                    REPO_ROOT.parent / "shared" / "tokenizers" / "qwen3"]
-    for folder in candidates:
-        if (folder / "tokenizer.json").is_file():
-            return folder, "qwen3"
-    if explicit:
-        raise SystemExit(f"--tokenizer {explicit} has no tokenizer.json; pass the Qwen3 tokenizer or omit it")
+    folder = find_shared(explicit, "tokenizers/qwen3", "tokenizer.json", "--tokenizer")
+    if folder is not None:
+        return folder, "qwen3"
     return offline_tokenizer(scratch)
 
 
