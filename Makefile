@@ -185,7 +185,7 @@ icl-demo: $(STAMP)
 	mkdir -p assets/icl_demo
 	cp $(ICL_DEMO_OUT)/study.json $(ICL_DEMO_OUT)/study.md $(ICL_DEMO_OUT)/study.png $(ICL_DEMO_OUT)/times.json assets/icl_demo/
 	cd $(ICL_DEMO_OUT) && find . -name eval.predictions.jsonl -exec cp --parents {} $(CURDIR)/assets/icl_demo/ \;
-	$(PY) scripts/write_measured.py --icl_demo assets/icl_demo --readme README.md
+	$(PY) scripts/write_measured.py --icl_demo assets/icl_demo --doc docs/measured.md --readme README.md
 
 # GPU machines (after make install-gpu): uses the current environment's python.
 reproduce:

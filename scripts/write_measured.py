@@ -13,10 +13,13 @@ link to the page). No number in either is typed by hand.
     python scripts/write_measured.py --mini assets/mini --onpolicy assets/mini_onpolicy \
         --mini_full assets/mini_full --doc docs/measured.md --readme README.md
 
-With --icl_demo it writes only the README's `<!-- icl-demo:start -->` / `<!-- icl-demo:end -->` block from the
-committed `make icl-demo` outputs (assets/icl_demo/study.json, study.png):
+With --icl_demo it writes only the make icl-demo blocks from the committed outputs (assets/icl_demo/study.json,
+study.png): the full one (tables per task, every pair) between the page's `<!-- icl-demo-full:start -->` /
+`<!-- icl-demo-full:end -->` markers, and the README's short one between `<!-- icl-demo:start -->` /
+`<!-- icl-demo:end -->` (one table, the figure, the key pairs: the study's first and those whose interval
+excludes 0; a link to the page):
 
-    python scripts/write_measured.py --icl_demo assets/icl_demo --readme README.md
+    python scripts/write_measured.py --icl_demo assets/icl_demo --doc docs/measured.md --readme README.md
 """
 
 from __future__ import annotations
@@ -33,13 +36,14 @@ from src.results.diagnostics import diagnostics_markdown, load_diagnostics
 from src.results.labels import label_for
 from src.results.load import load_many, last_checkpoint
 from src.results.metrics import read_metrics_jsonl
-from src.results.study import pair_reading, study_markdown
+from src.results.study import key_pairs, pair_reading, study_markdown, tasks_table_markdown
 from src.results.tables import main_table
 from src.utils.io import replace_between_markers
 
 START, END = "<!-- measured:start -->", "<!-- measured:end -->"
 SUMMARY_START, SUMMARY_END = "<!-- measured-summary:start -->", "<!-- measured-summary:end -->"
 ICL_DEMO_START, ICL_DEMO_END = "<!-- icl-demo:start -->", "<!-- icl-demo:end -->"
+ICL_DEMO_DOC_START, ICL_DEMO_DOC_END = "<!-- icl-demo-full:start -->", "<!-- icl-demo-full:end -->"
 SUMMARY_COLUMNS = ("checkpoint", "nll", "kl", "gap_closed_nll", "gap_closed_kl")
 
 
@@ -289,8 +293,8 @@ def summary_markdown(mini: Path, onpolicy: Path | None, mini_full: Path | None, 
 
 
 def icl_demo_markdown(folder: Path, doc_dir: Path = Path(".")) -> str:
-    """The README's make icl-demo block: settings, figure, tables and one generated sentence per named pair
-    (from its paired bootstrap interval), all from `folder`/study.json."""
+    """docs/measured.md's make icl-demo section: settings, figure, both tables per task (per-seed counts, every
+    named pair with its McNemar tests) and one generated sentence per pair, all from `folder`/study.json."""
     study = json.loads((folder / "study.json").read_text())
     settings = study["settings"]
     evaluation = settings["eval"]
@@ -319,6 +323,51 @@ def icl_demo_markdown(folder: Path, doc_dir: Path = Path(".")) -> str:
     return "\n".join(lines) + "\n"
 
 
+def training_setting(overrides: list[str]) -> str:
+    """The study's training overrides in words (rows, steps of batch, lr), or verbatim when one is not set."""
+    values = dict(o.split("=", 1) for o in overrides if "=" in o)
+    keys = ("data.max_train_examples", "training.max_steps", "training.per_device_train_batch_size",
+            "training.gradient_accumulation_steps", "training.lr")
+    if not all(k in values for k in keys):
+        return f"training overrides `{' '.join(overrides)}`"
+    rows, steps, batch, accumulation, lr = (values[k] for k in keys)
+    return (f"{rows} train rows per seed, {steps} optimizer steps of batch {int(batch) * int(accumulation)}, "
+            f"lr {lr}")
+
+
+def icl_demo_summary_markdown(folder: Path, page: str, doc_dir: Path = Path(".")) -> str:
+    """The README's make icl-demo block, short: the setting in one line, one table (a row per condition, a
+    column per task: mean accuracy % and t-interval across seeds), the figure, how the intervals are made, and
+    per task the key pairs (src.results.study.key_pairs: the study's first pair and every pair whose paired
+    interval excludes 0) as generated sentences; everything else is on `page`. All from `folder`/study.json."""
+    study = json.loads((folder / "study.json").read_text())
+    settings = study["settings"]
+    tasks = study["tasks"]
+    first = next(iter(tasks.values()))
+    level = round(100 * first["confidence"])
+    study_yaml = f"configs/studies/{study['study']}.yaml"
+    lines = [
+        f"`make icl-demo` ([{study_yaml}]({link(Path(study_yaml), doc_dir)})): `{study['model']}` on "
+        f"CPU, seeds {', '.join(map(str, first['seeds']))}; each trained run: "
+        f"{training_setting(settings['train_overrides'])}; every run scored 0-shot (greedy, exact match of the "
+        f"first line) on the same {first['n_items']} test items, the base model also with 8 shots. Test accuracy "
+        f"%, mean over seeds [{level}% t-interval]:",
+        "",
+        tasks_table_markdown(tasks),
+        "",
+        f'<img src="{link(folder / "study.png", doc_dir)}" alt="make icl-demo: accuracy per condition" '
+        'width="720">',
+        "",
+        f"Intervals: {first['interval']}; pairs: {level}% paired bootstrap over seeds and items. Shown: per task, "
+        f"the study's first pair and each pair whose interval excludes 0. Every pair, per-seed counts, McNemar "
+        f"tests and settings: [{page}]({page}).",
+        "",
+    ]
+    for task, summary in tasks.items():
+        lines += [f"- `{task}`: {pair_reading(pair, summary['confidence'])}" for pair in key_pairs(summary)]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mini", default="assets/mini", help="folder with the copied make mini outputs")
@@ -331,17 +380,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", default=None,
                         help="README to update between the measured-summary: markers (summary linking to --doc)")
     parser.add_argument("--icl_demo", default=None, metavar="FOLDER",
-                        help="only write the README's icl-demo block from FOLDER/study.json (make icl-demo)")
+                        help="only write the icl-demo blocks of --doc (full) and --readme (short) from FOLDER/study.json")
     args = parser.parse_args(argv)
     if args.icl_demo:
-        if not args.readme:
-            parser.error("--icl_demo needs --readme: the README whose icl-demo block to write")
+        if not (args.readme and args.doc):
+            parser.error("--icl_demo needs --doc and --readme: the README's short block links the page's full one")
+        folder, page = Path(args.icl_demo), link(Path(args.doc), Path(args.readme).parent)
         try:
+            replace_between_markers(args.doc, ICL_DEMO_DOC_START, ICL_DEMO_DOC_END,
+                                    icl_demo_markdown(folder, Path(args.doc).parent))
             replace_between_markers(args.readme, ICL_DEMO_START, ICL_DEMO_END,
-                                    icl_demo_markdown(Path(args.icl_demo), Path(args.readme).parent))
+                                    icl_demo_summary_markdown(folder, page, Path(args.readme).parent))
         except (FileNotFoundError, ValueError, KeyError) as error:
             raise SystemExit(f"error: {error}") from None
-        print(f"updated {args.readme}")
+        print(f"updated {args.doc} and {args.readme}")
         return 0
     if args.readme and not args.doc:
         parser.error("--readme needs --doc: the summary links to the page with the full section")

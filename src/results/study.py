@@ -118,6 +118,35 @@ def task_markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def tasks_table_markdown(tasks: Mapping[str, dict]) -> str:
+    """One markdown table over every task: a row per condition, a column per task with its mean accuracy % and
+    t-interval across seeds (`60.0 [49.2, 70.8]`; the mean alone with one seed, `–` where a task lacks it)."""
+    conditions: dict[str, str] = {}
+    for summary in tasks.values():
+        conditions |= {c: entry["label"] for c, entry in summary["conditions"].items() if c not in conditions}
+
+    def cell(summary: dict, condition: str) -> str:
+        entry = summary["conditions"].get(condition)
+        if entry is None:
+            return "–"
+        if entry["low"] is None:
+            return _percent(entry["mean"])
+        return f"{_percent(entry['mean'])} [{_percent(entry['low'])}, {_percent(entry['high'])}]"
+
+    lines = ["| condition | " + " | ".join(f"`{task}`" for task in tasks) + " |",
+             "|---|" + "---:|" * len(tasks)]
+    lines += [f"| {label} | " + " | ".join(cell(summary, c) for summary in tasks.values()) + " |"
+              for c, label in conditions.items()]
+    return "\n".join(lines)
+
+
+def key_pairs(summary: dict) -> list[dict]:
+    """The pairs a short summary shows: the study's first pair (its headline question), whatever its verdict,
+    and every other pair whose paired bootstrap interval excludes 0; in the study's `pairs:` order."""
+    return [pair for index, pair in enumerate(summary["pairs"])
+            if index == 0 or pair["low"] > 0 or pair["high"] < 0]
+
+
 def study_markdown(tasks: Mapping[str, dict]) -> str:
     """Every task's tables under a heading line, and one line saying how the intervals and tests are made."""
     parts = []

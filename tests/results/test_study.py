@@ -11,7 +11,8 @@ import pytest
 
 from src.results.stats import (mcnemar_exact, paired_bootstrap_difference, t_interval, t_quantile,
                                t_two_sided_cdf)
-from src.results.study import common_items, study_markdown, summarise_task, task_markdown
+from src.results.study import (common_items, key_pairs, study_markdown, summarise_task, task_markdown,
+                               tasks_table_markdown)
 
 
 def close(a: float, b: float, ulps: int = 8) -> bool:
@@ -171,3 +172,24 @@ def test_markdown_rows_and_pair_line():
     text = study_markdown({"first_letter": summary})
     assert text.startswith("**first_letter** (4 test items, seeds 0, 1, 2)")
     assert "100 resamples, seed 0" in text
+
+
+def test_tasks_table_has_a_row_per_condition_and_a_column_per_task():
+    """The README's short table: `mean [low, high]` per task; the mean alone with one seed; `–` for a condition
+    a task lacks."""
+    results = synthetic_results()
+    pairs = [("online_v1", "base_0shot")]
+    three = summarise_task(results, pairs, seeds=[0, 1, 2], n_resamples=50)
+    one = summarise_task({"base_0shot": results["base_0shot"]}, [], seeds=[0], n_resamples=50)
+    table = tasks_table_markdown({"first_letter": three, "uppercase": one}).splitlines()
+    assert table[0] == "| condition | `first_letter` | `uppercase` |" and table[1] == "|---|---:|---:|"
+    assert table[2] == "| Base model (0-shot) | 8.3 [-27.5, 44.2] | 0.0 |"
+    assert table[3].startswith("| LoRA SFT + Few-Shot Distillation | 75.0 [") and table[3].endswith("] | – |")
+    assert len(table) == 4
+
+
+def test_key_pairs_are_the_first_and_those_whose_interval_excludes_zero():
+    summary = {"pairs": [{"a": "x", "low": -0.1, "high": 0.2}, {"a": "y", "low": -0.1, "high": 0.2},
+                         {"a": "z", "low": 0.1, "high": 0.2}, {"a": "w", "low": -0.3, "high": -0.1},
+                         {"a": "v", "low": 0.0, "high": 0.0}]}
+    assert [p["a"] for p in key_pairs(summary)] == ["x", "z", "w"]
