@@ -24,9 +24,8 @@ import torch
 from src.config import config_to_dict
 from src.data.prompts import has_chat_template
 from src.eval import diagnostics as diag
-from src.eval.conditions import discover_targets, log_problems
 from src.data.subset import select_subset
-from src.eval.evaluate import build_parser, evaluated_split, parse_args
+from src.eval.evaluate import build_parser, evaluated_split, find_targets, parse_args
 from src.eval.prompts import rows_fingerprint
 from src.eval.runner import IncompatibleResultsError, ResultsStore, report
 from src.eval.shot_source import load_shot_rows
@@ -100,11 +99,8 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
     seed, n_shots = cfg.training.seed, cfg.data.num_fewshot_examples
     top_k, alignment = cfg.eval.mse_top_k, cfg.distillation.alignment
     indices = select_subset(len(test_rows), args.n_samples, seed if args.subset_seed is None else args.subset_seed)
-    targets, problems = discover_targets(args.conditions, args.base_dir, args.checkpoint_labels,
-                                         base_model=cfg.model.name, icl_shots=n_shots)
-    log_problems(problems, logger)
+    targets, problems = find_targets(args, cfg)
     if not targets:
-        logger.error("Nothing to evaluate.")
         return 1
 
     header = {

@@ -99,6 +99,17 @@ def evaluated_split(cfg, split: str) -> str:
     return DEV_SPLIT if split == DEV_SPLIT else cfg.data.test_split
 
 
+def find_targets(args: argparse.Namespace, cfg) -> tuple[list, list]:
+    """The entries `--conditions` names and the problems found on the way (logged; `report` counts them);
+    no targets is logged as an error. Shared by the accuracy and the diagnostics entry points."""
+    targets, problems = discover_targets(args.conditions, args.base_dir, args.checkpoint_labels,
+                                         base_model=cfg.model.name, icl_shots=cfg.data.num_fewshot_examples)
+    log_problems(problems, logger)
+    if not targets:
+        logger.error("Nothing to evaluate.")
+    return targets, problems
+
+
 def main(argv: Sequence[str] | None = None, description: str | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
                         level=logging.INFO, force=True)
@@ -110,11 +121,8 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
     from src.models.student import load_model_config, load_tokenizer
 
     icl_shots = cfg.data.num_fewshot_examples
-    targets, problems = discover_targets(args.conditions, args.base_dir, args.checkpoint_labels,
-                                         base_model=cfg.model.name, icl_shots=icl_shots)
-    log_problems(problems, logger)
+    targets, problems = find_targets(args, cfg)
     if not targets:
-        logger.error("Nothing to evaluate.")
         return 1
     try:
         tokenizer = load_tokenizer(cfg.model.name)

@@ -251,7 +251,7 @@ def sharding_kwargs(train_cfg, fsdp: bool) -> dict:
 
 def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: bool) -> Run:
     from accelerate import Accelerator, DataLoaderConfiguration
-    from accelerate.utils import GradientAccumulationPlugin, set_seed
+    from accelerate.utils import set_seed
     from transformers import get_cosine_schedule_with_warmup
 
     from src.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
