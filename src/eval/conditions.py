@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-# available_checkpoints and checkpoint_kind are read from here too; they live with the folder names and files.
-from src.run_identity import (BASE_LABEL, FINAL_LABEL, available_checkpoints, base_conditions,  # noqa: F401
+from src.run_identity import (BASE_LABEL, FINAL_LABEL, available_checkpoints, base_conditions,
                               checkpoint_dir_of_label, icl_condition, icl_shot_count, step_label)
-from src.utils.checkpoint_files import ADAPTER_CONFIG, MODEL_CONFIG, checkpoint_kind, verify_checkpoint  # noqa: F401
+from src.utils.checkpoint_files import ADAPTER_CONFIG, checkpoint_kind, verify_checkpoint
 
 
 @dataclass(frozen=True)
