@@ -73,7 +73,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 endif
 
 # GPU machines: CUDA torch + vLLM into the current environment (not .venv). PyPI wheels, one pair per
-# CUDA major version (src/utils/gpu_env.py CUDA_BUILDS lists the same pins and the drivers they need):
+# CUDA major version (fewshot_distill/utils/gpu_env.py CUDA_BUILDS lists the same pins and the drivers they need):
 #   cu130: torch 2.13.0 requires cuda-toolkit 13.0.3, vLLM 0.32.0 links CUDA 13 -> driver >= 580
 #   cu128: torch 2.10.0 requires the CUDA 12.8 runtime; vLLM 0.19.1 is the last release pinning it
 CUDA ?= cu130
@@ -191,7 +191,7 @@ icl-demo: $(STAMP)
 reproduce:
 	PYTHON=$(PYTHON) bash scripts/reproduce.sh
 
-# The run's recorded config names the base model and the default dtype (src/models/export.py).
+# The run's recorded config names the base model and the default dtype (fewshot_distill/models/export.py).
 STEP  ?= final
 DTYPE ?=
 export: $(STAMP)

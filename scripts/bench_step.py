@@ -11,7 +11,7 @@ same random-initialised weights of the chosen shape; prints a table and the whol
     python scripts/bench_step.py --model qwen3-1.7b --batch-size 4 --n-batches 16 --flops-only   # FLOP model
 """
 
-from src.bench.step_bench import main
+from fewshot_distill.bench.step_bench import main
 
 if __name__ == "__main__":
     main()

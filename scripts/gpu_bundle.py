@@ -1,4 +1,4 @@
-"""`make gpu-bundle`: the folder an offline GPU node needs for `make gpu-check` (src/bench/gpu_bundle.py):
+"""`make gpu-bundle`: the folder an offline GPU node needs for `make gpu-check` (fewshot_distill/bench/gpu_bundle.py):
 missing wheels for CPython 3.10-3.13, the Qwen3 tokenizer, a Qwen3-1.7B-shaped config, a GSM8K subset and
 a manifest, at most 56 MiB. Needs PyPI access and ../shared (or --tokenizer / --data).
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src.bench.gpu_bundle import (GSM8K_TEST_ROWS, GSM8K_TRAIN_ROWS, build_bundle,  # noqa: E402
+from fewshot_distill.bench.gpu_bundle import (GSM8K_TEST_ROWS, GSM8K_TRAIN_ROWS, build_bundle,  # noqa: E402
                                   find_shared)
 
 

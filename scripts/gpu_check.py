@@ -1,5 +1,5 @@
 """`make gpu-check GPU_BUNDLE=gpu_bundle`: the first run on a GPU node, offline, in at most 8 minutes
-(src/bench/gpu_check.py; run once on an H200: docs/gpu_check/). Needs a bundle from `make gpu-bundle`.
+(fewshot_distill/bench/gpu_check.py; run once on an H200: docs/gpu_check/). Needs a bundle from `make gpu-bundle`.
 
     make gpu-check GPU_BUNDLE=gpu_bundle PYTHON=python3                       # GPU node, no network
     python scripts/gpu_check.py --bundle gpu_bundle --only fsdp               # rerun one stage in --out
@@ -16,7 +16,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from src.bench.gpu_check import STAGE_NAMES, check, render_plan  # noqa: E402  (after the repo root is importable)
+from fewshot_distill.bench.gpu_check import STAGE_NAMES, check, render_plan  # noqa: E402  (after the repo root is importable)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from src.data.synthetic import write_smoke_dataset
+from fewshot_distill.data.synthetic import write_smoke_dataset
 
 
 def main() -> None:

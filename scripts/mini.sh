@@ -38,7 +38,7 @@ export CONTROL_OVERRIDES=${CONTROL_OVERRIDES:-eval.held_out_examples=0}
 export DIAG_SAMPLES=${DIAG_SAMPLES:-24} DIAG_BATCH=${DIAG_BATCH:-4}
 summary=$($PYTHON - "$BASE_CONFIG" $TRAIN_OVERRIDES <<'PY'
 import sys
-from src.config import load_config
+from fewshot_distill.config import load_config
 cfg = load_config(sys.argv[1], sys.argv[2:])
 t = cfg.training
 batch = t.per_device_train_batch_size * t.gradient_accumulation_steps

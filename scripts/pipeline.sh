@@ -47,7 +47,7 @@ train_run() {  # NAME SCRIPT CONFIG [key=value ...]
   fi
   echo "== train $name ${mode[*]:-} ($(date -u +%H:%M:%S))"
   local t0=$SECONDS
-  $PYTHON -m accelerate.commands.launch "${LAUNCH_ARGS[@]}" "src/training/$script" --config "$config" \
+  $PYTHON -m accelerate.commands.launch "${LAUNCH_ARGS[@]}" "fewshot_distill/training/$script" --config "$config" \
     --output_dir "$dir" "${mode[@]}" "${TRAIN_ARGS[@]}" "$@"
   echo "== $name trained in $(( SECONDS - t0 )) s"
 }
@@ -67,11 +67,11 @@ if [ "${CONTROLS:-yes}" = yes ]; then
 fi
 train_seconds=$(( SECONDS - start ))
 
-# The few-shot base row, icl_{k}shot for this config's k (src/run_identity.py).
+# The few-shot base row, icl_{k}shot for this config's k (fewshot_distill/run_identity.py).
 ICL=$($PYTHON - "$BASE_CONFIG" "${EVAL_ARGS_[@]}" <<'PY'
 import sys
-from src.config import load_config
-from src.run_identity import icl_condition
+from fewshot_distill.config import load_config
+from fewshot_distill.run_identity import icl_condition
 print(icl_condition(load_config(sys.argv[1], sys.argv[2:]).data.num_fewshot_examples))
 PY
 )

@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from src.results.figures import accuracy_figure, save_figure, selected_accuracy_bars
-from src.results.load import SELECTION_RULES, load_many
-from src.results.stats import find_predictions, intervals_from_counts, intervals_from_predictions, \
+from fewshot_distill.results.figures import accuracy_figure, save_figure, selected_accuracy_bars
+from fewshot_distill.results.load import SELECTION_RULES, load_many
+from fewshot_distill.results.stats import find_predictions, intervals_from_counts, intervals_from_predictions, \
     load_predictions_for
-from src.results.tables import selection_note
+from fewshot_distill.results.tables import selection_note
 
 SELECTION_MARKS = {
     "best": "Each condition's best checkpoint, picked on the test set (optimistic).",

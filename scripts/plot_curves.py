@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from src.results.figures import curves_figure, save_figure
-from src.results.load import load_many
-from src.results.metrics import load_run_scalars, run_label
+from fewshot_distill.results.figures import curves_figure, save_figure
+from fewshot_distill.results.load import load_many
+from fewshot_distill.results.metrics import load_run_scalars, run_label
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -14,10 +14,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from src.results.diagnostics import (diagnostics_markdown, eval_curves_figure, gap_bars_figure, load_diagnostics,
+from fewshot_distill.results.diagnostics import (diagnostics_markdown, eval_curves_figure, gap_bars_figure, load_diagnostics,
                                      per_checkpoint_figure)
-from src.results.figures import save_figure
-from src.results.metrics import load_run_scalars
+from fewshot_distill.results.figures import save_figure
+from fewshot_distill.results.metrics import load_run_scalars
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from src.results.figures import save_figure
-from src.results.load import SELECTION_RULES, load_many
-from src.results.selection import DEV_RULE, dev_choices, dev_note, load_dev_results, selected_labels, \
+from fewshot_distill.results.figures import save_figure
+from fewshot_distill.results.load import SELECTION_RULES, load_many
+from fewshot_distill.results.selection import DEV_RULE, dev_choices, dev_note, load_dev_results, selected_labels, \
     selection_figure
-from src.results.transfer import load_task_results, transfer_figure
+from fewshot_distill.results.transfer import load_task_results, transfer_figure
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

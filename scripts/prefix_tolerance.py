@@ -1,6 +1,6 @@
 """How far the shared-prefix teacher's top-K is from the full-sequence teacher's, measured on real
 fixed-shot GSM8K batches with random weights of a bench shape (no timing). The comparison itself is
-src/bench/prefix_tolerance.py; the bench's options and batches are src/bench/step_bench.py's.
+fewshot_distill/bench/prefix_tolerance.py; the bench's options and batches are fewshot_distill/bench/step_bench.py's.
 
     python scripts/prefix_tolerance.py --model tiny --dtype bfloat16 --json docs/prefix_tolerance_tiny_bf16.json
 """
@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from src.bench.prefix_measure import measure
+from fewshot_distill.bench.prefix_measure import measure
 
 
 def main(argv=None) -> dict:

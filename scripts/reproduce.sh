@@ -13,7 +13,7 @@
 # with --resume, evaluation and diagnostics resume from their results files.
 # The distillation runs use the exact teacher cache (TEACHER_CACHE=disk, under each run's folder; it
 # survives a resume): the teacher runs once per example instead of ~4.3 times. It changes no value
-# (src/training/teacher_cache.py); TEACHER_CACHE=none runs the paper's online teacher every step.
+# (fewshot_distill/training/teacher_cache.py); TEACHER_CACHE=none runs the paper's online teacher every step.
 # configs/ keep teacher_cache: none, the paper's loop.
 #
 # Environment overrides (the CPU test runs the whole script with a tiny model this way):
@@ -31,7 +31,7 @@ export PYTHON=${PYTHON:-python}
 export OUT=${OUT:-reproduce_out}
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-0}
 # GPUs that NVML lists but this torch build cannot use (driver too old for its CUDA): one line now.
-$PYTHON -c "from src.utils.gpu_env import check_gpu_setup; check_gpu_setup(fork_safe=False)"
+$PYTHON -c "from fewshot_distill.utils.gpu_env import check_gpu_setup; check_gpu_setup(fork_safe=False)"
 N_GPUS=${N_GPUS:-$($PYTHON -c "import torch; print(torch.cuda.device_count())")}
 PER_DEVICE=${PER_DEVICE:-4}
 GLOBAL_BATCH=${GLOBAL_BATCH:-32}

@@ -1,7 +1,7 @@
 """Run a study (configs/studies/*.yaml): train every condition x seed with the training scripts under
 `accelerate launch`, evaluate every run 0-shot and the base rows, and write study.json, study.md and study.png
 (mean accuracy with a t-interval over seeds; paired differences with a bootstrap interval and McNemar tests).
-Running it again continues where it stopped. See src/study/runner.py.
+Running it again continues where it stopped. See fewshot_distill/study/runner.py.
 
     python scripts/study.py --study configs/studies/icl_demo.yaml --out icl_demo_out
     python scripts/study.py --study configs/studies/icl_demo.yaml --seeds 0 1 2 3 4 --tasks first_letter uppercase
@@ -13,8 +13,8 @@ import argparse
 import logging
 import sys
 
-from src.study.runner import LaunchError, run_study
-from src.study.spec import StudyError, load_study
+from fewshot_distill.study.runner import LaunchError, run_study
+from fewshot_distill.study.spec import StudyError, load_study
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,13 +32,13 @@ from pathlib import Path
 
 import yaml
 
-from src.results.diagnostics import diagnostics_markdown, load_diagnostics
-from src.results.labels import label_for
-from src.results.load import load_many, last_checkpoint
-from src.results.metrics import read_metrics_jsonl
-from src.results.study import key_pairs, pair_reading, study_markdown, tasks_table_markdown
-from src.results.tables import main_table
-from src.utils.io import replace_between_markers
+from fewshot_distill.results.diagnostics import diagnostics_markdown, load_diagnostics
+from fewshot_distill.results.labels import label_for
+from fewshot_distill.results.load import load_many, last_checkpoint
+from fewshot_distill.results.metrics import read_metrics_jsonl
+from fewshot_distill.results.study import key_pairs, pair_reading, study_markdown, tasks_table_markdown
+from fewshot_distill.results.tables import main_table
+from fewshot_distill.utils.io import replace_between_markers
 
 START, END = "<!-- measured:start -->", "<!-- measured:end -->"
 SUMMARY_START, SUMMARY_END = "<!-- measured-summary:start -->", "<!-- measured-summary:end -->"
@@ -338,7 +338,7 @@ def training_setting(overrides: list[str]) -> str:
 def icl_demo_summary_markdown(folder: Path, page: str, doc_dir: Path = Path(".")) -> str:
     """The README's make icl-demo block, short: the setting in one line, one table (a row per condition, a
     column per task: mean accuracy % and t-interval across seeds), the figure, how the intervals are made, and
-    per task the key pairs (src.results.study.key_pairs: the study's first pair and every pair whose paired
+    per task the key pairs (fewshot_distill.results.study.key_pairs: the study's first pair and every pair whose paired
     interval excludes 0) as generated sentences; everything else is on `page`. All from `folder`/study.json."""
     study = json.loads((folder / "study.json").read_text())
     settings = study["settings"]

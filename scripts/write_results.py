@@ -26,9 +26,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from src.results.labels import ordered_conditions
-from src.results.load import SELECTION_RULES, load_many
-from src.results.stats import (
+from fewshot_distill.results.labels import ordered_conditions
+from fewshot_distill.results.load import SELECTION_RULES, load_many
+from fewshot_distill.results.stats import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
     find_predictions,
@@ -36,9 +36,9 @@ from src.results.stats import (
     load_predictions_for,
     paired_tests_from_predictions,
 )
-from src.results.selection import DEV_RULE, dev_choices, dev_note, load_dev_results, selected_labels, selection_table
-from src.results.tables import BOOTSTRAP_HEADER, results_markdown, selection_note
-from src.results.transfer import load_task_results, transfer_table
+from fewshot_distill.results.selection import DEV_RULE, dev_choices, dev_note, load_dev_results, selected_labels, selection_table
+from fewshot_distill.results.tables import BOOTSTRAP_HEADER, results_markdown, selection_note
+from fewshot_distill.results.transfer import load_task_results, transfer_table
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

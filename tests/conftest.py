@@ -48,7 +48,7 @@ def gsm8k_train_rows():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """Tiny Qwen3 (head_dim 64) with the project's offline BPE tokenizer: fast enough for training tests."""
-    from src.utils.tiny_model import build_tiny_qwen3
+    from fewshot_distill.utils.tiny_model import build_tiny_qwen3
 
     out = tmp_path_factory.mktemp("tiny_qwen3")
     build_tiny_qwen3(out)
@@ -60,7 +60,7 @@ def tiny_qwen3_real_tokenizer_dir(tmp_path_factory):
     """Tiny Qwen3 with the real Qwen3 tokenizer (vocab 151,669)."""
     if not QWEN3_TOKENIZER.is_dir():
         pytest.skip("../shared/tokenizers/qwen3 is absent")
-    from src.utils.tiny_model import build_tiny_qwen3
+    from fewshot_distill.utils.tiny_model import build_tiny_qwen3
 
     out = tmp_path_factory.mktemp("tiny_qwen3_real_tok")
     build_tiny_qwen3(out, tokenizer=str(QWEN3_TOKENIZER))
@@ -69,7 +69,7 @@ def tiny_qwen3_real_tokenizer_dir(tmp_path_factory):
 
 def smoke_data_cfg():
     """Data config over the project's own smoke problems with 2 shots: short sequences, fast tests."""
-    from src.config import DataConfig
+    from fewshot_distill.config import DataConfig
 
     return DataConfig(path=str(SMOKE_DATA), num_fewshot_examples=2, max_seq_len_teacher=1024,
                       max_seq_len_student=512, num_workers=0)
@@ -84,10 +84,10 @@ def fixed_shot_batches(tiny_model_dir):
     pattern)."""
     import dataclasses
 
-    from src.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
-    from src.data.shots import fixed_shot_indices
-    from src.models.prefix_teacher import fixed_shot_prefix_ids
-    from src.models.student import load_tokenizer
+    from fewshot_distill.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
+    from fewshot_distill.data.shots import fixed_shot_indices
+    from fewshot_distill.models.prefix_teacher import fixed_shot_prefix_ids
+    from fewshot_distill.models.student import load_tokenizer
 
     seed = FIXED_SHOT_SEED
     data_cfg = dataclasses.replace(smoke_data_cfg(), shot_sampling="fixed")
@@ -112,8 +112,8 @@ def smoke_examples(tiny_model_dir):
     few-shot teacher sequences (seed SMOKE_SEED). Each example depends only on its row and the seed, so
     `examples[i]` equals `build_examples(..., seed=42, indices=[i])[0]`. Shared by the whole session:
     collate them, never modify them."""
-    from src.data.gsm8k_loader import build_examples, load_gsm8k_rows
-    from src.models.student import load_tokenizer
+    from fewshot_distill.data.gsm8k_loader import build_examples, load_gsm8k_rows
+    from fewshot_distill.models.student import load_tokenizer
 
     data_cfg = smoke_data_cfg()
     tokenizer = load_tokenizer(str(tiny_model_dir))
@@ -126,7 +126,7 @@ def smoke_examples(tiny_model_dir):
 def smoke_batch(smoke_examples):
     """Smoke rows 0, 3 and 7 collated: three sequences of different lengths (right padding), with the
     teacher's few-shot sequences. Shared by the whole session: never modify its tensors in place."""
-    from src.data.gsm8k_loader import collate_examples
+    from fewshot_distill.data.gsm8k_loader import collate_examples
 
     tokenizer, examples = smoke_examples
     return collate_examples([examples[i] for i in (0, 3, 7)], tokenizer.pad_token_id)
@@ -143,8 +143,8 @@ def build_lora_student(model_dir, *, seed: int = 0, dropout: float = 0.0, lora_b
     """
     import torch
 
-    from src.config import LoraConfig
-    from src.models.student import add_lora, load_base_model
+    from fewshot_distill.config import LoraConfig
+    from fewshot_distill.models.student import add_lora, load_base_model
 
     torch.manual_seed(seed)
     peft_model = add_lora(load_base_model(str(model_dir), bf16=bf16), LoraConfig(dropout=dropout),
@@ -161,6 +161,6 @@ def build_lora_student(model_dir, *, seed: int = 0, dropout: float = 0.0, lora_b
 def lora_student(tiny_model_dir):
     """A fresh student on the tiny model, as training starts (B = 0, no dropout, seed 0), wrapped as
     the training loop runs it. Function scope: tests train and change it."""
-    from src.models.student import AnswerWindowLM
+    from fewshot_distill.models.student import AnswerWindowLM
 
     return AnswerWindowLM(build_lora_student(tiny_model_dir))

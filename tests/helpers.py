@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from src.eval.conditions import EvalTarget
-from src.results.metrics import read_metrics_jsonl
+from fewshot_distill.eval.conditions import EvalTarget
+from fewshot_distill.results.metrics import read_metrics_jsonl
 from tests.conftest import REPO_ROOT, SMOKE_DATA
 
 
@@ -26,7 +26,7 @@ from tests.conftest import REPO_ROOT, SMOKE_DATA
 # The two training scripts under `accelerate launch --multi_gpu --num_processes 2` (gloo on CPU) on the
 # tiny model and the smoke data, as tests/training/test_train_e2e.py and the other end-to-end tests run them.
 
-SCRIPTS = {"baseline": "src/training/train_baseline.py", "online_v1": "src/training/train_online_v1.py"}
+SCRIPTS = {"baseline": "fewshot_distill/training/train_baseline.py", "online_v1": "fewshot_distill/training/train_online_v1.py"}
 CONFIGS = {"baseline": "configs/base.yaml", "online_v1": "configs/online_v1.yaml"}
 MAX_STEPS = 6
 
@@ -128,7 +128,7 @@ class ScriptedBackend:
         self.crash_on, self.fail_on = crash_on, fail_on
 
     def generate(self, prompt_ids, adapter_path=None):
-        from src.eval.backends import Generation
+        from fewshot_distill.eval.backends import Generation
 
         self.calls.append((len(prompt_ids[0]), adapter_path))
         if adapter_path is not None and adapter_path == self.crash_on:
@@ -147,7 +147,7 @@ def prompts_for(n_shots):
 
 
 def run_scripted_eval(tmp_path, backend, targets=TARGETS, overwrite=False, **header_changes):
-    from src.eval.runner import ResultsStore, run_targets
+    from fewshot_distill.eval.runner import ResultsStore, run_targets
 
     store = ResultsStore(tmp_path / "eval.json", header(**header_changes), overwrite=overwrite)
     opened = []
@@ -167,7 +167,7 @@ def run_scripted_eval(tmp_path, backend, targets=TARGETS, overwrite=False, **hea
 VLLM_DRIVER = """
 import json, sys
 from transformers import AutoTokenizer
-from src.eval.backends import EngineSettings, VLLMBackend
+from fewshot_distill.eval.backends import EngineSettings, VLLMBackend
 
 if __name__ == "__main__":
     spec = json.loads(open(sys.argv[1]).read())

@@ -4,7 +4,7 @@ from functools import partial
 
 import pytest
 
-from src.config import ConfigError, load_config
+from fewshot_distill.config import ConfigError, load_config
 from tests.conftest import REPO_ROOT
 
 BASE = REPO_ROOT / "configs" / "base.yaml"
@@ -79,8 +79,8 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
 def test_training_script_reports_unknown_key_without_traceback(capsys):
     """The script's own entry (`exit_on_user_error(main)`, as under `__main__`), in-process: exit status 2
     (argparse's) and one error line naming the fix; no other exception escapes, so no traceback is printed."""
-    from src.training.loop import exit_on_user_error
-    from src.training.train_online_v1 import main
+    from fewshot_distill.training.loop import exit_on_user_error
+    from fewshot_distill.training.train_online_v1 import main
 
     with pytest.raises(SystemExit) as stop:
         exit_on_user_error(partial(main, ["--config", str(ONLINE), "training.max_stepz=4"]))

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from src import distillation as D
-from src.data.prompts import AlignmentError
+from fewshot_distill import distillation as D
+from fewshot_distill.data.prompts import AlignmentError
 from tests.helpers import saved_vocab_sized_bytes
 
 IGN = D.IGNORE_INDEX

@@ -1,4 +1,4 @@
-"""The distillation loss family (src/losses.py) and its fused kernel (src/distillation.py).
+"""The distillation loss family (fewshot_distill/losses.py) and its fused kernel (fewshot_distill/distillation.py).
 
 Every loss against a plain torch reference (`log_softmax`, `F.kl_div`, full-vocabulary softmax for the
 tail bucket), values and gradients in float64; gradcheck of the fused path; chunking, masking, the
@@ -18,10 +18,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from src import distillation as D
-from src import losses as L
-from src.config import ConfigError, DistillationConfig, load_config
-from src.losses import LossSpec
+from fewshot_distill import distillation as D
+from fewshot_distill import losses as L
+from fewshot_distill.config import ConfigError, DistillationConfig, load_config
+from fewshot_distill.losses import LossSpec
 from tests.conftest import build_lora_student
 from tests.helpers import assert_within_ulps, saved_vocab_sized_bytes, ulps_apart
 
@@ -338,7 +338,7 @@ def load_golden_cases(path: Path) -> list[dict[str, torch.Tensor]]:
 
 
 def test_mse_path_matches_the_pre_registry_kernel_within_ulps():
-    """tests/golden/mse_fused_golden.json: inputs and outputs of src/distillation.py at commit 4886e7d (before the
+    """tests/golden/mse_fused_golden.json: inputs and outputs of fewshot_distill/distillation.py at commit 4886e7d (before the
     registry), float32 and bf16 logits, chunk_size 2, loss 0.3 ce + 0.7 mse.
 
     Written on one CPU, so compared within 4 ulps (another CPU's summation order moved 5 of 555 float32
@@ -414,8 +414,8 @@ def test_good_loss_settings_load_and_defaults_are_the_paper():
 
 @pytest.fixture(scope="module")
 def fresh_student_and_batch(tiny_model_dir, smoke_batch):
-    from src.config import LoraConfig
-    from src.models.student import AnswerWindowLM
+    from fewshot_distill.config import LoraConfig
+    from fewshot_distill.models.student import AnswerWindowLM
 
     # B = 0 and the config's default dropout on, in train mode: dropout only feeds the B = 0 branch, so
     # the zero loss must hold with it on (lora_student has dropout 0).
@@ -434,8 +434,8 @@ ZERO_SHOT_CASES = [(LossSpec(name), "seed") for name in L.DIVERGENCES] + [
 def test_zero_shot_teacher_gives_zero_loss_at_the_first_step(fresh_student_and_batch, spec, alignment):
     """teacher_context=zeroshot: the teacher reads the student's own [question][answer] with the adapter
     disabled; LoRA B starts at 0, so the two are the same function and every loss is 0 at step 1."""
-    from src.training.steps import distillation_loss_step
-    from src.training.teacher import AdapterDisabledTeacher
+    from fewshot_distill.training.steps import distillation_loss_step
+    from fewshot_distill.training.teacher import AdapterDisabledTeacher
 
     student, batch = fresh_student_and_batch
     zeroshot = {**batch, "teacher_input_ids": batch["student_input_ids"],

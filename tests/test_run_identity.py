@@ -1,4 +1,4 @@
-"""Run identity (src/run_identity.py): folder names, labels, base rows, a run's method from run_info.json."""
+"""Run identity (fewshot_distill/run_identity.py): folder names, labels, base rows, a run's method from run_info.json."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from src import run_identity as R
-from src.eval.conditions import available_checkpoints, discover_targets
+from fewshot_distill import run_identity as R
+from fewshot_distill.eval.conditions import available_checkpoints, discover_targets
 
 
 @pytest.mark.parametrize("step", [0, 1, 200, 1000, 123456])
@@ -78,7 +78,7 @@ def test_read_run_identity_of_older_or_missing_run_info(tmp_path):
     assert R.read_run_identity(tmp_path)["condition"] == "online_v1"
     (tmp_path / R.RUN_INFO_FILE).write_text(json.dumps({"method": "my_method"}))
     assert R.read_run_identity(tmp_path)["condition"] == "my_method"
-    # Readers never fail on a method this checkout does not know (src/methods.py): its name is its condition.
+    # Readers never fail on a method this checkout does not know (fewshot_distill/methods.py): its name is its condition.
     assert R.training_condition("dpo") == "dpo" and R.training_condition("dpo", "fewshot") == "dpo"
     with pytest.raises(ValueError, match="Unknown training method"):  # but training only writes known ones
         R.run_identity_fields("dpo", None)

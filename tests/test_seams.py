@@ -8,15 +8,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from src import distillation as D
-from src import losses as L
-from src.constants import IGNORE_INDEX
-from src.data.gsm8k_loader import assemble_batch, batch_prompts, build_examples, collate_examples, load_gsm8k_rows
-from src.models.prefix_teacher import SharedPrefixTeacher, fixed_shot_prefix_ids
-from src.models.student import AnswerWindowLM, teacher_logits
-from src.training.steps import distillation_loss_step
-from src.training.teacher import AdapterDisabledTeacher, ShotPrefixTeacher
-from src.training.teacher_cache import CachedTeacher, TeacherTopKCache
+from fewshot_distill import distillation as D
+from fewshot_distill import losses as L
+from fewshot_distill.constants import IGNORE_INDEX
+from fewshot_distill.data.gsm8k_loader import assemble_batch, batch_prompts, build_examples, collate_examples, load_gsm8k_rows
+from fewshot_distill.models.prefix_teacher import SharedPrefixTeacher, fixed_shot_prefix_ids
+from fewshot_distill.models.student import AnswerWindowLM, teacher_logits
+from fewshot_distill.training.steps import distillation_loss_step
+from fewshot_distill.training.teacher import AdapterDisabledTeacher, ShotPrefixTeacher
+from fewshot_distill.training.teacher_cache import CachedTeacher, TeacherTopKCache
 from tests.conftest import build_lora_student, smoke_data_cfg
 
 K = 8
@@ -97,7 +97,7 @@ def test_collated_batches_equal_the_old_concatenated_sequences(setup, tiny_model
 
 
 def test_real_gsm8k_batches_equal_the_old_ones(qwen3_tokenizer, gsm8k_train_rows):
-    from src.config import DataConfig
+    from fewshot_distill.config import DataConfig
     from tests.conftest import GSM8K_DIR
 
     examples, _ = build_examples(gsm8k_train_rows, qwen3_tokenizer, DataConfig(path=str(GSM8K_DIR)), seed=42,
@@ -180,11 +180,11 @@ def test_batch_prompts_recovers_the_prompts_so_a_batch_can_take_other_answers(se
 
 
 def test_method_registry_is_the_one_source_of_names():
-    from src import methods as M
-    from src.results import figures, labels
-    from src.run_identity import training_condition
-    from src.training.steps import loss_step_builder
-    from src.training import train_baseline, train_online_v1
+    from fewshot_distill import methods as M
+    from fewshot_distill.results import figures, labels
+    from fewshot_distill.run_identity import training_condition
+    from fewshot_distill.training.steps import loss_step_builder
+    from fewshot_distill.training import train_baseline, train_online_v1
 
     for condition in M.CONDITIONS:
         if condition.name != M.ICL_PLACEHOLDER:

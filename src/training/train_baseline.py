@@ -1,27 +1,18 @@
-"""LoRA SFT baseline: cross-entropy on the gold answer, no teacher.
+"""Deprecated path, kept for one release so the paper's command still runs:
 
-    accelerate launch --num_processes 2 --mixed_precision bf16 \
-        src/training/train_baseline.py --config configs/base.yaml --output_dir experiments/poc/baseline \
-        [--resume | --overwrite] [key=value ...]
+    accelerate launch src/training/train_baseline.py --config ... [key=value ...]
+
+The package is now `fewshot_distill`; this file only forwards to it.
 """
 
-from __future__ import annotations
+import sys
+import warnings
 
-from src.methods import METHODS, SFT_METHOD
-from src.training.loop import exit_on_user_error, parse_training_args, setup_run, train
-from src.training.steps import sft_loss_step
-
-
-def build_loss_step(cfg, run):
-    """The method's loss step (registered in src/methods.py): CE on the gold answer."""
-    return sft_loss_step
-
-
-def main(argv: list[str] | None = None) -> None:
-    args, cfg = parse_training_args(argv, __doc__)
-    run = setup_run(cfg, args, method=SFT_METHOD, with_teacher=METHODS[SFT_METHOD].with_teacher)
-    train(run, loss_step=build_loss_step(cfg, run))
-
+from fewshot_distill.training.train_baseline import main
+from fewshot_distill.training.loop import exit_on_user_error
 
 if __name__ == "__main__":
+    warnings.warn("src/training/train_baseline.py is deprecated and goes away in the next release: "
+                  "use fewshot_distill/training/train_baseline.py", FutureWarning, stacklevel=1)
+    print("note: src/training/train_baseline.py is deprecated; use fewshot_distill/training/train_baseline.py", file=sys.stderr)
     exit_on_user_error(main)

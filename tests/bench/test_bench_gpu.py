@@ -63,7 +63,7 @@ def test_bench_reads_each_training_step_peak_before_the_teacher_only_passes(tiny
     teacher-only timing reset the counter again and the peak was read last: a no-grad pass's.)"""
     from accelerate.state import AcceleratorState
 
-    from src.bench import step_bench
+    from fewshot_distill.bench import step_bench
 
     counter = RecordingPeak()
     AcceleratorState._reset_state(reset_partial_state=True)
@@ -83,7 +83,7 @@ def test_bench_reads_each_training_step_peak_before_the_teacher_only_passes(tiny
 def test_fused_loss_check_passes_in_both_dtypes_and_the_summary_is_relative_to_sft():
     """The report's `fused_loss_check` entries (float32 and bf16, the dry run's shape made smaller) and
     `bench.<attention>.summary` (ratios to SFT, the cache-miss step and the on-policy split), in-process."""
-    from src.bench import bench_gpu
+    from fewshot_distill.bench import bench_gpu
 
     checks = [bench_gpu.fused_loss_check(torch.device("cpu"), dtype, 1, 8, 256, 16)
               for dtype in (torch.float32, torch.bfloat16)]

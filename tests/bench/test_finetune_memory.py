@@ -1,17 +1,17 @@
-"""The computed LoRA vs full fine-tuning memory (src/bench/finetune_memory.py, scripts/finetune_memory.py)."""
+"""The computed LoRA vs full fine-tuning memory (fewshot_distill/bench/finetune_memory.py, scripts/finetune_memory.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from src.bench import finetune_memory as M
+from fewshot_distill.bench import finetune_memory as M
 
 
 def test_counts_from_a_meta_model_equal_the_real_tiny_model_and_its_peft_adapter(tiny_model_dir):
     from transformers import AutoConfig
 
-    from src.config import LoraConfig
-    from src.models.student import add_lora, load_base_model
+    from fewshot_distill.config import LoraConfig
+    from fewshot_distill.models.student import add_lora, load_base_model
 
     config = AutoConfig.from_pretrained(tiny_model_dir)
     meta = M.meta_model(config)

@@ -1,4 +1,4 @@
-"""The pure parts of `make gpu-bundle` (src/bench/gpu_bundle.py): the wheel list against the imports of
+"""The pure parts of `make gpu-bundle` (fewshot_distill/bench/gpu_bundle.py): the wheel list against the imports of
 the GPU path, the requirement check of the wheels, the size limit, the pip commands, the manifest check;
 and that the check's model never comes from the hub. The builder itself runs in
 tests/scripts/test_gpu_check.py (slow: it downloads from PyPI)."""
@@ -11,7 +11,7 @@ import zipfile
 
 import pytest
 
-from src.bench import gpu_bundle as B
+from fewshot_distill.bench import gpu_bundle as B
 
 
 def test_every_third_party_import_of_the_gpu_path_is_preinstalled_bundled_or_optional():
@@ -19,21 +19,21 @@ def test_every_third_party_import_of_the_gpu_path_is_preinstalled_bundled_or_opt
     assert B.uncovered_imports(imports) == {}
     # The trace reaches training, evaluation and the check: the bundled modules are really imported.
     assert {"omegaconf", "math_verify", "torch", "transformers", "peft", "accelerate"} <= set(imports)
-    assert "src.config" in imports["omegaconf"] and "src.tasks.latex" in imports["math_verify"]
+    assert "fewshot_distill.config" in imports["omegaconf"] and "fewshot_distill.tasks.latex" in imports["math_verify"]
     # datasets only where the hub is read; vllm only in the vLLM backends (evaluation, on-policy sampling).
-    assert imports.get("datasets", set()) <= {"src.data.gsm8k_loader"}
-    assert imports["vllm"] <= {"src.eval.backends", "src.training.vllm_sampler"}
+    assert imports.get("datasets", set()) <= {"fewshot_distill.data.gsm8k_loader"}
+    assert imports["vllm"] <= {"fewshot_distill.eval.backends", "fewshot_distill.training.vllm_sampler"}
 
 
 def test_the_trace_finds_an_import_that_nothing_accounts_for(tmp_path):
-    (tmp_path / "src" / "pkg").mkdir(parents=True)
-    (tmp_path / "src" / "__init__.py").write_text("")
-    (tmp_path / "src" / "pkg" / "__init__.py").write_text("")
-    (tmp_path / "src" / "pkg" / "entry.py").write_text("import os\nfrom src.pkg.lower import helper\n")
-    (tmp_path / "src" / "pkg" / "lower.py").write_text("def helper():\n    import wandb.sdk\n    import torch\n")
-    imports = B.third_party_imports(["src.pkg.entry"], root=tmp_path)
-    assert imports == {"wandb": {"src.pkg.lower"}, "torch": {"src.pkg.lower"}}
-    assert B.uncovered_imports(imports) == {"wandb": {"src.pkg.lower"}}
+    (tmp_path / "fewshot_distill" / "pkg").mkdir(parents=True)
+    (tmp_path / "fewshot_distill" / "__init__.py").write_text("")
+    (tmp_path / "fewshot_distill" / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "fewshot_distill" / "pkg" / "entry.py").write_text("import os\nfrom fewshot_distill.pkg.lower import helper\n")
+    (tmp_path / "fewshot_distill" / "pkg" / "lower.py").write_text("def helper():\n    import wandb.sdk\n    import torch\n")
+    imports = B.third_party_imports(["fewshot_distill.pkg.entry"], root=tmp_path)
+    assert imports == {"wandb": {"fewshot_distill.pkg.lower"}, "torch": {"fewshot_distill.pkg.lower"}}
+    assert B.uncovered_imports(imports) == {"wandb": {"fewshot_distill.pkg.lower"}}
 
 
 def test_the_bundled_wheels_and_their_modules_are_one_list():
@@ -103,8 +103,8 @@ def test_the_check_loads_a_local_model_without_the_hub_even_when_not_offline(tin
     Qwen3-1.7B was found and HF_HUB_OFFLINE was unset. Here no connection may be opened at all."""
     import huggingface_hub
 
-    from src.bench import gpu_check_stages as S
-    from src.models.student import load_base_model, load_tokenizer
+    from fewshot_distill.bench import gpu_check_stages as S
+    from fewshot_distill.models.student import load_base_model, load_tokenizer
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub, "snapshot_download",

@@ -1,4 +1,4 @@
-"""The pure parts of `make gpu-check` (src/bench/gpu_check.py, src/bench/gpu_check_stages.py) on hand-made
+"""The pure parts of `make gpu-check` (fewshot_distill/bench/gpu_check.py, fewshot_distill/bench/gpu_check_stages.py) on hand-made
 inputs: stage selection, budget accounting, statuses, the report table, the loss criterion. The whole
 check runs in tests/scripts/test_gpu_check.py (slow)."""
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from src.bench import gpu_check as G
-from src.bench import gpu_check_stages as S
+from fewshot_distill.bench import gpu_check as G
+from fewshot_distill.bench import gpu_check_stages as S
 
 
 def test_the_gpu_budgets_sum_to_eight_minutes_install_included():
@@ -134,7 +134,7 @@ def _prefix_report(full: list[list[float]], prefix: list[list[float]]) -> dict:
     """compare_with_full_teacher's numbers for hand-made logits (one row per position)."""
     import torch
 
-    from src.bench.prefix_tolerance import bf16_ulp, margin_where_top1_differs
+    from fewshot_distill.bench.prefix_tolerance import bf16_ulp, margin_where_top1_differs
 
     full_values, full_ids = torch.tensor(full).topk(3)
     prefix_values, prefix_ids = torch.tensor(prefix).topk(3)

@@ -5,10 +5,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from src.config import DataConfig
-from src.data.gsm8k_loader import build_example, collate_examples
-from src import distillation as D
-from src.data.prompts import AlignmentError
+from fewshot_distill.config import DataConfig
+from fewshot_distill.data.gsm8k_loader import build_example, collate_examples
+from fewshot_distill import distillation as D
+from fewshot_distill.data.prompts import AlignmentError
 
 text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=60)
 numbers = st.integers(min_value=-10**30, max_value=10**30).map(lambda n: f"{n:,}" if n % 2 else str(n))
@@ -71,6 +71,6 @@ def test_alignment_holds_for_generated_rows_offline_tokenizer(offline_tokenizer)
 
 @pytest.fixture(scope="module")
 def offline_tokenizer(tiny_model_dir):
-    from src.models.student import load_tokenizer
+    from fewshot_distill.models.student import load_tokenizer
 
     return load_tokenizer(str(tiny_model_dir))

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from src import distillation as D
-from src.config import DataConfig
-from src.constants import IGNORE_INDEX
-from src.data.gsm8k_loader import build_example, build_examples, collate_examples, load_gsm8k_rows
-from src.tasks import get_task, validate_rows
-from src.data.prompts import AlignmentError, Shot, render_answer, render_prompt, tokenize_prompt_and_answer
+from fewshot_distill import distillation as D
+from fewshot_distill.config import DataConfig
+from fewshot_distill.constants import IGNORE_INDEX
+from fewshot_distill.data.gsm8k_loader import build_example, build_examples, collate_examples, load_gsm8k_rows
+from fewshot_distill.tasks import get_task, validate_rows
+from fewshot_distill.data.prompts import AlignmentError, Shot, render_answer, render_prompt, tokenize_prompt_and_answer
 from tests.conftest import GSM8K_DIR, SMOKE_DATA
 
 EMPTY_THINK = "<think>\n\n</think>\n\n"

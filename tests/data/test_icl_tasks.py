@@ -1,4 +1,4 @@
-"""The in-context-learning task data (src/data/icl_tasks.py, data/icl/): split by item, committed files that
+"""The in-context-learning task data (fewshot_distill/data/icl_tasks.py, data/icl/): split by item, committed files that
 regenerate byte for byte from the committed source lists, source lists equal to the pinned packages' output
 (where installed), and one config per task that loads both splits as a text task."""
 
@@ -9,11 +9,11 @@ from importlib import metadata
 
 import pytest
 
-from src.config import load_config
-from src.data.gsm8k_loader import load_gsm8k_rows
-from src.data.icl_tasks import (ICL_TASKS, INPUT_FIELD, README, SOURCES, SOURCES_DIR, TARGET_FIELD, build_sources,
+from fewshot_distill.config import load_config
+from fewshot_distill.data.gsm8k_loader import load_gsm8k_rows
+from fewshot_distill.data.icl_tasks import (ICL_TASKS, INPUT_FIELD, README, SOURCES, SOURCES_DIR, TARGET_FIELD, build_sources,
                                 icl_data_files, pinned_versions, split_by_item)
-from src.tasks import task_of
+from fewshot_distill.tasks import task_of
 from tests.conftest import REPO_ROOT
 
 ICL_DIR = REPO_ROOT / "data" / "icl"

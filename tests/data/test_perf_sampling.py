@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from src.data.sampling import StepStreamSampler, length_grouped_order, padded_tokens, step_stream
+from fewshot_distill.data.sampling import StepStreamSampler, length_grouped_order, padded_tokens, step_stream
 
 
 def test_groups_keep_their_examples_and_are_sorted_longest_first():

@@ -1,11 +1,11 @@
-"""The one shot selector (src/data/shots.py): both modes, exclusion, determinism, and today's shots kept."""
+"""The one shot selector (fewshot_distill/data/shots.py): both modes, exclusion, determinism, and today's shots kept."""
 
 from __future__ import annotations
 
 import pytest
 
-from src.config import ConfigError, DataConfig
-from src.data.shots import (evaluation_shot_indices, fixed_shot_indices, fixed_shot_order, question_index,
+from fewshot_distill.config import ConfigError, DataConfig
+from fewshot_distill.data.shots import (evaluation_shot_indices, fixed_shot_indices, fixed_shot_order, question_index,
                             select_shot_indices, training_shot_indices)
 
 

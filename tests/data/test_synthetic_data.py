@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from src.data.synthetic import (
+from fewshot_distill.data.synthetic import (
     TEMPLATES,
     _calc,
     generate_problem,

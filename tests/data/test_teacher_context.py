@@ -1,4 +1,4 @@
-"""Teacher contexts (src/data/teacher_context.py): fewshot, zeroshot, shuffled_answers."""
+"""Teacher contexts (fewshot_distill/data/teacher_context.py): fewshot, zeroshot, shuffled_answers."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from collections import Counter
 
 import pytest
 
-from src.config import ConfigError, DistillationConfig, LoraConfig
-from src.data.gsm8k_loader import build_example, build_examples, collate_examples, load_gsm8k_rows
-from src.data.shots import training_shot_indices
-from src.data.teacher_context import TEACHER_CONTEXTS, derangement, teacher_shots
-from src.models.student import AnswerWindowLM, load_base_model, load_tokenizer
-from src.training.steps import distillation_loss_step
-from src.training.teacher import AdapterDisabledTeacher
-from src.training.teacher_cache import teacher_cache_context
+from fewshot_distill.config import ConfigError, DistillationConfig, LoraConfig
+from fewshot_distill.data.gsm8k_loader import build_example, build_examples, collate_examples, load_gsm8k_rows
+from fewshot_distill.data.shots import training_shot_indices
+from fewshot_distill.data.teacher_context import TEACHER_CONTEXTS, derangement, teacher_shots
+from fewshot_distill.models.student import AnswerWindowLM, load_base_model, load_tokenizer
+from fewshot_distill.training.steps import distillation_loss_step
+from fewshot_distill.training.teacher import AdapterDisabledTeacher
+from fewshot_distill.training.teacher_cache import teacher_cache_context
 from tests.conftest import build_lora_student, smoke_data_cfg
 
 
@@ -110,7 +110,7 @@ def test_zeroshot_distillation_term_is_zero_at_the_first_step(tiny, tiny_model_d
 
 
 def test_ablation_configs_differ_from_online_v1_only_in_the_teacher_context():
-    from src.config import config_to_dict, load_config
+    from fewshot_distill.config import config_to_dict, load_config
     from tests.conftest import REPO_ROOT
 
     reference = config_to_dict(load_config(REPO_ROOT / "configs/online_v1.yaml"))
@@ -134,14 +134,14 @@ def test_a_non_default_teacher_context_trains_under_2_process_ddp(tiny_model_dir
     import subprocess
     import sys
 
-    from src.results.metrics import read_metrics_jsonl
-    from src.run_identity import read_run_identity
+    from fewshot_distill.results.metrics import read_metrics_jsonl
+    from fewshot_distill.run_identity import read_run_identity
     from tests.conftest import REPO_ROOT, SMOKE_DATA
     from tests.helpers import free_port, run_env
 
     out = tmp_path / "run"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--main_process_port", str(free_port()), "src/training/train_online_v1.py",
+               "--main_process_port", str(free_port()), "fewshot_distill/training/train_online_v1.py",
                "--config", "configs/ablations/shuffled_answers.yaml", "--output_dir", str(out),
                f"model.name={tiny_model_dir}", f"data.path={SMOKE_DATA}", "data.num_fewshot_examples=2",
                "data.num_workers=0", "training.max_steps=2", "training.save_steps=2", "training.logging_steps=1",

@@ -1,5 +1,5 @@
-"""GSM8K answer extraction (flexible) and gold parsing (src/tasks/gsm8k.py), numeric matching and accuracy
-(src/tasks/numbers.py; accuracy: src/eval/answers.py). Strict vs flexible extraction: tests/tasks/test_tasks.py."""
+"""GSM8K answer extraction (flexible) and gold parsing (fewshot_distill/tasks/gsm8k.py), numeric matching and accuracy
+(fewshot_distill/tasks/numbers.py; accuracy: fewshot_distill/eval/answers.py). Strict vs flexible extraction: tests/tasks/test_tasks.py."""
 
 import json
 import re
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from src.eval.answers import accuracy
-from src.tasks.numbers import answers_match
-from src.tasks.gsm8k import extract_answer, parse_gold_answer
+from fewshot_distill.eval.answers import accuracy
+from fewshot_distill.tasks.numbers import answers_match
+from fewshot_distill.tasks.gsm8k import extract_answer, parse_gold_answer
 from tests.conftest import SHARED
 
 SHARED_DIR = SHARED

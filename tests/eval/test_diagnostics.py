@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from src.config import DataConfig
-from src.eval import diagnostics as diag
+from fewshot_distill.config import DataConfig
+from fewshot_distill.eval import diagnostics as diag
 from tests.conftest import REPO_ROOT, SMOKE_DATA
 
 
@@ -86,8 +86,8 @@ def _full_sequence_reference(model, tokenizer, rows, indices, data_cfg, seed, tr
 
     The teacher reads the evaluation's few-shot prompt (`build_prompts`, shots from `train_rows`).
     """
-    from src.data.prompts import render_answer, render_prompt, tokenize_prompt_and_answer
-    from src.eval.prompts import build_prompts
+    from fewshot_distill.data.prompts import render_answer, render_prompt, tokenize_prompt_and_answer
+    from fewshot_distill.eval.prompts import build_prompts
 
     nll_student, nll_teacher, nll_base, kl_entry, kl_base, tokens = 0.0, 0.0, 0.0, 0.0, 0.0, 0
     teacher_prompts = build_prompts(tokenizer, rows, indices, train_rows, data_cfg.num_fewshot_examples, seed)
@@ -121,8 +121,8 @@ def _full_sequence_reference(model, tokenizer, rows, indices, data_cfg, seed, tr
 
 
 def test_diagnostics_equal_a_full_sequence_hand_computation(tiny_model_dir):
-    from src.data.gsm8k_loader import load_gsm8k_rows
-    from src.models.student import AnswerWindowLM, load_tokenizer
+    from fewshot_distill.data.gsm8k_loader import load_gsm8k_rows
+    from fewshot_distill.models.student import AnswerWindowLM, load_tokenizer
 
     data_cfg = DataConfig(path=str(SMOKE_DATA), num_fewshot_examples=2, max_seq_len_teacher=1024,
                           max_seq_len_student=512, num_workers=0)
@@ -154,9 +154,9 @@ def test_diagnostics_equal_a_full_sequence_hand_computation(tiny_model_dir):
 
 
 def test_eval_diagnostics_script_outputs_resume_and_file_kind(tiny_model_dir, tmp_path, capsys):
-    from src.eval.diagnostics_run import main
-    from src.results.diagnostics import load_diagnostics
-    from src.results.load import load_results
+    from fewshot_distill.eval.diagnostics_run import main
+    from fewshot_distill.results.diagnostics import load_diagnostics
+    from fewshot_distill.results.load import load_results
 
     output = tmp_path / "diag.json"
     argv = ["--config", "configs/online_v1.yaml", "--conditions", "base_0shot", "icl_2shot", "--n_samples", "6",
@@ -182,8 +182,8 @@ def test_eval_diagnostics_script_outputs_resume_and_file_kind(tiny_model_dir, tm
 def test_eval_diagnostics_on_a_text_task(tiny_model_dir, tmp_path):
     """An ICL task (task.answer_type: text, data/icl/first_letter): teacher-forced on its one-letter answers, the
     k-shot teacher from train.jsonl, every entry's proxies finite."""
-    from src.eval.diagnostics_run import main
-    from src.results.diagnostics import load_diagnostics
+    from fewshot_distill.eval.diagnostics_run import main
+    from fewshot_distill.results.diagnostics import load_diagnostics
 
     output = tmp_path / "diag.json"
     assert main(["--config", str(REPO_ROOT / "configs" / "tasks" / "icl_first_letter.yaml"), "--conditions",

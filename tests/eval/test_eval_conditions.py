@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from src.eval.conditions import (adapter_rank, available_checkpoints, checkpoint_kind, condition_key,
+from fewshot_distill.eval.conditions import (adapter_rank, available_checkpoints, checkpoint_kind, condition_key,
                                  discover_targets, find_condition_dir, parse_checkpoint_selector)
 
 BASE = "base/model"

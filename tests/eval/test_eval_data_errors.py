@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from src.eval.diagnostics_run import main as diagnostics_main
-from src.eval.evaluate import main as evaluate_main
+from fewshot_distill.eval.diagnostics_run import main as diagnostics_main
+from fewshot_distill.eval.evaluate import main as evaluate_main
 from tests.conftest import REPO_ROOT, SMOKE_DATA
 from tests.helpers import data_copy_with_a_broken_line
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.eval.evaluate import main
+from fewshot_distill.eval.evaluate import main
 from tests.conftest import REPO_ROOT
 from tests.helpers import sdpa_nan_for_keyless_rows, vllm_greedy_ids
 
@@ -55,8 +55,8 @@ def save_full_checkpoint(model_dir: Path, folder: Path, seed: int) -> None:
     """A whole model (every weight perturbed), saved as a full fine-tuning run saves it: sharded, with a manifest."""
     from transformers import AutoModelForCausalLM
 
-    from src.models.student import load_tokenizer
-    from src.training.checkpoint import save_final
+    from fewshot_distill.models.student import load_tokenizer
+    from fewshot_distill.training.checkpoint import save_final
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     generator = torch.Generator().manual_seed(seed)
@@ -172,8 +172,8 @@ def test_vllm_script_one_engine_for_base_rows_and_checkpoints(workspace):
 def test_vllm_and_hf_backends_greedy_token_identical_in_float32(workspace, tmp_path):
     from transformers import AutoTokenizer
 
-    from src.eval.backends import EngineSettings, HFBackend
-    from src.eval.prompts import build_prompts, max_model_len, tokenize_prompts
+    from fewshot_distill.eval.backends import EngineSettings, HFBackend
+    from fewshot_distill.eval.prompts import build_prompts, max_model_len, tokenize_prompts
 
     tokenizer = AutoTokenizer.from_pretrained(workspace["model"])
     train, test = gsm8k_rows("Train", 20), gsm8k_rows("Test", 8)
@@ -216,7 +216,7 @@ def test_hf_backend_evaluates_a_full_checkpoint_as_its_own_model(workspace):
 
 
 def test_diagnostics_score_a_full_checkpoint(workspace):
-    from src.eval.diagnostics_run import main as diagnostics_main
+    from fewshot_distill.eval.diagnostics_run import main as diagnostics_main
 
     output = workspace["root"] / "diag_full" / "diagnostics.json"
     args = ["--config", str(REPO_ROOT / "configs" / "base.yaml"), "--conditions", "base_0shot", "cond_full",
@@ -247,8 +247,8 @@ def test_vllm_evaluates_a_full_checkpoint_like_the_hf_backend(workspace):
 def test_hf_backend_batches_decode_what_each_prompt_decodes_alone_under_nan_keyless_rows(tiny_model_dir):
     """The HF backend's left-padded batches, under an SDPA that returns NaN for query rows with no
     visible key (as cuDNN on Hopper is reported to), decode what each prompt decodes in a batch of one."""
-    from src.eval.backends import EngineSettings, HFBackend
-    from src.models.student import load_tokenizer
+    from fewshot_distill.eval.backends import EngineSettings, HFBackend
+    from fewshot_distill.models.student import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
     torch.manual_seed(0)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from src.data.subset import select_subset
-from src.eval.prompts import build_prompts, max_model_len, rows_fingerprint, tokenize_prompts
+from fewshot_distill.data.subset import select_subset
+from fewshot_distill.eval.prompts import build_prompts, max_model_len, rows_fingerprint, tokenize_prompts
 
 EMPTY_THINK = "<think>\n\n</think>\n\n"
 

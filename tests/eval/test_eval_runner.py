@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from src.eval.backends import Generation
-from src.eval.conditions import EvalTarget
-from src.eval.runner import (IncompatibleResultsError, ResultsStore, predictions_path, run_targets, score,
+from fewshot_distill.eval.backends import Generation
+from fewshot_distill.eval.conditions import EvalTarget
+from fewshot_distill.eval.runner import (IncompatibleResultsError, ResultsStore, predictions_path, run_targets, score,
                              summary_table)
 from tests.helpers import GOLDS, INDICES, TARGETS, Crash, ScriptedBackend, header, prompts_for, run_scripted_eval
 

@@ -1,4 +1,4 @@
-"""scripts/export.py / src/models/export.py: a run's checkpoint as a standalone model folder.
+"""scripts/export.py / fewshot_distill/models/export.py: a run's checkpoint as a standalone model folder.
 
 Fast: checkpoints written in-process the way training saves them (`save_final`, with the run's
 config), on the tiny random Qwen3 with a LoRA whose B is drawn (a fresh B = 0 adapter merges to the
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.models.export import EXPORT_INFO, ExportError, export_run
+from fewshot_distill.models.export import EXPORT_INFO, ExportError, export_run
 from tests.conftest import REPO_ROOT, build_lora_student
 from tests.helpers import flip_bytes, train, truncate, vllm_greedy_ids
 
@@ -32,10 +32,10 @@ MAX_NEW_TOKENS = 12
 
 def write_run(run_dir: Path, model, tokenizer, model_name: str, bf16: bool, label: str = "final") -> Path:
     """A run folder as training leaves it: run_config.yaml, run_info.json and one checkpoint (save_final's files)."""
-    from src.config import Config, ModelConfig, TrainingConfig, config_to_yaml
-    from src.run_identity import RUN_INFO_FILE, run_identity_fields
-    from src.training.checkpoint import save_final
-    from src.utils.run_info import collect_run_info
+    from fewshot_distill.config import Config, ModelConfig, TrainingConfig, config_to_yaml
+    from fewshot_distill.run_identity import RUN_INFO_FILE, run_identity_fields
+    from fewshot_distill.training.checkpoint import save_final
+    from fewshot_distill.utils.run_info import collect_run_info
 
     finetune = "lora" if hasattr(model, "peft_config") else "full"
     cfg = Config(model=ModelConfig(name=model_name, finetune=finetune),
@@ -52,7 +52,7 @@ def write_run(run_dir: Path, model, tokenizer, model_name: str, bf16: bool, labe
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, tiny_model_dir):
     """A LoRA run (trained in float32, checkpoint-3) with a non-identity adapter, and its float32 export."""
-    from src.models.student import load_tokenizer
+    from fewshot_distill.models.student import load_tokenizer
 
     root = tmp_path_factory.mktemp("export_lora")
     peft_model = build_lora_student(tiny_model_dir, lora_b_std=LORA_B_STD).eval()
@@ -141,8 +141,8 @@ def greedy_prompts(tokenizer) -> list[list[int]]:
 
 
 def test_exported_model_answers_greedily_like_the_adapter(lora_run, tiny_model_dir):
-    from src.eval.backends import EngineSettings, HFBackend
-    from src.models.student import load_tokenizer
+    from fewshot_distill.eval.backends import EngineSettings, HFBackend
+    from fewshot_distill.models.student import load_tokenizer
 
     tokenizer = load_tokenizer(str(lora_run["out"]))
     prompts = greedy_prompts(tokenizer)
@@ -158,7 +158,7 @@ def test_exported_model_answers_greedily_like_the_adapter(lora_run, tiny_model_d
 def test_full_finetuning_checkpoint_exports(tmp_path, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
-    from src.models.student import load_tokenizer
+    from fewshot_distill.models.student import load_tokenizer
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     with torch.no_grad():
@@ -249,9 +249,9 @@ def test_make_export_passes_run_step_out_and_dtype():
 def test_vllm_loads_the_export_and_decodes_like_transformers(lora_run, tmp_path):
     """float32 on CPU, no adapter on the engine: greedy tokens equal the transformers backend's, which equal
     the adapter's (test_exported_model_answers_greedily_like_the_adapter)."""
-    from src.eval.backends import EngineSettings, HFBackend
-    from src.eval.prompts import max_model_len
-    from src.models.student import load_tokenizer
+    from fewshot_distill.eval.backends import EngineSettings, HFBackend
+    from fewshot_distill.eval.prompts import max_model_len
+    from fewshot_distill.models.student import load_tokenizer
 
     out = lora_run["out"]
     tokenizer = load_tokenizer(str(out))

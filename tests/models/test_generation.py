@@ -1,4 +1,4 @@
-"""Batched KV-cache generation (src/models/generation.py) on the tiny Qwen3 loaded through from_pretrained:
+"""Batched KV-cache generation (fewshot_distill/models/generation.py) on the tiny Qwen3 loaded through from_pretrained:
 greedy ids equal transformers' `generate` and a step-by-step argmax loop without a cache; sampling is
 reproducible from its generator; EOS and max_new_tokens end rows as reported."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from src.models.generation import generate_tokens, left_pad, next_token, prefill_attention_mask
-from src.models.student import load_base_model, load_tokenizer
+from fewshot_distill.models.generation import generate_tokens, left_pad, next_token, prefill_attention_mask
+from fewshot_distill.models.student import load_base_model, load_tokenizer
 from tests.conftest import build_lora_student
 from tests.helpers import sdpa_nan_for_keyless_rows
 

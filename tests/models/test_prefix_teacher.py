@@ -1,4 +1,4 @@
-"""Shared shot prefix teacher (src/models/prefix_teacher.py): the cached-prefix teacher gives the
+"""Shared shot prefix teacher (fewshot_distill/models/prefix_teacher.py): the cached-prefix teacher gives the
 full-sequence teacher's top-K (float32, both alignments, every row kind), computes the prefix once,
 works in training mode with gradient checkpointing, with the teacher cache, and the real Qwen3 chat
 template really renders a token-identical shot prefix for GSM8K rows."""
@@ -10,17 +10,17 @@ import dataclasses
 import pytest
 import torch
 
-from src import distillation as D
-from src.config import ConfigError, load_config
-from src.data.gsm8k_loader import build_example
-from src.data.prompts import AlignmentError
-from src.data.shots import fixed_shot_indices
-from src.models.prefix_teacher import (SharedPrefixTeacher, common_prefix_length, fixed_shot_prefix_ids,
+from fewshot_distill import distillation as D
+from fewshot_distill.config import ConfigError, load_config
+from fewshot_distill.data.gsm8k_loader import build_example
+from fewshot_distill.data.prompts import AlignmentError
+from fewshot_distill.data.shots import fixed_shot_indices
+from fewshot_distill.models.prefix_teacher import (SharedPrefixTeacher, common_prefix_length, fixed_shot_prefix_ids,
                                        shared_prefix_ids)
-from src.models.student import AnswerWindowLM, teacher_logits
-from src.training.steps import distillation_loss_step
-from src.training.teacher import AdapterDisabledTeacher, ShotPrefixTeacher
-from src.training.teacher_cache import CachedTeacher, build_teacher_cache, teacher_cache_context
+from fewshot_distill.models.student import AnswerWindowLM, teacher_logits
+from fewshot_distill.training.steps import distillation_loss_step
+from fewshot_distill.training.teacher import AdapterDisabledTeacher, ShotPrefixTeacher
+from fewshot_distill.training.teacher_cache import CachedTeacher, build_teacher_cache, teacher_cache_context
 
 from tests.conftest import FIXED_SHOT_SEED, REPO_ROOT, build_lora_student, smoke_data_cfg
 
@@ -167,7 +167,7 @@ def test_prefix_teacher_with_the_teacher_cache(fixed_setup):
 
 def test_bf16_prefix_teacher_is_within_rounding(fixed_setup):
     """bf16 weights + autocast: the same top-K to about one bf16 ulp of the logits (measured, not exact)."""
-    from src.bench.prefix_tolerance import compare_with_full_teacher
+    from fewshot_distill.bench.prefix_tolerance import compare_with_full_teacher
 
     model_dir, prefix, batches = fixed_setup
     student = window_lm(model_dir, bf16=True).eval()

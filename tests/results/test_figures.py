@@ -1,4 +1,4 @@
-"""Tests for src/results/figures.py and the figure scripts (gen_main_fig.py, plot_curves.py) on synthetic inputs."""
+"""Tests for fewshot_distill/results/figures.py and the figure scripts (gen_main_fig.py, plot_curves.py) on synthetic inputs."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from src.results.figures import accuracy_figure, curves_figure  # noqa: E402
-from src.results.metrics import load_run_scalars  # noqa: E402
+from fewshot_distill.results.figures import accuracy_figure, curves_figure  # noqa: E402
+from fewshot_distill.results.metrics import load_run_scalars  # noqa: E402
 from tests.conftest import REPO_ROOT  # noqa: E402
 from tests.helpers import (  # noqa: E402
     DIST_CORRECT,
@@ -278,7 +278,7 @@ def test_plot_ablations_curves_and_bars(tmp_path, monkeypatch, capsys):
 
 
 def test_selected_accuracy_bars_final_rule_and_labels():
-    from src.results.figures import selected_accuracy_bars
+    from fewshot_distill.results.figures import selected_accuracy_bars
 
     conditions = synthetic_results()["conditions"]
     fig = selected_accuracy_bars(conditions, title="t", rule="final", labels={"baseline": "My SFT"})
@@ -298,7 +298,7 @@ def test_plot_ablations_needs_an_output(tmp_path):
 
 
 def test_colors_of_controls_and_any_shot_count():
-    from src.results.figures import color_for
+    from fewshot_distill.results.figures import color_for
 
     assert color_for("icl_4shot", set()) == color_for("icl_8shot", set()) == "tab:green"
     fixed = {color_for(c, set()) for c in ("baseline", "online_v1", "online_zeroshot", "online_shuffled", "base_0shot")}

@@ -134,7 +134,7 @@ def test_measured_page_icl_demo_section_equals_the_generated_one(monkeypatch):
 
 
 def _synthetic_study(tmp_path: Path) -> None:
-    from src.results.study import summarise_task
+    from fewshot_distill.results.study import summarise_task
 
     flags = {s: {i: i < 3 for i in range(4)} for s in (0, 1)}
     zero = {s: {i: False for i in range(4)} for s in (0, 1)}

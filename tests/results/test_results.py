@@ -1,4 +1,4 @@
-"""Tests for src/results (labels, load, tables, metrics) and scripts/write_results.py, on hand-made inputs."""
+"""Tests for fewshot_distill/results (labels, load, tables, metrics) and scripts/write_results.py, on hand-made inputs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import shlex
 
 import pytest
 
-from src.results.labels import label_for, ordered_conditions
-from src.results.load import (
+from fewshot_distill.results.labels import label_for, ordered_conditions
+from fewshot_distill.results.load import (
     best_checkpoint,
     published_count,
     select_checkpoint,
@@ -20,7 +20,7 @@ from src.results.load import (
     parse_step,
     validate_entry,
 )
-from src.results.metrics import (
+from fewshot_distill.results.metrics import (
     condition_from_config,
     ema_smooth,
     load_run_scalars,
@@ -29,7 +29,7 @@ from src.results.metrics import (
     run_label,
     series_from_records,
 )
-from src.results.tables import (
+from fewshot_distill.results.tables import (
     checkpoint_matrix_rows,
     format_delta_pp,
     format_percent,

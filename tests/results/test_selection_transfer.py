@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from src.results.selection import dev_choices, selected_labels, selection_table
-from src.results.transfer import load_task_results, transfer_table
+from fewshot_distill.results.selection import dev_choices, selected_labels, selection_table
+from fewshot_distill.results.transfer import load_task_results, transfer_table
 
 
 def entry(correct: int, total: int = 10) -> dict:
@@ -96,7 +96,7 @@ def test_write_results_and_plot_transfer_scripts(tmp_path, capsys):
 
 
 def test_results_of_different_tasks_or_splits_are_never_merged(tmp_path):
-    from src.results.load import load_many
+    from fewshot_distill.results.load import load_many
 
     with pytest.raises(ValueError, match="different tasks"):
         load_many([write(tmp_path, "gsm8k.json", TEST), write(tmp_path, "svamp.json", SVAMP)])

@@ -1,4 +1,4 @@
-"""Tests for src/results/stats.py (intervals, exact McNemar, resolvable differences) and the statistics that
+"""Tests for fewshot_distill/results/stats.py (intervals, exact McNemar, resolvable differences) and the statistics that
 scripts/write_results.py and the figure scripts print from a predictions file."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src.results.stats import (
+from fewshot_distill.results.stats import (
     binomial_standard_error,
     bootstrap_interval,
     check_predictions_match,
@@ -157,7 +157,7 @@ def test_unpaired_p_value_on_the_papers_numbers():
 # --- predictions files --------------------------------------------------------------------------------------------
 
 def prediction_row(condition: str, label: str, index: int, correct: bool) -> dict:
-    """One line in the format src/eval/runner.py writes (docs/evaluation.md)."""
+    """One line in the format fewshot_distill/eval/runner.py writes (docs/evaluation.md)."""
     return {"condition": condition, "label": label, "index": index, "generated": "... #### 5",
             "extracted": "5" if correct else "6", "gold": "5", "correct": correct}
 

@@ -1,4 +1,4 @@
-"""The study's aggregation (src/results/study.py) and its statistics (src/results/stats.py: t quantile and
+"""The study's aggregation (fewshot_distill/results/study.py) and its statistics (fewshot_distill/results/stats.py: t quantile and
 interval over seeds, paired bootstrap over seeds and items, McNemar per seed) on hand-made per-item results,
 checked against numbers computed by hand or by a direct recomputation."""
 
@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from src.results.stats import (mcnemar_exact, paired_bootstrap_difference, t_interval, t_quantile,
+from fewshot_distill.results.stats import (mcnemar_exact, paired_bootstrap_difference, t_interval, t_quantile,
                                t_two_sided_cdf)
-from src.results.study import (common_items, key_pairs, study_markdown, summarise_task, task_markdown,
+from fewshot_distill.results.study import (common_items, key_pairs, study_markdown, summarise_task, task_markdown,
                                tasks_table_markdown)
 
 

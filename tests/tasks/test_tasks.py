@@ -1,12 +1,12 @@
-"""The task interface (src/tasks/) with GSM8K: strict vs flexible extraction, gold, rows, registry."""
+"""The task interface (fewshot_distill/tasks/) with GSM8K: strict vs flexible extraction, gold, rows, registry."""
 
 from __future__ import annotations
 
 import pytest
 
-from src.config import ConfigError, DataConfig
-from src.tasks import TASKS, Extraction, get_task
-from src.tasks.gsm8k import GSM8K
+from fewshot_distill.config import ConfigError, DataConfig
+from fewshot_distill.tasks import TASKS, Extraction, get_task
+from fewshot_distill.tasks.gsm8k import GSM8K
 
 TASK = GSM8K()
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from src.config import load_config
-from src.data.gsm8k_loader import build_examples, load_gsm8k_rows
-from src.eval.evaluate import main as evaluate
-from src.eval.prompts import build_prompts
-from src.eval.shot_source import load_shot_rows
-from src.tasks import task_of
+from fewshot_distill.config import load_config
+from fewshot_distill.data.gsm8k_loader import build_examples, load_gsm8k_rows
+from fewshot_distill.eval.evaluate import main as evaluate
+from fewshot_distill.eval.prompts import build_prompts
+from fewshot_distill.eval.shot_source import load_shot_rows
+from fewshot_distill.tasks import task_of
 from tests.conftest import REPO_ROOT, SHARED, SMOKE_DATA
 
 pytestmark = pytest.mark.slow
@@ -46,7 +46,7 @@ def workspace(tmp_path_factory, tiny_model_dir):
     for split, n in (("train", N_TRAIN), ("test", N_TEST)):
         (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in smoke_records(split, n)))
     ws = {"root": root, "data": data, "model": tiny_model_dir, "runs": root / "experiments"}
-    command = [sys.executable, "src/training/train_online_v1.py", "--config", str(EXAMPLE_CONFIG),
+    command = [sys.executable, "fewshot_distill/training/train_online_v1.py", "--config", str(EXAMPLE_CONFIG),
                "--output_dir", str(ws["runs"] / "online_v1"), *overrides(ws), "training.max_steps=4",
                "training.save_steps=2", "training.logging_steps=1", "training.per_device_train_batch_size=2",
                "training.gradient_accumulation_steps=1", "training.warmup_steps=0", "training.bf16=false",
@@ -142,8 +142,8 @@ def test_dev_split_evaluation_selects_checkpoints_and_transfer_table(workspace, 
 
 
 def test_dev_split_diagnostics_select_by_nll(workspace):
-    from src.eval.diagnostics_run import main as diagnostics
-    from src.results.selection import dev_choices, load_dev_results
+    from fewshot_distill.eval.diagnostics_run import main as diagnostics
+    from fewshot_distill.results.selection import dev_choices, load_dev_results
 
     output = workspace["root"] / "dev_diagnostics.json"
     assert diagnostics(["--config", str(EXAMPLE_CONFIG), "--conditions", "base_0shot", f"icl_{SHOTS}shot",

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from src.config import ConfigError, load_config
-from src.tasks import Extraction, get_task, task_of, validate_rows
+from fewshot_distill.config import ConfigError, load_config
+from fewshot_distill.tasks import Extraction, get_task, task_of, validate_rows
 from tests.conftest import REPO_ROOT, SHARED
 
 DATA = SHARED / "data"
@@ -53,8 +53,8 @@ def test_every_row_of_the_shared_file_parses(task_name, n_rows):
 
 @pytest.mark.parametrize("task_name", ["svamp", "gsm_hard", "math500"])
 def test_loader_reads_the_original_file_from_data_path(task_name):
-    from src.data.gsm8k_loader import load_gsm8k_rows
-    from src.utils.resources import ResourceError
+    from fewshot_distill.data.gsm8k_loader import load_gsm8k_rows
+    from fewshot_distill.utils.resources import ResourceError
 
     read_records(task_name)  # skips when absent
     cfg = load_config(BASE_CONFIG, [f"data.task={task_name}", f"data.path={DATA / task_name}"])

@@ -1,4 +1,4 @@
-"""`task.answer_type: text` (src/tasks/text.py through src/tasks/jsonl.py): the user turn is the question as is
+"""`task.answer_type: text` (fewshot_distill/tasks/text.py through fewshot_distill/tasks/jsonl.py): the user turn is the question as is
 (or the template's), the first non-empty output line is the answer, exact match after case-folding; a config's
 wrong field name is one line naming the fields the records have."""
 
@@ -9,12 +9,12 @@ import re
 
 import pytest
 
-from src.config import ConfigError, load_config
-from src.data.gsm8k_loader import load_gsm8k_rows
-from src.data.prompts import build_messages, render_answer, render_prompt, tokenize_prompt_and_answer
-from src.eval.prompts import build_prompts
-from src.tasks import Extraction, InvalidRowsError, task_of
-from src.tasks.text import TextAnswerFormat, first_line, template_problem, text_answers_match
+from fewshot_distill.config import ConfigError, load_config
+from fewshot_distill.data.gsm8k_loader import load_gsm8k_rows
+from fewshot_distill.data.prompts import build_messages, render_answer, render_prompt, tokenize_prompt_and_answer
+from fewshot_distill.eval.prompts import build_prompts
+from fewshot_distill.tasks import Extraction, InvalidRowsError, task_of
+from fewshot_distill.tasks.text import TextAnswerFormat, first_line, template_problem, text_answers_match
 from tests.conftest import REPO_ROOT
 
 BASE_CONFIG = REPO_ROOT / "configs" / "base.yaml"

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.training.checkpoint import (ADAPTER_WEIGHTS, TRAINING_STATE, find_resume_checkpoint, load_checkpoint,
+from fewshot_distill.training.checkpoint import (ADAPTER_WEIGHTS, TRAINING_STATE, find_resume_checkpoint, load_checkpoint,
                                      save_final, save_checkpoint, verify_checkpoint)
-from src.training.loop import check_output_dir
-from src.utils.manifest import DAMAGED, MANIFEST, OK, UNVERIFIED, verify_manifest, write_manifest
+from fewshot_distill.training.loop import check_output_dir
+from fewshot_distill.utils.manifest import DAMAGED, MANIFEST, OK, UNVERIFIED, verify_manifest, write_manifest
 from tests.conftest import REPO_ROOT, SMOKE_DATA, build_lora_student
 from tests.helpers import flip_bytes, truncate
 
@@ -96,7 +96,7 @@ class Trainee:
     def __init__(self, model_dir: Path):
         from transformers import get_cosine_schedule_with_warmup
 
-        from src.models.student import load_tokenizer
+        from fewshot_distill.models.student import load_tokenizer
 
         self.tokenizer = load_tokenizer(str(model_dir))
         self.peft_model = build_lora_student(model_dir)
@@ -226,7 +226,7 @@ def test_resume_loads_a_gpu_written_state_onto_the_cpu_then_onto_the_parameters(
 
 
 def test_unverified_checkpoint_that_does_not_load_is_a_one_line_error(saved_run, tiny_model_dir, tmp_path):
-    from src.training.checkpoint import CheckpointError
+    from fewshot_distill.training.checkpoint import CheckpointError
 
     out = copy_run(saved_run, tmp_path)
     (out / "checkpoint-4" / MANIFEST).unlink()
@@ -240,7 +240,7 @@ def test_unverified_checkpoint_that_does_not_load_is_a_one_line_error(saved_run,
 # ----------------------------------------------------------------------------- evaluation
 
 def test_evaluation_reports_a_damaged_adapter_and_runs_the_rest(saved_run, tiny_model_dir, tmp_path, capsys):
-    from src.eval.evaluate import main
+    from fewshot_distill.eval.evaluate import main
 
     run_dir = tmp_path / "experiments" / "cond"
     run_dir.mkdir(parents=True)
@@ -262,7 +262,7 @@ def test_evaluation_reports_a_damaged_adapter_and_runs_the_rest(saved_run, tiny_
 # ----------------------------------------------------------------------------- results files
 
 def finished_results(tmp_path) -> tuple[Path, Path]:
-    from src.eval.runner import predictions_path
+    from fewshot_distill.eval.runner import predictions_path
     from tests.helpers import ScriptedBackend, run_scripted_eval
 
     run_scripted_eval(tmp_path, ScriptedBackend())
@@ -270,7 +270,7 @@ def finished_results(tmp_path) -> tuple[Path, Path]:
 
 
 def reopen(tmp_path):
-    from src.eval.runner import ResultsStore
+    from fewshot_distill.eval.runner import ResultsStore
     from tests.helpers import header
 
     return ResultsStore(tmp_path / "eval.json", header())
@@ -279,7 +279,7 @@ def reopen(tmp_path):
 @pytest.mark.parametrize("damage", DAMAGE)
 @pytest.mark.parametrize("which", ["results", "predictions"])
 def test_damaged_results_file_is_a_one_line_error_naming_overwrite(tmp_path, damage, which):
-    from src.eval.runner import DamagedResultsError
+    from fewshot_distill.eval.runner import DamagedResultsError
 
     results, predictions = finished_results(tmp_path)
     before = predictions.read_bytes()
@@ -299,7 +299,7 @@ def test_damaged_results_file_is_a_one_line_error_naming_overwrite(tmp_path, dam
 
 
 def test_a_line_cut_short_by_a_crash_is_dropped_but_garbage_in_the_middle_is_not(tmp_path):
-    from src.eval.runner import DamagedResultsError
+    from fewshot_distill.eval.runner import DamagedResultsError
 
     _, predictions = finished_results(tmp_path)
     good = predictions.read_text()
@@ -313,7 +313,7 @@ def test_a_line_cut_short_by_a_crash_is_dropped_but_garbage_in_the_middle_is_not
 
 
 def test_prediction_rows_that_do_not_match_the_results_are_damage(tmp_path):
-    from src.eval.runner import DamagedResultsError
+    from fewshot_distill.eval.runner import DamagedResultsError
 
     _, predictions = finished_results(tmp_path)
     lines = predictions.read_text().splitlines(keepends=True)
@@ -326,7 +326,7 @@ def test_prediction_rows_that_do_not_match_the_results_are_damage(tmp_path):
 
 
 def test_results_json_that_is_not_a_results_file_is_refused(tmp_path):
-    from src.eval.runner import DamagedResultsError
+    from fewshot_distill.eval.runner import DamagedResultsError
 
     results, _ = finished_results(tmp_path)
     results.write_text(json.dumps({"model": "base-model", "conditions": {"baseline": [1, 2]}}))
@@ -337,7 +337,7 @@ def test_results_json_that_is_not_a_results_file_is_refused(tmp_path):
 def test_evaluation_script_with_damaged_results_exits_with_one_line(tmp_path, tiny_model_dir, capsys):
     """The evaluation entry point (scripts/eval_checkpoints.py calls it), in-process: a finished run, then
     bytes flipped in its predictions file; the re-run ends with status 2 and one last line naming --overwrite."""
-    from src.eval.evaluate import main
+    from fewshot_distill.eval.evaluate import main
 
     args = ["--config", str(REPO_ROOT / "configs" / "base.yaml"), "--conditions", "base_0shot", "--n_samples", "2",
             "--output", str(tmp_path / "eval.json"), "--backend", "hf", "--max_new_tokens", "4",
@@ -354,7 +354,7 @@ def test_evaluation_script_with_damaged_results_exits_with_one_line(tmp_path, ti
 # ----------------------------------------------------------------------------- training logs
 
 def test_resume_drops_unreadable_metrics_lines_and_later_steps(tmp_path, caplog):
-    from src.training.loop import MetricsLogger
+    from fewshot_distill.training.loop import MetricsLogger
 
     path = tmp_path / "metrics.jsonl"
     lines = [json.dumps({"step": step, "train/ce_loss": 1.0 / step}) for step in (1, 2, 3, 4)]

@@ -1,4 +1,4 @@
-"""The frozen-copy teacher of full fine-tuning (src/training/frozen_teacher.py): frozen, never trained,
+"""The frozen-copy teacher of full fine-tuning (fewshot_distill/training/frozen_teacher.py): frozen, never trained,
 equal to a freshly loaded base model after training; the shared-prefix teacher and the teacher cache
 on it equal it; gradient checkpointing of the student leaves it alone. Tiny Qwen3, float32 on CPU.
 The 2-process DDP run and its SIGTERM resume are in tests/training/test_train_e2e.py, the sharded copy in
@@ -11,14 +11,14 @@ import signal
 import pytest
 import torch
 
-from src import distillation as D
-from src.config import ConfigError, LoraConfig, ModelConfig, load_config
-from src.models.prefix_teacher import SharedPrefixTeacher
-from src.models.student import AnswerWindowLM, build_student, load_base_model
-from src.training.frozen_teacher import FrozenCopyTeacher, load_frozen_copy
-from src.training.steps import distillation_loss_step
-from src.training.teacher import ShotPrefixTeacher
-from src.training.teacher_cache import CachedTeacher, build_teacher_cache
+from fewshot_distill import distillation as D
+from fewshot_distill.config import ConfigError, LoraConfig, ModelConfig, load_config
+from fewshot_distill.models.prefix_teacher import SharedPrefixTeacher
+from fewshot_distill.models.student import AnswerWindowLM, build_student, load_base_model
+from fewshot_distill.training.frozen_teacher import FrozenCopyTeacher, load_frozen_copy
+from fewshot_distill.training.steps import distillation_loss_step
+from fewshot_distill.training.teacher import ShotPrefixTeacher
+from fewshot_distill.training.teacher_cache import CachedTeacher, build_teacher_cache
 from tests.conftest import REPO_ROOT, SMOKE_DATA
 
 K = 8
@@ -58,9 +58,9 @@ def test_a_trainable_module_is_refused(tiny_model_dir):
 
 def _train_in_process(model_dir, out, *overrides):
     """train_online_v1 wired as its main() does, in this process (1 process, CPU): (run, teacher)."""
-    from src.methods import DISTILLATION_METHOD
-    from src.training import train_online_v1 as T
-    from src.training.loop import parse_training_args, setup_run, train
+    from fewshot_distill.methods import DISTILLATION_METHOD
+    from fewshot_distill.training import train_online_v1 as T
+    from fewshot_distill.training.loop import parse_training_args, setup_run, train
 
     argv = ["--config", str(REPO_ROOT / "configs" / "online_v1.yaml"), "--output_dir", str(out),
             f"model.name={model_dir}", f"data.path={SMOKE_DATA}", "model.finetune=full", "training.max_steps=3",
@@ -187,7 +187,7 @@ def test_gradient_checkpointing_of_the_student_gives_the_same_full_distillation_
 def test_full_distillation_under_fsdp_refuses_cache_and_prefix_reuse_in_one_line(override, message):
     from accelerate.utils import DistributedType
 
-    from src.training.loop import check_sharding
+    from fewshot_distill.training.loop import check_sharding
 
     base = ["model.finetune=full", "eval.held_out_examples=0", "data.shot_sampling=fixed"]
     config = REPO_ROOT / "configs" / "online_v1.yaml"
@@ -202,7 +202,7 @@ def test_the_copy_holds_the_bytes_the_memory_table_counts(tiny_model_dir):
     """docs/finetune_memory.md's teacher column (2 bytes per parameter in bf16) is what load_frozen_copy holds."""
     from transformers import AutoConfig
 
-    from src.bench.finetune_memory import memory_row
+    from fewshot_distill.bench.finetune_memory import memory_row
 
     row = memory_row("tiny", AutoConfig.from_pretrained(tiny_model_dir))
     frozen_lm = load_frozen_copy(full_model_cfg(tiny_model_dir), bf16=True)

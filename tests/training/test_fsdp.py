@@ -104,8 +104,8 @@ def test_accelerate_fsdp_plugin_from_the_config_file(monkeypatch, tiny_model_dir
     from torch.distributed.fsdp import StateDictType
     from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
 
-    from src.config import LoraConfig, ModelConfig
-    from src.models.student import AnswerWindowLM, build_student
+    from fewshot_distill.config import LoraConfig, ModelConfig
+    from fewshot_distill.models.student import AnswerWindowLM, build_student
 
     env = launch_env(FSDP_CONFIG)
     assert env["ACCELERATE_USE_FSDP"] == "true" and env["ACCELERATE_MIXED_PRECISION"] == "bf16"
@@ -126,8 +126,8 @@ def test_accelerate_fsdp_plugin_from_the_config_file(monkeypatch, tiny_model_dir
 def test_fsdp_reduces_gradients_in_float32_and_syncs_every_micro_batch(monkeypatch):
     from accelerate.utils import FullyShardedDataParallelPlugin, GradientAccumulationPlugin
 
-    from src.config import ConfigError, load_config
-    from src.training.loop import launched_with_fsdp, sharding_kwargs
+    from fewshot_distill.config import ConfigError, load_config
+    from fewshot_distill.training.loop import launched_with_fsdp, sharding_kwargs
 
     env = launch_env(FSDP_CONFIG)
     for key, value in env.items():
@@ -160,7 +160,7 @@ def test_fsdp_reduces_gradients_in_float32_and_syncs_every_micro_batch(monkeypat
 
 
 def test_an_optimizer_shard_that_does_not_fit_this_run_is_a_one_line_error():
-    from src.training.checkpoint import LOCAL_SHARDS, CheckpointError, sharded_optimizer_state
+    from fewshot_distill.training.checkpoint import LOCAL_SHARDS, CheckpointError, sharded_optimizer_state
 
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(4))])  # this run: unsharded (DDP)
     group = {key: value for key, value in optimizer.param_groups[0].items() if key != "params"}
@@ -176,9 +176,9 @@ def test_an_optimizer_shard_that_does_not_fit_this_run_is_a_one_line_error():
 def test_fsdp_with_lora_or_held_out_eval_is_a_one_line_error():
     from accelerate.utils import DistributedType
 
-    from src.config import load_config
-    from src.config import ConfigError
-    from src.training.loop import check_sharding
+    from fewshot_distill.config import load_config
+    from fewshot_distill.config import ConfigError
+    from fewshot_distill.training.loop import check_sharding
 
     base = REPO_ROOT / "configs" / "base.yaml"
     check_sharding(load_config(base), DistributedType.MULTI_GPU)  # DDP: anything goes
@@ -202,14 +202,14 @@ FSDP_WORKER = textwrap.dedent("""
 
     from accelerate.utils import FullyShardedDataParallelPlugin
     from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
-    from src.config import LoraConfig, ModelConfig, load_config
-    from src.models.student import AnswerWindowLM, build_student, load_tokenizer
-    from src.training.checkpoint import full_state_dict, load_checkpoint, save_checkpoint, save_final
-    from src.training.loop import launched_with_fsdp, sharding_kwargs
-    from src.training.steps import sft_loss_step
-    from src import distillation as D
-    from src.training.frozen_teacher import FrozenCopyTeacher, load_frozen_copy
-    from src.utils.checkpoint_files import optimizer_state_file
+    from fewshot_distill.config import LoraConfig, ModelConfig, load_config
+    from fewshot_distill.models.student import AnswerWindowLM, build_student, load_tokenizer
+    from fewshot_distill.training.checkpoint import full_state_dict, load_checkpoint, save_checkpoint, save_final
+    from fewshot_distill.training.loop import launched_with_fsdp, sharding_kwargs
+    from fewshot_distill.training.steps import sft_loss_step
+    from fewshot_distill import distillation as D
+    from fewshot_distill.training.frozen_teacher import FrozenCopyTeacher, load_frozen_copy
+    from fewshot_distill.utils.checkpoint_files import optimizer_state_file
 
 
     class GlooAccelerator:
@@ -355,12 +355,12 @@ FSDP_WORKER = textwrap.dedent("""
 def test_fully_shard_over_gloo_trains_saves_and_resumes_like_one_process(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from src.config import DataConfig, LoraConfig, ModelConfig
-    from src.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
-    from src.models.student import AnswerWindowLM, build_student, load_tokenizer
-    from src.training.steps import sft_loss_step
-    from src import distillation as D
-    from src.training.frozen_teacher import FrozenCopyTeacher, load_frozen_copy
+    from fewshot_distill.config import DataConfig, LoraConfig, ModelConfig
+    from fewshot_distill.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
+    from fewshot_distill.models.student import AnswerWindowLM, build_student, load_tokenizer
+    from fewshot_distill.training.steps import sft_loss_step
+    from fewshot_distill import distillation as D
+    from fewshot_distill.training.frozen_teacher import FrozenCopyTeacher, load_frozen_copy
 
     data_cfg = DataConfig(path=str(SMOKE_DATA), num_workers=0, max_seq_len_student=512, num_fewshot_examples=2)
     tokenizer = load_tokenizer(str(tiny_model_dir))

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.config import ConfigError, LoraConfig, ModelConfig, load_config
-from src.training.checkpoint import (MODEL_WEIGHTS_INDEX, CheckpointError, find_resume_checkpoint,
+from fewshot_distill.config import ConfigError, LoraConfig, ModelConfig, load_config
+from fewshot_distill.training.checkpoint import (MODEL_WEIGHTS_INDEX, CheckpointError, find_resume_checkpoint,
                                      load_checkpoint, save_checkpoint, save_final, verify_checkpoint,
                                      weight_files)
 from tests.conftest import REPO_ROOT
@@ -29,7 +29,7 @@ def test_finetune_defaults_to_lora_and_rejects_other_values():
 
 
 def test_full_student_trains_every_weight_in_float32_and_lora_keeps_bf16_base(tiny_model_dir):
-    from src.models.student import AnswerWindowLM, build_student, has_adapter
+    from fewshot_distill.models.student import AnswerWindowLM, build_student, has_adapter
 
     full = build_student(ModelConfig(name=str(tiny_model_dir), finetune="full"), LoraConfig(), bf16=True)
     assert not has_adapter(full)
@@ -45,9 +45,9 @@ def test_full_student_trains_every_weight_in_float32_and_lora_keeps_bf16_base(ti
 
 
 def _sft_grads(tiny_model_dir, gradient_checkpointing: bool) -> dict[str, torch.Tensor]:
-    from src.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
-    from src.models.student import AnswerWindowLM, build_student, load_tokenizer
-    from src.training.steps import sft_loss_step
+    from fewshot_distill.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
+    from fewshot_distill.models.student import AnswerWindowLM, build_student, load_tokenizer
+    from fewshot_distill.training.steps import sft_loss_step
     from tests.conftest import smoke_data_cfg
 
     data_cfg = smoke_data_cfg()
@@ -76,7 +76,7 @@ class FullTrainee:
     def __init__(self, model_dir: Path):
         from transformers import get_cosine_schedule_with_warmup
 
-        from src.models.student import build_student, load_tokenizer
+        from fewshot_distill.models.student import build_student, load_tokenizer
 
         self.tokenizer = load_tokenizer(str(model_dir))
         self.model = build_student(ModelConfig(name=str(model_dir), finetune="full"), LoraConfig(), bf16=False)
@@ -113,7 +113,7 @@ def full_run(tiny_model_dir, tmp_path_factory):
 
 
 def test_full_checkpoint_is_a_model_sharded_when_large_and_verifies(full_run):
-    from src.eval.conditions import checkpoint_kind
+    from fewshot_distill.eval.conditions import checkpoint_kind
 
     out, _ = full_run
     assert weight_files(out / "checkpoint-2") == ["model.safetensors"]
@@ -170,7 +170,7 @@ def test_a_damaged_shard_sends_resume_back_to_the_previous_checkpoint(full_run, 
 
 
 def test_checkpoint_of_the_other_finetune_mode_is_a_one_line_error(full_run, tiny_model_dir, tmp_path):
-    from src.models.student import build_student
+    from fewshot_distill.models.student import build_student
 
     out, _ = full_run
     lora = build_student(ModelConfig(name=str(tiny_model_dir)), LoraConfig(), bf16=False)
@@ -185,7 +185,7 @@ def test_checkpoint_of_the_other_finetune_mode_is_a_one_line_error(full_run, tin
 
 
 def test_full_weights_of_another_model_are_refused(full_run, tmp_path):
-    from src.utils.tiny_model import build_tiny_qwen3
+    from fewshot_distill.utils.tiny_model import build_tiny_qwen3
 
     out, _ = full_run
     other_dir = tmp_path / "other"
@@ -196,7 +196,7 @@ def test_full_weights_of_another_model_are_refused(full_run, tmp_path):
 
 
 def test_run_identity_names_full_runs_and_reads_old_run_info_as_lora(tmp_path):
-    from src.run_identity import read_run_identity, run_identity_fields
+    from fewshot_distill.run_identity import read_run_identity, run_identity_fields
 
     assert run_identity_fields("baseline", None, "full") == {
         "method": "baseline", "condition": "baseline_full", "teacher_context": None, "finetune": "full"}
@@ -210,7 +210,7 @@ def test_run_identity_names_full_runs_and_reads_old_run_info_as_lora(tmp_path):
 
 
 def test_full_condition_labels():
-    from src.results.labels import label_for, ordered_conditions
+    from fewshot_distill.results.labels import label_for, ordered_conditions
 
     assert label_for("baseline_full") == "Full SFT"
     assert ordered_conditions(["online_v1_full", "baseline_full", "baseline"]) == [
@@ -240,10 +240,10 @@ def test_shared_prefix_teacher_runs_on_a_plain_model(tiny_model_dir):
     gives that model's own full-sequence logits."""
     import dataclasses
 
-    from src import distillation as D
-    from src.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
-    from src.models.prefix_teacher import SharedPrefixTeacher, fixed_shot_prefix_ids
-    from src.models.student import AnswerWindowLM, load_base_model, load_tokenizer, teacher_logits
+    from fewshot_distill import distillation as D
+    from fewshot_distill.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
+    from fewshot_distill.models.prefix_teacher import SharedPrefixTeacher, fixed_shot_prefix_ids
+    from fewshot_distill.models.student import AnswerWindowLM, load_base_model, load_tokenizer, teacher_logits
     from tests.conftest import smoke_data_cfg
 
     data_cfg = dataclasses.replace(smoke_data_cfg(), shot_sampling="fixed")

@@ -1,4 +1,4 @@
-"""On-policy distillation (src/training/onpolicy.py): the teacher scores exactly the student's sampled
+"""On-policy distillation (fewshot_distill/training/onpolicy.py): the teacher scores exactly the student's sampled
 ids, a 0-shot base teacher gives a zero divergence at the first step, samples are seeded per example,
 empty samples are masked, mixed batches split gold and sampled rows, the live teacher is the student
 reading the context, the gold path keeps the pre-on-policy losses to the bit, and the config refuses
@@ -10,15 +10,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from src import distillation as D
-from src import losses as L
-from src.config import ConfigError, load_config
-from src.data.gsm8k_loader import assemble_batch, batch_prompts, build_examples, collate_examples, load_gsm8k_rows
-from src.models.generation import GeneratedTokens
-from src.models.student import AnswerWindowLM
-from src.training import onpolicy as P
-from src.training.steps import TRAINED_TOKENS, distillation_loss_step, targets_on_window, trained_tokens
-from src.training.teacher import AdapterDisabledTeacher, LiveTeacher
+from fewshot_distill import distillation as D
+from fewshot_distill import losses as L
+from fewshot_distill.config import ConfigError, load_config
+from fewshot_distill.data.gsm8k_loader import assemble_batch, batch_prompts, build_examples, collate_examples, load_gsm8k_rows
+from fewshot_distill.models.generation import GeneratedTokens
+from fewshot_distill.models.student import AnswerWindowLM
+from fewshot_distill.training import onpolicy as P
+from fewshot_distill.training.steps import TRAINED_TOKENS, distillation_loss_step, targets_on_window, trained_tokens
+from fewshot_distill.training.teacher import AdapterDisabledTeacher, LiveTeacher
 from tests.conftest import REPO_ROOT, SMOKE_DATA, build_lora_student, smoke_data_cfg
 
 K = 8
@@ -246,7 +246,7 @@ def test_one_sampling_call_per_step_gives_the_per_micro_batch_samples_losses_and
 
 
 def test_step_lookahead_hands_each_optimizer_step_to_begin_step_before_its_first_micro_batch():
-    from src.training.loop import with_step_lookahead
+    from fewshot_distill.training.loop import with_step_lookahead
 
     events = []
     for batch in with_step_lookahead(range(7), 3, lambda group: events.append(list(group))):
@@ -275,7 +275,7 @@ def test_impossible_on_policy_combinations_are_one_line_config_errors(overrides,
 
 
 def test_the_on_policy_configs_load_and_name_their_methods():
-    from src.methods import distillation_method
+    from fewshot_distill.methods import distillation_method
 
     for path in ("configs/onpolicy.yaml", "configs/mini/onpolicy.yaml"):
         cfg = load_config(REPO_ROOT / path)
@@ -305,7 +305,7 @@ def test_on_policy_under_fsdp_is_a_one_line_error_naming_ddp_and_lora(answer_sou
     at different steps (different numbers of all-gathers): refused, pointing at DDP (full or LoRA)."""
     from accelerate.utils import DistributedType
 
-    from src.training.loop import check_sharding
+    from fewshot_distill.training.loop import check_sharding
 
     overrides = [f"distillation.answer_source={answer_source}", "model.finetune=full", "eval.held_out_examples=0"]
     cfg = load_config(REPO_ROOT / "configs" / "onpolicy.yaml", overrides)
@@ -350,9 +350,9 @@ def test_the_loop_counts_the_sampled_tokens_into_tokens_per_s(tiny_model_dir, tm
     import json
     import signal
 
-    from src.methods import distillation_method
-    from src.training import loop
-    from src.training.train_online_v1 import check_distillation_config
+    from fewshot_distill.methods import distillation_method
+    from fewshot_distill.training import loop
+    from fewshot_distill.training.train_online_v1 import check_distillation_config
 
     counted = []
     reduce_window = loop._reduce_window

@@ -2,13 +2,13 @@
 
 import torch
 
-from src.data.gsm8k_loader import build_examples, collate_examples
-from src.models.student import load_base_model, load_tokenizer, teacher_logits
-from src.training.steps import sft_loss_step
+from fewshot_distill.data.gsm8k_loader import build_examples, collate_examples
+from fewshot_distill.models.student import load_base_model, load_tokenizer, teacher_logits
+from fewshot_distill.training.steps import sft_loss_step
 
 
 def test_adapter_disabled_logits_equal_a_fresh_base_model_after_training(tiny_model_dir, small_data_cfg, lora_student):
-    from src.data.gsm8k_loader import load_gsm8k_rows
+    from fewshot_distill.data.gsm8k_loader import load_gsm8k_rows
 
     torch.manual_seed(0)
     tokenizer = load_tokenizer(str(tiny_model_dir))

@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.data.gsm8k_loader import collate_examples
-from src.models.student import AnswerWindowLM
-from src.training.steps import distillation_loss_step
-from src.training.teacher import AdapterDisabledTeacher, Teacher
-from src.training.teacher_cache import (
+from fewshot_distill.data.gsm8k_loader import collate_examples
+from fewshot_distill.models.student import AnswerWindowLM
+from fewshot_distill.training.steps import distillation_loss_step
+from fewshot_distill.training.teacher import AdapterDisabledTeacher, Teacher
+from fewshot_distill.training.teacher_cache import (
     TeacherTopKCache,
     build_teacher_cache,
     CachedTeacher,
     teacher_cache_context,
 )
-from src import distillation as D
+from fewshot_distill import distillation as D
 
 from tests.conftest import build_lora_student
 
@@ -157,7 +157,7 @@ def test_bad_mode_is_a_clear_error(student_and_batches):
 
 @pytest.mark.parametrize("mode", ["memory", "disk"])
 def test_bucket_tail_is_cached_exactly_and_enters_the_key(student_and_batches, mode, tmp_path):
-    from src.losses import LossSpec
+    from fewshot_distill.losses import LossSpec
 
     student, first, _ = student_and_batches
     ids, mask = answer_window(first)
@@ -287,7 +287,7 @@ def test_damaged_disk_entry_is_counted_recomputed_and_rewritten(student_and_batc
 
 
 def test_entry_checks_on_hand_made_tensors():
-    from src.training.teacher_cache import entry_problem, tensors_sha256
+    from fewshot_distill.training.teacher_cache import entry_problem, tensors_sha256
 
     values, ids = torch.randn(4, 3), torch.arange(12, dtype=torch.int32).view(4, 3)
     good = {"values": values, "ids": ids, "key": "k1", "sha256": tensors_sha256(values, ids)}

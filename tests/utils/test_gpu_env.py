@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from src.utils.gpu_env import CUDA_BUILDS, DEFAULT_CUDA_BUILD, NvmlInfo, fitting_build, gpu_setup_problem
+from fewshot_distill.utils.gpu_env import CUDA_BUILDS, DEFAULT_CUDA_BUILD, NvmlInfo, fitting_build, gpu_setup_problem
 from tests.conftest import REPO_ROOT
 
 # A subprocess: a fresh interpreter where torch is not imported yet. It pretends to be a CUDA build
@@ -26,8 +26,8 @@ class WatchTorchImport(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, WatchTorchImport())
-import src.eval.evaluate  # the entry point scripts/eval_checkpoints.py imports
-from src.eval.backends import cuda_available, default_backend, resolve_dtype
+import fewshot_distill.eval.evaluate  # the entry point scripts/eval_checkpoints.py imports
+from fewshot_distill.eval.backends import cuda_available, default_backend, resolve_dtype
 import torch
 
 runtime_calls = []

@@ -1,4 +1,4 @@
-"""src/utils/io.py: a JSONL log cut back to the steps a resumed run keeps; local data files read as records."""
+"""fewshot_distill/utils/io.py: a JSONL log cut back to the steps a resumed run keeps; local data files read as records."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from src.utils.io import jsonl_step, keep_logged_steps
+from fewshot_distill.utils.io import jsonl_step, keep_logged_steps
 
 
 def test_keep_logged_steps_keeps_earlier_steps_and_drops_later_and_unreadable_lines(tmp_path):
@@ -25,7 +25,7 @@ def test_jsonl_step():
 
 
 def test_read_json_records_reads_jsonl_and_json_arrays(tmp_path):
-    from src.utils.io import read_json_records
+    from fewshot_distill.utils.io import read_json_records
 
     (tmp_path / "rows.jsonl").write_text('{"a": 1}\n\n{"a": 2.5, "b": null}\n')
     (tmp_path / "rows.json").write_text('[{"a": 1},\n {"a": 2}]')
@@ -39,7 +39,7 @@ def test_read_json_records_reads_jsonl_and_json_arrays(tmp_path):
     ('[{"a": 1},\n {"a": ]', ":2:", "not valid JSON"),
 ])
 def test_read_json_records_names_the_file_line_and_fix(tmp_path, text, where, says):
-    from src.utils.io import DataFileError, read_json_records
+    from fewshot_distill.utils.io import DataFileError, read_json_records
 
     path = tmp_path / "train.jsonl"
     path.write_text(text)

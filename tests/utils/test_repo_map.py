@@ -1,4 +1,4 @@
-"""The README's repository map is generated from src/ (src/utils/repo_map.py) and names every module."""
+"""The README's repository map is generated from fewshot_distill/ (fewshot_distill/utils/repo_map.py) and names every module."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from src.utils.repo_map import first_sentence, module_summary, repo_map_markdown, src_modules
+from fewshot_distill.utils.repo_map import first_sentence, module_summary, repo_map_markdown, src_modules
 from tests.conftest import REPO_ROOT
 
 START, END = "<!-- repo-map:start -->", "<!-- repo-map:end -->"
@@ -26,13 +26,13 @@ def test_readme_map_equals_a_fresh_regeneration():
 def test_every_src_module_is_in_the_readme_map():
     """Built from the filesystem, independently of the generator: a module missing from the map fails."""
     readme_map = _readme_map()
-    modules = sorted(p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "src").rglob("*.py")
+    modules = sorted(p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "fewshot_distill").rglob("*.py")
                      if p.name != "__init__.py")
     assert len(modules) > 50
     missing = [m for m in modules if f"`{m}`" not in readme_map]
-    assert not missing, f"src/ modules missing from the README map (run scripts/write_repo_map.py): {missing}"
-    packages = sorted(p.parent.name for p in (REPO_ROOT / "src").glob("*/__init__.py"))
-    assert all(f"`src/{p}/`" in readme_map for p in packages)
+    assert not missing, f"fewshot_distill/ modules missing from the README map (run scripts/write_repo_map.py): {missing}"
+    packages = sorted(p.parent.name for p in (REPO_ROOT / "fewshot_distill").glob("*/__init__.py"))
+    assert all(f"`fewshot_distill/{p}/`" in readme_map for p in packages)
 
 
 def test_first_sentence_joins_lines_and_stops_at_the_full_stop():
@@ -42,22 +42,22 @@ def test_first_sentence_joins_lines_and_stops_at_the_full_stop():
 
 
 def test_a_new_module_appears_and_one_without_docstring_is_named(tmp_path):
-    (tmp_path / "src" / "pkg").mkdir(parents=True)
+    (tmp_path / "fewshot_distill" / "pkg").mkdir(parents=True)
     for folder in ("configs", "scripts", "tests", "docs", "assets"):
         (tmp_path / folder).mkdir()
-    (tmp_path / "src" / "top.py").write_text('"""Top module. More."""\n')
-    (tmp_path / "src" / "pkg" / "__init__.py").write_text('"""The package."""\n')
-    (tmp_path / "src" / "pkg" / "leaf.py").write_text('"""Leaf module."""\n')
+    (tmp_path / "fewshot_distill" / "top.py").write_text('"""Top module. More."""\n')
+    (tmp_path / "fewshot_distill" / "pkg" / "__init__.py").write_text('"""The package."""\n')
+    (tmp_path / "fewshot_distill" / "pkg" / "leaf.py").write_text('"""Leaf module."""\n')
     (tmp_path / "scripts" / "run.py").write_text("")
     text = repo_map_markdown(tmp_path)
-    assert "- `src/top.py`: Top module." in text
-    assert "- **`src/pkg/`**: The package." in text and "  - `src/pkg/leaf.py`: Leaf module." in text
+    assert "- `fewshot_distill/top.py`: Top module." in text
+    assert "- **`fewshot_distill/pkg/`**: The package." in text and "  - `fewshot_distill/pkg/leaf.py`: Leaf module." in text
     assert "`run.py`" in text
-    assert src_modules(tmp_path) == ["src/pkg/leaf.py", "src/top.py"]
-    (tmp_path / "src" / "pkg" / "bare.py").write_text("x = 1\n")
+    assert src_modules(tmp_path) == ["fewshot_distill/pkg/leaf.py", "fewshot_distill/top.py"]
+    (tmp_path / "fewshot_distill" / "pkg" / "bare.py").write_text("x = 1\n")
     with pytest.raises(ValueError, match="bare.py has no module docstring"):
         repo_map_markdown(tmp_path)
-    assert module_summary(Path(tmp_path / "src" / "top.py")) == "Top module."
+    assert module_summary(Path(tmp_path / "fewshot_distill" / "top.py")) == "Top module."
 
 
 def test_write_repo_map_rewrites_a_stale_block(tmp_path):

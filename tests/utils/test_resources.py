@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from src.utils.resources import (DATA_FIX, MODEL_FIX, ResourceError, check_local_folder, loading,
+from fewshot_distill.utils.resources import (DATA_FIX, MODEL_FIX, ResourceError, check_local_folder, loading,
                                  looks_like_path)
 from tests.conftest import REPO_ROOT, SMOKE_DATA
 
@@ -63,9 +63,9 @@ def test_other_errors_pass_through():
 
 
 def test_real_loaders_on_a_missing_folder(tmp_path):
-    from src.config import DataConfig
-    from src.data.gsm8k_loader import load_gsm8k_rows
-    from src.models.student import load_base_model, load_model_config, load_tokenizer
+    from fewshot_distill.config import DataConfig
+    from fewshot_distill.data.gsm8k_loader import load_gsm8k_rows
+    from fewshot_distill.models.student import load_base_model, load_model_config, load_tokenizer
 
     missing = str(tmp_path / "nonexistent")
     for load in (load_tokenizer, lambda name: load_base_model(name, bf16=False), load_model_config):
@@ -94,7 +94,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, fix: str) -> None
     assert lines[0].startswith("error: ") and fix in lines[0]
 
 
-TRAIN = [sys.executable, "src/training/train_online_v1.py", "--config", "configs/online_v1.yaml"]
+TRAIN = [sys.executable, "fewshot_distill/training/train_online_v1.py", "--config", "configs/online_v1.yaml"]
 EVALUATE = [sys.executable, "scripts/eval_checkpoints.py", "--config", "configs/base.yaml", "--conditions",
             "base_0shot", "--backend", "hf", "--n_samples", "2"]
 CASES = {
