@@ -26,7 +26,6 @@ from fewshot_distill.data.teacher_context import TEACHER_CONTEXTS
 from fewshot_distill.tasks import TASK_NAMES, get_task
 
 PARENT_KEY = "base_config"
-ANSWER_SOURCES = ("gold", "student", "mixed")
 TEACHER_WEIGHTS = ("base", "live")
 GENERATION_BACKENDS = ("hf", "vllm")
 VLLM_WEIGHT_SYNCS = ("merged", "adapter")
@@ -174,7 +173,7 @@ class DistillationConfig:
     # What the teacher reads before the answer (fewshot_distill/data/teacher_context.py): "fewshot" (the paper's),
     # "zeroshot" ([question][answer]) or "shuffled_answers" (shots' answers deranged among the shots).
     teacher_context: str = "fewshot"
-    # Distillation term on the teacher's top-K ids (registry in fewshot_distill/losses.py): "mse" (the paper's, raw
+    # Distillation term on the teacher's top-K ids (registry in fewshot_distill/losses/divergences.py): "mse" (the paper's, raw
     # logits), "forward_kl", "reverse_kl" or "jsd".
     loss: str = "mse"
     # KL family: both sides' logits / T, the divergence scaled by T^2. mse compares raw logits: must be 1.
@@ -186,14 +185,12 @@ class DistillationConfig:
     # as one entry; keeps the teacher's tail log-sum-exp, also in the teacher cache).
     topk_tail: str = "renormalize"
     # Fixed shots only: compute the shot prefix's keys/values once and run each teacher sequence's
-    # [question][answer] suffix on them (fewshot_distill/models/prefix_teacher.py).
+    # [question][answer] suffix on them (fewshot_distill/teachers/shot_prefix.py).
     reuse_shot_prefix: bool = False
-    # Where the answer both models read comes from (fewshot_distill/training/onpolicy.py): "gold" (the paper's: the
-    # dataset's answer, CE + lambda * distillation), "student" (the student's own sample each step,
-    # distillation only: on-policy, as SDFT / OPSD / GKD) or "mixed" (a student_fraction of each batch
-    # sampled, the rest gold; CE on the gold rows only: GKD's lambda).
-    answer_source: str = "gold"
-    # mixed only: the fraction of each micro-batch's rows that are sampled (rounded to whole rows).
+    # Deprecated (the method says where its answers come from: `method:`): gold | student | mixed picks
+    # online_v1 | onpolicy | onpolicy_mixed in configs written before `method:` existed. null = unset.
+    answer_source: Optional[str] = None
+    # onpolicy_mixed only: the fraction of each micro-batch's rows that are sampled (rounded to whole rows).
     student_fraction: float = 0.5
     # The teacher's weights: "base" (the adapter disabled: the frozen start, the paper's) or "live" (the
     # current student, adapter on, reading the teacher context: SDFT / OPSD's live teacher).
@@ -210,21 +207,16 @@ class DistillationConfig:
         _require(self.teacher_context in TEACHER_CONTEXTS,
                  f"distillation.teacher_context must be one of {sorted(TEACHER_CONTEXTS)}, "
                  f"got {self.teacher_context!r}")
-        from fewshot_distill.losses import loss_settings_problem  # the loss registry is the list of valid names
+        from fewshot_distill.losses.divergences import loss_settings_problem  # the loss registry is the list of valid names
 
         problem = loss_settings_problem(self.loss, self.temperature, self.jsd_beta, self.topk_tail,
                                         self.n_top_logits)
         _require(problem is None, str(problem))
-        _require(self.answer_source in ANSWER_SOURCES,
-                 f"distillation.answer_source must be one of {ANSWER_SOURCES}, got {self.answer_source!r}")
         _require(0.0 < self.student_fraction < 1.0,
                  f"distillation.student_fraction must be in (0, 1) (the sampled share of a mixed batch), got "
                  f"{self.student_fraction}")
         _require(self.teacher_weights in TEACHER_WEIGHTS,
                  f"distillation.teacher_weights must be one of {TEACHER_WEIGHTS}, got {self.teacher_weights!r}")
-        _require(self.teacher_cache == "none" or self.answer_source == "gold",
-                 f"distillation.teacher_cache={self.teacher_cache} needs answer_source=gold: with "
-                 f"{self.answer_source} samples every step's answers are new; set distillation.teacher_cache=none")
         _require(self.teacher_weights == "base" or self.teacher_cache == "none",
                  f"distillation.teacher_weights=live changes every step and cannot be cached; set "
                  f"distillation.teacher_cache=none")
@@ -235,8 +227,9 @@ class DistillationConfig:
 
 @dataclass
 class GenerationConfig:
-    # The student's own answers (distillation.answer_source student / mixed), sampled each step with
-    # fewshot_distill/models/generation.py, seeded per (training.seed, step, example).
+    # Answers generated during training: the student's own samples (methods onpolicy / onpolicy_mixed), seeded
+    # per (training.seed, step, example), and the teacher's greedy answers (method seq_kd; greedy whatever
+    # temperature says).
     # Longest sample; one that reaches it without EOS is kept (and counted in train/sample_eos_frac).
     max_new_tokens: int = 512
     # 0 = greedy; 1.0 = the student's own distribution (on-policy).
@@ -303,6 +296,9 @@ class TaskConfig:
 
 @dataclass
 class Config:
+    # The training method (fewshot_distill/methods/, the registry METHODS): baseline (SFT), online_v1 (the
+    # paper's), onpolicy, onpolicy_mixed, seq_kd. Validated against the registry when training starts.
+    method: str = "baseline"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)

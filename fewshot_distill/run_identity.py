@@ -1,21 +1,16 @@
-"""Run identity, in one place: checkpoint folder names, result labels, condition names, a run's method.
+"""Names of stored outputs, in one place: checkpoint folders, result labels, base-model rows.
 
     checkpoint folders   {output_dir}/checkpoint-{N}/ (N = optimizer step) and {output_dir}/final/
     result labels        "step_{N}" for checkpoint-{N}, "final" for final/, "base" for base-model rows
     base-model rows      "base_0shot" and "icl_{k}shot" (k = data.num_fewshot_examples; "icl_8shot" by default)
-    training conditions  "baseline" (LoRA SFT), "online_v1" (distillation, few-shot teacher),
-                         "online_zeroshot" / "online_shuffled" (teacher contexts zeroshot / shuffled_answers);
-                         the methods and their conditions are listed in fewshot_distill/methods.py; a full fine-tuning
-                         run (model.finetune=full) is "baseline_full", "online_v1_full", ...
 
-A training run writes its method and condition into `{output_dir}/run_info.json` (fewshot_distill/training/loop.py
-`setup_run`); readers take them from there (`read_run_identity`) instead of guessing from the
-config: an SFT run launched with a distillation config is still `baseline`.
+A training run's method and condition ("baseline", "online_v1", "online_zeroshot", ...) are named by the
+method registry (fewshot_distill/methods/: `method_condition`, `read_run_identity`), which training writes into
+`{output_dir}/run_info.json`.
 
     checkpoint_dir("experiments/online_v1", 200)   # experiments/online_v1/checkpoint-200
     label_step("step_200")                          # 200
     icl_condition(8)                                # "icl_8shot"
-    read_run_identity("experiments/online_zeroshot")["condition"]   # "online_zeroshot"
 """
 
 from __future__ import annotations
@@ -24,9 +19,6 @@ import json
 import re
 from pathlib import Path
 
-# SFT_METHOD, DISTILLATION_METHOD and ZERO_SHOT_CONDITION are read from here too; the registry is fewshot_distill/methods.py.
-from fewshot_distill.methods import (DISTILLATION_METHOD, LORA_FINETUNE, METHODS, SFT_METHOD, ZERO_SHOT_CONDITION,  # noqa: F401
-                         method_condition)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")  # "checkpoint-200.tmp" (half-written) does not match
@@ -39,6 +31,11 @@ FINAL_LABEL = "final"
 ICL_CONDITION_PATTERN = re.compile(r"^icl_(\d+)shot$")
 
 RUN_INFO_FILE = "run_info.json"
+RUN_CONDITIONS_KEY = "run_conditions"  # results files: {result name: the condition its run recorded}
+LORA_FINETUNE = "lora"              # model.finetune's default; run_info.json files older than `finetune` were LoRA runs
+
+ZERO_SHOT_CONDITION = "base_0shot"
+ICL_PLACEHOLDER = "icl_{k}shot"     # stands for every few-shot base row, whatever its k
 
 
 # --- checkpoint folders --------------------------------------------------------------------------------------
@@ -101,6 +98,23 @@ def available_checkpoints(run_dir: str | Path) -> dict[str, Path]:
     return found
 
 
+# --- what a trained run recorded ---------------------------------------------------------------------------
+
+def recorded_condition(run_dir: str | Path) -> str | None:
+    """The condition a run's run_info.json records (training writes it), or None without one.
+
+    Evaluation keeps it beside each result, so that a result named after its folder ("baseline") is still
+    labelled by what trained (e.g. "baseline_full"). Runs older than the field: fewshot_distill/methods/
+    `read_run_identity` derives it from their method.
+    """
+    try:
+        info = json.loads((Path(run_dir) / RUN_INFO_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    condition = info.get("condition") if isinstance(info, dict) else None
+    return condition if isinstance(condition, str) and condition else None
+
+
 # --- base-model rows -----------------------------------------------------------------------------------------
 
 def icl_condition(n_shots: int) -> str:
@@ -117,46 +131,3 @@ def icl_shot_count(condition: str) -> int | None:
 def base_conditions(n_shots: int) -> dict[str, int]:
     """Base-model rows (name -> shots in the prompt) for data.num_fewshot_examples = n_shots."""
     return {ZERO_SHOT_CONDITION: 0, icl_condition(n_shots): n_shots}
-
-
-# --- a training run's method and condition -------------------------------------------------------------------
-
-def training_condition(method: str, teacher_context: str | None = None, finetune: str = LORA_FINETUNE) -> str:
-    """Condition name of a training run from its method (the script), for a method with a teacher its
-    teacher context, and what trained (model.finetune) (fewshot_distill/methods.py). An unknown method is its own
-    condition: readers never fail."""
-    return method_condition(method, teacher_context, finetune)
-
-
-def run_identity_fields(method: str, teacher_context: str | None, finetune: str = LORA_FINETUNE) -> dict:
-    """What training writes into run_info.json: method, condition, (teacher methods only) teacher context
-    and what trained (model.finetune)."""
-    if method not in METHODS:
-        raise ValueError(f"Unknown training method {method!r}; expected one of {sorted(METHODS)} "
-                         "(register it in fewshot_distill/methods.py)")
-    context = teacher_context if METHODS[method].with_teacher else None
-    return {"method": method, "condition": training_condition(method, context, finetune), "teacher_context": context,
-            "finetune": finetune}
-
-
-def read_run_identity(run_dir: str | Path) -> dict | None:
-    """{"method", "condition", "teacher_context", "finetune"} from a run's run_info.json; None without a
-    readable one.
-
-    Runs written before `condition` existed get it from their `method` (the teacher context then
-    counted as the default, "fewshot"); runs written before `finetune` existed were LoRA runs.
-    """
-    path = Path(run_dir) / RUN_INFO_FILE
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    method = info.get("method") if isinstance(info, dict) else None
-    if not isinstance(method, str):
-        return None
-    finetune = info.get("finetune") or LORA_FINETUNE
-    condition = info.get("condition")
-    if not isinstance(condition, str) or not condition:
-        condition = training_condition(method, info.get("teacher_context"), finetune)
-    return {"method": method, "condition": condition, "teacher_context": info.get("teacher_context"),
-            "finetune": finetune}

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             "Computed, not measured: weights, gradients, AdamW states and the teacher per GPU, before activations, "
             "training with `training.bf16=true` (fewshot_distill/bench/finetune_memory.py). The teacher of full fine-tuning is "
             "full distillation's frozen copy of the starting weights, stored in bf16 as the code loads it "
-            "(tests/training/test_frozen_teacher.py); full SFT holds none, and with `training.bf16=false` the copy is "
+            "(tests/teachers/test_frozen_copy.py); full SFT holds none, and with `training.bf16=false` the copy is "
             "float32 (twice the bytes).\n\n")
     if args.out:
         Path(args.out).write_text(note + table + "\n")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from fewshot_distill.utils.tiny_model import DTYPES, build_tiny_qwen3
+from fewshot_distill.models.tiny_model import DTYPES, build_tiny_qwen3
 
 
 def main() -> None:

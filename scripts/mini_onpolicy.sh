@@ -39,7 +39,7 @@ train_run() {  # NAME [key=value ...]
   if [ -d "$dir/final" ]; then echo "== $name: finished earlier, skipped"; return; fi
   if compgen -G "$dir/checkpoint-*" > /dev/null; then mode=(--resume); elif [ -d "$dir" ]; then mode=(--overwrite); fi
   echo "== train $name ${mode[*]:-} ($(date -u +%H:%M:%S))"
-  $PYTHON -m accelerate.commands.launch --num_processes 1 fewshot_distill/training/train_online_v1.py --config "$CONFIG" \
+  $PYTHON -m accelerate.commands.launch --num_processes 1 -m fewshot_distill.train --config "$CONFIG" \
     --output_dir "$dir" "${mode[@]}" model.name="$MODEL" data.path="$DATA" ${TRAIN_OVERRIDES:-} "$@"
 }
 

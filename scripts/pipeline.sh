@@ -32,8 +32,8 @@ read -r -a ACCURACY_ARGS <<< "${EVAL_ARGS:-}"
 EXP="$OUT/experiments"
 mkdir -p "$EXP"
 
-train_run() {  # NAME SCRIPT CONFIG [key=value ...]
-  local name=$1 script=$2 config=$3
+train_run() {  # NAME METHOD CONFIG [key=value ...]
+  local name=$1 method=$2 config=$3
   shift 3
   local dir="$EXP/$name" mode=()
   if [ -d "$dir/final" ]; then
@@ -47,21 +47,21 @@ train_run() {  # NAME SCRIPT CONFIG [key=value ...]
   fi
   echo "== train $name ${mode[*]:-} ($(date -u +%H:%M:%S))"
   local t0=$SECONDS
-  $PYTHON -m accelerate.commands.launch "${LAUNCH_ARGS[@]}" "fewshot_distill/training/$script" --config "$config" \
-    --output_dir "$dir" "${mode[@]}" "${TRAIN_ARGS[@]}" "$@"
+  $PYTHON -m accelerate.commands.launch "${LAUNCH_ARGS[@]}" -m fewshot_distill.train --config "$config" \
+    --output_dir "$dir" "${mode[@]}" "method=$method" "${TRAIN_ARGS[@]}" "$@"
   echo "== $name trained in $(( SECONDS - t0 )) s"
 }
 
 start=$SECONDS
 RUNS=(baseline online_v1)
-train_run baseline train_baseline.py "$BASE_CONFIG"
-train_run online_v1 train_online_v1.py "$ONLINE_CONFIG" "${DISTILL_ARGS[@]}"
+train_run baseline baseline "$BASE_CONFIG"
+train_run online_v1 online_v1 "$ONLINE_CONFIG" "${DISTILL_ARGS[@]}"
 if [ "${CONTROLS:-yes}" = yes ]; then
   # = configs/ablations/{zeroshot_teacher,shuffled_answers}.yaml on top of $ONLINE_CONFIG
   read -r -a CONTROL_ARGS <<< "${CONTROL_OVERRIDES:-}"
-  train_run online_zeroshot train_online_v1.py "$ONLINE_CONFIG" "${DISTILL_ARGS[@]}" \
+  train_run online_zeroshot online_v1 "$ONLINE_CONFIG" "${DISTILL_ARGS[@]}" \
     distillation.teacher_context=zeroshot "${CONTROL_ARGS[@]}"
-  train_run online_shuffled train_online_v1.py "$ONLINE_CONFIG" "${DISTILL_ARGS[@]}" \
+  train_run online_shuffled online_v1 "$ONLINE_CONFIG" "${DISTILL_ARGS[@]}" \
     distillation.teacher_context=shuffled_answers "${CONTROL_ARGS[@]}"
   RUNS+=(online_zeroshot online_shuffled)
 fi

@@ -13,7 +13,7 @@
 # with --resume, evaluation and diagnostics resume from their results files.
 # The distillation runs use the exact teacher cache (TEACHER_CACHE=disk, under each run's folder; it
 # survives a resume): the teacher runs once per example instead of ~4.3 times. It changes no value
-# (fewshot_distill/training/teacher_cache.py); TEACHER_CACHE=none runs the paper's online teacher every step.
+# (fewshot_distill/teachers/cache.py); TEACHER_CACHE=none runs the paper's online teacher every step.
 # configs/ keep teacher_cache: none, the paper's loop.
 #
 # Environment overrides (the CPU test runs the whole script with a tiny model this way):

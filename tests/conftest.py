@@ -48,7 +48,7 @@ def gsm8k_train_rows():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """Tiny Qwen3 (head_dim 64) with the project's offline BPE tokenizer: fast enough for training tests."""
-    from fewshot_distill.utils.tiny_model import build_tiny_qwen3
+    from fewshot_distill.models.tiny_model import build_tiny_qwen3
 
     out = tmp_path_factory.mktemp("tiny_qwen3")
     build_tiny_qwen3(out)
@@ -60,7 +60,7 @@ def tiny_qwen3_real_tokenizer_dir(tmp_path_factory):
     """Tiny Qwen3 with the real Qwen3 tokenizer (vocab 151,669)."""
     if not QWEN3_TOKENIZER.is_dir():
         pytest.skip("../shared/tokenizers/qwen3 is absent")
-    from fewshot_distill.utils.tiny_model import build_tiny_qwen3
+    from fewshot_distill.models.tiny_model import build_tiny_qwen3
 
     out = tmp_path_factory.mktemp("tiny_qwen3_real_tok")
     build_tiny_qwen3(out, tokenizer=str(QWEN3_TOKENIZER))
@@ -86,7 +86,7 @@ def fixed_shot_batches(tiny_model_dir):
 
     from fewshot_distill.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
     from fewshot_distill.data.shots import fixed_shot_indices
-    from fewshot_distill.models.prefix_teacher import fixed_shot_prefix_ids
+    from fewshot_distill.teachers.shot_prefix import fixed_shot_prefix_ids
     from fewshot_distill.models.student import load_tokenizer
 
     seed = FIXED_SHOT_SEED

@@ -1,6 +1,6 @@
 """Plain helpers that more than one test module calls (no fixtures: those are in conftest.py).
 
-Training launches of the two scripts, damage done to files, the scripted evaluation backend, the vLLM
+Training launches of the entry point, damage done to files, the scripted evaluation backend, the vLLM
 backend's greedy tokens, synthetic results files, ulp comparisons, and an SDPA that returns NaN for query
 rows with no visible key. A test module imports these from here, never from another test module.
 """
@@ -23,10 +23,11 @@ from tests.conftest import REPO_ROOT, SMOKE_DATA
 
 
 # ----------------------------------------------------------------------------- training launches
-# The two training scripts under `accelerate launch --multi_gpu --num_processes 2` (gloo on CPU) on the
-# tiny model and the smoke data, as tests/training/test_train_e2e.py and the other end-to-end tests run them.
+# The entry point (`python -m fewshot_distill.train`) under `accelerate launch --multi_gpu --num_processes 2`
+# (gloo on CPU) on the tiny model and the smoke data, as tests/training/test_train_e2e.py and the other
+# end-to-end tests run it; the config names the method.
 
-SCRIPTS = {"baseline": "fewshot_distill/training/train_baseline.py", "online_v1": "fewshot_distill/training/train_online_v1.py"}
+TRAIN_MODULE = ["-m", "fewshot_distill.train"]
 CONFIGS = {"baseline": "configs/base.yaml", "online_v1": "configs/online_v1.yaml"}
 MAX_STEPS = 6
 
@@ -43,7 +44,7 @@ def launch_command(method: str, output_dir: Path, model_dir: Path, *extra: str, 
     if processes == 1:
         launcher = [sys.executable]
     return launcher + [
-        SCRIPTS[method], "--config", CONFIGS[method], "--output_dir", str(output_dir),
+        *TRAIN_MODULE, "--config", CONFIGS[method], "--output_dir", str(output_dir),
         f"model.name={model_dir}", f"data.path={SMOKE_DATA}", f"training.max_steps={MAX_STEPS}",
         "training.save_steps=2", "training.logging_steps=1", "training.per_device_train_batch_size=2",
         "training.gradient_accumulation_steps=2", "training.bf16=false", "data.num_workers=0", *extra]

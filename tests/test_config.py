@@ -80,7 +80,7 @@ def test_training_script_reports_unknown_key_without_traceback(capsys):
     """The script's own entry (`exit_on_user_error(main)`, as under `__main__`), in-process: exit status 2
     (argparse's) and one error line naming the fix; no other exception escapes, so no traceback is printed."""
     from fewshot_distill.training.loop import exit_on_user_error
-    from fewshot_distill.training.train_online_v1 import main
+    from fewshot_distill.train import main
 
     with pytest.raises(SystemExit) as stop:
         exit_on_user_error(partial(main, ["--config", str(ONLINE), "training.max_stepz=4"]))

@@ -1,8 +1,7 @@
-"""Run identity (fewshot_distill/run_identity.py): folder names, labels, base rows, a run's method from run_info.json."""
+"""Names of stored outputs (fewshot_distill/run_identity.py): folder names, labels, base rows. A run's method and
+condition: tests/methods/test_identity.py."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 
@@ -52,33 +51,3 @@ def test_available_checkpoints_labels(tmp_path):
     for name in ["checkpoint-400", "checkpoint-200", "checkpoint-600.tmp", "final"]:
         (tmp_path / name).mkdir()
     assert list(available_checkpoints(tmp_path)) == ["step_200", "step_400", "final"]
-
-
-@pytest.mark.parametrize("method, context, condition", [
-    ("baseline", None, "baseline"),
-    ("baseline", "zeroshot", "baseline"),           # SFT ignores the teacher context
-    ("online_v1", "fewshot", "online_v1"),
-    ("online_v1", "zeroshot", "online_zeroshot"),
-    ("online_v1", "shuffled_answers", "online_shuffled"),
-    ("online_v1", "other_context", "online_other_context"),
-])
-def test_training_writes_and_readers_read_the_condition(method, context, condition, tmp_path):
-    fields = R.run_identity_fields(method, context)
-    assert fields["method"] == method and fields["condition"] == condition
-    assert fields["teacher_context"] == (context if method == "online_v1" else None)
-    (tmp_path / R.RUN_INFO_FILE).write_text(json.dumps({**fields, "git": {}}))
-    assert R.read_run_identity(tmp_path) == fields
-
-
-def test_read_run_identity_of_older_or_missing_run_info(tmp_path):
-    assert R.read_run_identity(tmp_path) is None
-    (tmp_path / R.RUN_INFO_FILE).write_text("{not json")
-    assert R.read_run_identity(tmp_path) is None
-    (tmp_path / R.RUN_INFO_FILE).write_text(json.dumps({"method": "online_v1"}))  # before `condition` existed
-    assert R.read_run_identity(tmp_path)["condition"] == "online_v1"
-    (tmp_path / R.RUN_INFO_FILE).write_text(json.dumps({"method": "my_method"}))
-    assert R.read_run_identity(tmp_path)["condition"] == "my_method"
-    # Readers never fail on a method this checkout does not know (fewshot_distill/methods.py): its name is its condition.
-    assert R.training_condition("dpo") == "dpo" and R.training_condition("dpo", "fewshot") == "dpo"
-    with pytest.raises(ValueError, match="Unknown training method"):  # but training only writes known ones
-        R.run_identity_fields("dpo", None)

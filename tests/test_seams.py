@@ -1,22 +1,23 @@
 """The seams keep the gold path to the bit: batches assembled from separate prompt / answer ids equal
 the concatenated sequences of the code before them (87ea6dc, reproduced inline), each Teacher class
-equals the top-K closure it replaced, and `assemble_batch` takes answers that are not the gold ones.
-Also: the method registry is the one source of conditions, labels and colours."""
+equals the top-K closure it replaced, and `assemble_batch` takes answers that are not the gold ones."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from fewshot_distill import distillation as D
-from fewshot_distill import losses as L
 from fewshot_distill.constants import IGNORE_INDEX
 from fewshot_distill.data.gsm8k_loader import assemble_batch, batch_prompts, build_examples, collate_examples, load_gsm8k_rows
-from fewshot_distill.models.prefix_teacher import SharedPrefixTeacher, fixed_shot_prefix_ids
+from fewshot_distill.teachers.shot_prefix import fixed_shot_prefix_ids, SharedPrefixTeacher
 from fewshot_distill.models.student import AnswerWindowLM, teacher_logits
-from fewshot_distill.training.steps import distillation_loss_step
-from fewshot_distill.training.teacher import AdapterDisabledTeacher, ShotPrefixTeacher
-from fewshot_distill.training.teacher_cache import CachedTeacher, TeacherTopKCache
+from fewshot_distill.methods.distill import distillation_loss_step
+from fewshot_distill.teachers.base import AdapterDisabledTeacher
+from fewshot_distill.teachers.shot_prefix import ShotPrefixTeacher
+from fewshot_distill.teachers.cache import CachedTeacher, TeacherTopKCache
+from fewshot_distill.data.prompts import AlignmentError
+from fewshot_distill.losses.alignment import check_aligned_token_ids, student_answer_window, teacher_answer_positions
+from fewshot_distill.losses.divergences import LossSpec, MSE, tail_logsumexp, top_k_logits
 from tests.conftest import build_lora_student, smoke_data_cfg
 
 K = 8
@@ -51,14 +52,14 @@ def old_online_top_k(window_lm, k, alignment, tail_temperature=None, shot_prefix
 
     def top_k(batch, answer_ids, answer_mask):
         lengths = batch["teacher_attention_mask"].sum(dim=1)
-        D.check_aligned_token_ids(batch["teacher_input_ids"], lengths, answer_ids, answer_mask,
+        check_aligned_token_ids(batch["teacher_input_ids"], lengths, answer_ids, answer_mask,
                                   batch.get("example_index"))
-        positions = D.teacher_answer_positions(lengths, answer_mask.sum(dim=1), answer_ids.size(1), alignment)
+        positions = teacher_answer_positions(lengths, answer_mask.sum(dim=1), answer_ids.size(1), alignment)
         logits = compute(batch["teacher_input_ids"], batch["teacher_attention_mask"], positions)
-        values, ids = D.top_k_logits(logits, k)
+        values, ids = top_k_logits(logits, k)
         if tail_temperature is None:
             return values, ids
-        return values, ids, L.tail_logsumexp(logits, ids, tail_temperature)
+        return values, ids, tail_logsumexp(logits, ids, tail_temperature)
 
     return top_k
 
@@ -110,9 +111,9 @@ def test_real_gsm8k_batches_equal_the_old_ones(qwen3_tokenizer, gsm8k_train_rows
 @pytest.mark.parametrize("alignment", ["seed", "predict"])
 def test_teacher_classes_give_the_old_closures_losses_to_the_bit(setup, variant, alignment):
     tokenizer, examples, fixed, prefix, student = setup
-    loss, tail_temperature, group = D.MSE, None, examples[:4]
+    loss, tail_temperature, group = MSE, None, examples[:4]
     if variant == "tail":
-        loss, tail_temperature = L.LossSpec("reverse_kl", 2.0, topk_tail="bucket"), 2.0
+        loss, tail_temperature = LossSpec("reverse_kl", 2.0, topk_tail="bucket"), 2.0
     if variant == "shot_prefix":
         group = fixed
         shot_prefix = SharedPrefixTeacher(student, prefix)
@@ -138,12 +139,12 @@ def test_teacher_classes_give_the_old_closures_losses_to_the_bit(setup, variant,
 def test_teacher_top_k_runs_without_grad_and_keeps_the_alignment_check(setup):
     tokenizer, examples, _, _, student = setup
     batch = collate_examples(examples[:2], tokenizer.pad_token_id)
-    _, mask, ids = D.student_answer_window(batch["student_labels"])
+    _, mask, ids = student_answer_window(batch["student_labels"])
     values, top_ids = AdapterDisabledTeacher(student, K).top_k(batch, ids, mask)
     assert not values.requires_grad and values.shape == top_ids.shape == (*ids.shape, K)
     wrong = ids.clone()
     wrong[0, 0] += 1
-    with pytest.raises(D.AlignmentError, match=f"examples \\[{examples[0].index}\\]"):
+    with pytest.raises(AlignmentError, match=f"examples \\[{examples[0].index}\\]"):
         AdapterDisabledTeacher(student, K).top_k(batch, wrong, mask)
 
 
@@ -158,9 +159,9 @@ def test_assemble_batch_takes_any_answer_ids(setup):
         assert batch["student_input_ids"][row, n_student:n_student + len(answer)].tolist() == answer
         assert batch["teacher_input_ids"][row, n_teacher:n_teacher + len(answer)].tolist() == answer
         assert int(batch["teacher_attention_mask"][row].sum()) == n_teacher + len(answer)
-    _, mask, ids = D.student_answer_window(batch["student_labels"])
+    _, mask, ids = student_answer_window(batch["student_labels"])
     assert ids[mask].tolist() == [11, 12, 13, 14]
-    D.check_aligned_token_ids(batch["teacher_input_ids"], batch["teacher_attention_mask"].sum(dim=1), ids, mask)
+    check_aligned_token_ids(batch["teacher_input_ids"], batch["teacher_attention_mask"].sum(dim=1), ids, mask)
     with pytest.raises(ValueError, match="one of each per row"):
         assemble_batch([[1]], [[2], [3]], [0], 0)
 
@@ -177,28 +178,3 @@ def test_batch_prompts_recovers_the_prompts_so_a_batch_can_take_other_answers(se
     assert all(torch.equal(again[key], gold[key]) for key in gold)
     sft = {k: v for k, v in gold.items() if not k.startswith("teacher_")}
     assert batch_prompts(sft) == (student_prompts, None)
-
-
-def test_method_registry_is_the_one_source_of_names():
-    from fewshot_distill import methods as M
-    from fewshot_distill.results import figures, labels
-    from fewshot_distill.run_identity import training_condition
-    from fewshot_distill.training.steps import loss_step_builder
-    from fewshot_distill.training import train_baseline, train_online_v1
-
-    for condition in M.CONDITIONS:
-        if condition.name != M.ICL_PLACEHOLDER:
-            assert labels.label_for(condition.name) == condition.label
-            assert figures.color_for(condition.name, set()) == condition.colour
-        if condition.method is not None:
-            assert training_condition(condition.method, condition.teacher_context, condition.finetune) == condition.name
-    assert labels.label_for("icl_4shot") == "Base model (4-shot ICL)"
-    assert labels.ordered_conditions(["online_v1", "baseline", "icl_8shot", "base_0shot"]) == [
-        "base_0shot", "icl_8shot", "baseline", "online_v1"]
-    assert training_condition("online_v1", "new_context") == "online_new_context"
-    assert training_condition("unknown_method", "fewshot") == "unknown_method"
-    assert training_condition("online_v1", "shuffled_answers", "full") == "online_shuffled_full"  # unlisted full
-    assert loss_step_builder(M.SFT_METHOD) is train_baseline.build_loss_step
-    assert loss_step_builder(M.DISTILLATION_METHOD) is train_online_v1.build_loss_step
-    with pytest.raises(ValueError, match="Unknown training method"):
-        loss_step_builder("unknown_method")

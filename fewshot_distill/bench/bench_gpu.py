@@ -19,7 +19,7 @@ runs on a bare GPU machine. Writes one JSON (default docs/bench_gpu.json) that d
 
 Data: GSM8K train rows and the Qwen3 tokenizer from --data / --tokenizer, else from shared/ inside the
 repo or beside it (../shared) when present, else the repo's own problems (data/smoke) and the offline
-tokenizer of fewshot_distill/utils/tiny_model.py (shorter sequences than GSM8K: the JSON records which was used).
+tokenizer of fewshot_distill/models/tiny_model.py (shorter sequences than GSM8K: the JSON records which was used).
 
     make bench-gpu                                             # GPU, writes docs/bench_gpu.json
     python scripts/bench_gpu.py --data ../shared/data/gsm8k --tokenizer ../shared/tokenizers/qwen3
@@ -41,6 +41,8 @@ import time
 from pathlib import Path
 
 import torch
+from fewshot_distill.losses.reference import gather_vocab, masked_cross_entropy, masked_mse
+from fewshot_distill.losses.window_kernel import answer_window_losses
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,11 +85,11 @@ def find_tokenizer(explicit: str | None, scratch: Path) -> tuple[Path, str]:
 
 def offline_tokenizer(scratch: Path) -> tuple[Path, str]:
     """The project's byte-level BPE tokenizer trained on its own problems, saved under `scratch`."""
-    from fewshot_distill.utils.tiny_model import default_tokenizer_texts, train_bpe_tokenizer
+    from fewshot_distill.models.tiny_model import default_tokenizer_texts, train_bpe_tokenizer
 
     folder = scratch / "offline_tokenizer"
     train_bpe_tokenizer(default_tokenizer_texts()).save_pretrained(str(folder))
-    return folder, "offline BPE tokenizer (fewshot_distill/utils/tiny_model.py), Qwen3-style chat template"
+    return folder, "offline BPE tokenizer (fewshot_distill/models/tiny_model.py), Qwen3-style chat template"
 
 
 def fused_loss_check(device: torch.device, dtype: torch.dtype, batch: int, width: int, vocab: int, k: int) -> dict:
@@ -97,7 +99,6 @@ def fused_loss_check(device: torch.device, dtype: torch.dtype, batch: int, width
     default for the logits' dtype (float32: rtol 1.3e-6, atol 1e-5; bf16: rtol 1.6e-2, atol 1e-5),
     i.e. one rounding of the same float32 gradient to the logits' dtype.
     """
-    from fewshot_distill import distillation as D
 
     generator = torch.Generator(device="cpu").manual_seed(0)
     logits = (torch.randn(batch, width, vocab, generator=generator) * 3).to(device=device, dtype=dtype)
@@ -109,11 +110,11 @@ def fused_loss_check(device: torch.device, dtype: torch.dtype, batch: int, width
     mse_mask = (torch.rand(batch, width, generator=generator) < 0.85).to(device)
 
     fused_input = logits.clone().requires_grad_()
-    ce, mse = D.answer_window_losses(fused_input, target_ids, target_mask, teacher_ids, teacher_values, mse_mask)
+    ce, mse = answer_window_losses(fused_input, target_ids, target_mask, teacher_ids, teacher_values, mse_mask)
     (ce + 0.5 * mse).backward()
     plain_input = logits.clone().requires_grad_()
-    plain_ce = D.masked_cross_entropy(plain_input, target_ids, target_mask)
-    plain_mse = D.masked_mse(teacher_values, D.gather_vocab(plain_input, teacher_ids), mse_mask)
+    plain_ce = masked_cross_entropy(plain_input, target_ids, target_mask)
+    plain_mse = masked_mse(teacher_values, gather_vocab(plain_input, teacher_ids), mse_mask)
     (plain_ce + 0.5 * plain_mse).backward()
 
     result = {"device": str(device), "dtype": str(dtype).replace("torch.", ""), "shape": [batch, width, vocab],

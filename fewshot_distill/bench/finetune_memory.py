@@ -10,7 +10,7 @@ Bytes per parameter, per data-parallel rank (DDP: every rank holds all of it):
            adapter weights fp32 (4) + their gradients fp32 (4) + AdamW exp_avg and exp_avg_sq fp32 (8)
     full   weights fp32 master copies (4) + gradients fp32 (4) + AdamW states fp32 (8)
            + the teacher of full distillation, a frozen bf16 copy of the starting weights (2;
-             fewshot_distill/training/frozen_teacher.py; float32 (4) with training.bf16=false, none for full SFT)
+             fewshot_distill/teachers/frozen_copy.py; float32 (4) with training.bf16=false, none for full SFT)
 
 FSDP FULL_SHARD divides every full-fine-tuning term (the teacher copy too when it is sharded) by the
 number of ranks: gradients too, since under FSDP the loop reduce-scatters every accumulation

@@ -92,9 +92,9 @@ def training_args(ctx: dict, config: str, run_dir: Path, steps: int, *extra: str
 
 def train_in_process(script: str, args: list[str]) -> None:
     if script == "baseline":
-        from fewshot_distill.training.train_baseline import main
+        from fewshot_distill.train import main
     else:
-        from fewshot_distill.training.train_online_v1 import main
+        from fewshot_distill.train import main
     main(args)
 
 
@@ -169,7 +169,7 @@ def stage_model(ctx: dict) -> dict:
         from transformers import AutoTokenizer
 
         from fewshot_distill.data.prompts import render_prompt
-        from fewshot_distill.utils.tiny_model import build_tiny_qwen3
+        from fewshot_distill.models.tiny_model import build_tiny_qwen3
 
         # The project's offline BPE tokenizer (hundreds of ids): the bundle's 151,669 would make the tiny model's
         # output layer most of its CPU time. The bundle's tokenizer is loaded and rendered here, and the

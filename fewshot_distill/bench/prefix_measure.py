@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from fewshot_distill.bench.prefix_tolerance import compare_with_full_teacher
-from fewshot_distill.models.prefix_teacher import SharedPrefixTeacher
+from fewshot_distill.teachers.shot_prefix import SharedPrefixTeacher
 
 
 def measure(bench_argv: list[str]) -> dict:

@@ -13,9 +13,10 @@ import math
 
 import torch
 
-from fewshot_distill import distillation as D
-from fewshot_distill.models.prefix_teacher import SharedPrefixTeacher
+from fewshot_distill.teachers.shot_prefix import SharedPrefixTeacher
 from fewshot_distill.models.student import teacher_logits
+from fewshot_distill.losses.alignment import student_answer_window, teacher_answer_positions
+from fewshot_distill.losses.divergences import top_k_logits
 
 
 def bf16_ulp(values: torch.Tensor) -> torch.Tensor:
@@ -47,16 +48,16 @@ def compare_with_full_teacher(shot_prefix: SharedPrefixTeacher, batches: list[di
     max_diff, max_ulps, shared_ids, top1_same, positions, flip_margin = 0.0, 0.0, 0, 0, 0, 0.0
     for batch in batches:
         device = batch["teacher_input_ids"].device
-        _, answer_mask, answer_ids = D.student_answer_window(batch["student_labels"])
+        _, answer_mask, answer_ids = student_answer_window(batch["student_labels"])
         lengths = batch["teacher_attention_mask"].sum(dim=1)
         for alignment in alignments:
-            where = D.teacher_answer_positions(lengths, answer_mask.sum(dim=1), answer_ids.size(1), alignment)
+            where = teacher_answer_positions(lengths, answer_mask.sum(dim=1), answer_ids.size(1), alignment)
             autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
                         else contextlib.nullcontext())
             with autocast:
-                full_values, full_ids = D.top_k_logits(
+                full_values, full_ids = top_k_logits(
                     teacher_logits(window_lm, batch["teacher_input_ids"], batch["teacher_attention_mask"], where), k)
-                prefix_values, prefix_ids = D.top_k_logits(
+                prefix_values, prefix_ids = top_k_logits(
                     shot_prefix.logits(batch["teacher_input_ids"], batch["teacher_attention_mask"], where), k)
             full_values, full_ids = full_values[answer_mask], full_ids[answer_mask]
             prefix_values, prefix_ids = prefix_values[answer_mask], prefix_ids[answer_mask]

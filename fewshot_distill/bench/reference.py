@@ -3,7 +3,7 @@
 A SEPARATE frozen teacher copy of the model runs over the whole few-shot sequence and returns
 full-vocabulary logits [B, Tt, V]; the student returns full logits [B, Ts, V]; the answer positions
 are picked per row, then top-K, then CE + lambda * MSE. Deliberately independent of
-fewshot_distill/distillation.py so tests can check that our optimised step gives the same loss values.
+fewshot_distill/losses/window_kernel.py so tests can check that our optimised step gives the same loss values.
 """
 
 from __future__ import annotations

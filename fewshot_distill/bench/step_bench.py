@@ -14,8 +14,8 @@ Variants:
   ours_grouped  `ours` on the same examples regrouped by teacher length (fewshot_distill/data/sampling.py)
   fixed         `ours` on the same examples with one fixed set of shots for all (data.shot_sampling=fixed)
   fixed_reuse   `fixed` with distillation.reuse_shot_prefix: the shot prefix's keys/values computed once
-                (fewshot_distill/models/prefix_teacher.py), the teacher runs only each [question][answer] suffix
-  onpolicy      the on-policy step (fewshot_distill/training/onpolicy.py, answer_source=student, reverse KL): the student
+                (fewshot_distill/teachers/shot_prefix.py), the teacher runs only each [question][answer] suffix
+  onpolicy      the on-policy step (fewshot_distill/methods/onpolicy.py, answer_source=student, reverse KL): the student
                 samples --gen-tokens new tokens per row (random weights rarely emit EOS, so every sample
                 runs to the limit: the worst case), the adapter-disabled teacher scores them, the student
                 trains on them; its time is split into generation, teacher and student (forward + backward)
@@ -48,9 +48,10 @@ from pathlib import Path
 import torch
 
 from fewshot_distill.utils.resources import ResourceError, loading
+from fewshot_distill.losses.alignment import student_answer_window
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# One optimizer step of on-policy training: who samples, and how often (fewshot_distill/training/onpolicy.py).
+# One optimizer step of on-policy training: who samples, and how often (fewshot_distill/methods/onpolicy.py).
 ONPOLICY_STEP_VARIANTS = {"onpolicy_hf_micro": ("hf", "micro"), "onpolicy_hf_step": ("hf", "step"),
                           "onpolicy_vllm_merged": ("merged", "step"), "onpolicy_vllm_adapter": ("adapter", "step")}
 VARIANTS = ("sft", "reference", "ours", "ours_cached", "ours_grouped", "fixed", "fixed_reuse", "onpolicy",
@@ -154,7 +155,7 @@ def build_fixed_shot_data(tokenizer, rows: list[dict], data_cfg, indices: list[i
     import dataclasses
 
     from fewshot_distill.data.gsm8k_loader import build_example
-    from fewshot_distill.models.prefix_teacher import fixed_shot_prefix_ids
+    from fewshot_distill.teachers.shot_prefix import fixed_shot_prefix_ids
 
     fixed_cfg = dataclasses.replace(data_cfg, shot_sampling="fixed")
     examples = [build_example(tokenizer, rows, i, fixed_cfg, seed=42, with_teacher=True) for i in indices]
@@ -323,8 +324,9 @@ def onpolicy_step_timer(args, student, peft_model, teacher, autocast, backward, 
     """The on-policy step (generation, teacher, student) and the list its per-step split goes to."""
     from transformers import AutoTokenizer
 
-    from fewshot_distill.losses import LossSpec
-    from fewshot_distill.training.onpolicy import SampleSettings, StudentSampler, onpolicy_loss_step
+    from fewshot_distill.losses.divergences import LossSpec
+    from fewshot_distill.training.sampling import SampleSettings, StudentSampler
+    from fewshot_distill.methods.onpolicy import onpolicy_loss_step
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     sampler = StudentSampler(peft_model, tokenizer, SampleSettings(args.gen_tokens, 1.0, 1.0, args.seed))
@@ -359,8 +361,9 @@ def onpolicy_optimizer_step_timer(args, variant, student, peft_model, teacher, a
     the list its per-step split goes to. `engine_dir`: where the vLLM engine reads the starting weights."""
     from transformers import AutoTokenizer
 
-    from fewshot_distill.losses import LossSpec
-    from fewshot_distill.training.onpolicy import SampleSettings, StudentSampler, onpolicy_loss_step
+    from fewshot_distill.losses.divergences import LossSpec
+    from fewshot_distill.training.sampling import SampleSettings, StudentSampler
+    from fewshot_distill.methods.onpolicy import onpolicy_loss_step
 
     backend, calls = ONPOLICY_STEP_VARIANTS[variant]
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
@@ -424,12 +427,14 @@ def run_variant(args, variant: str, data: dict, memory: PeakMemory | None = None
 
     from fewshot_distill.bench.prefix_tolerance import compare_with_full_teacher
     from fewshot_distill.bench.reference import reference_distillation_losses
-    from fewshot_distill.models.prefix_teacher import SharedPrefixTeacher
+    from fewshot_distill.teachers.shot_prefix import SharedPrefixTeacher
     from fewshot_distill.models.student import AnswerWindowLM
     from fewshot_distill.training.precision import keep_low_precision_outputs
-    from fewshot_distill.training.steps import distillation_loss_step, sft_loss_step
-    from fewshot_distill.training.teacher import AdapterDisabledTeacher, ShotPrefixTeacher
-    from fewshot_distill.training.teacher_cache import CachedTeacher, TeacherTopKCache
+    from fewshot_distill.methods.distill import distillation_loss_step
+    from fewshot_distill.methods.sft import sft_loss_step
+    from fewshot_distill.teachers.base import AdapterDisabledTeacher
+    from fewshot_distill.teachers.shot_prefix import ShotPrefixTeacher
+    from fewshot_distill.teachers.cache import CachedTeacher, TeacherTopKCache
 
     device = torch.device(args.device)
     memory = memory or PeakMemory(device)
@@ -479,8 +484,7 @@ def run_variant(args, variant: str, data: dict, memory: PeakMemory | None = None
         return step
 
     def teacher_only(batch):
-        from fewshot_distill import distillation as D
-        _, answer_mask, answer_ids = D.student_answer_window(batch["student_labels"])
+        _, answer_mask, answer_ids = student_answer_window(batch["student_labels"])
         with autocast():
             online.top_k(batch, answer_ids, answer_mask)
 

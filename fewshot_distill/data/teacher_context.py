@@ -12,7 +12,7 @@ teacher sequence is then `[shots][question][answer]` (`render_prompt`), the same
                     `random.Random(f"shuffled_answers:{seed}:{index}")`. Same multiset of answers.
 
 All are deterministic per (seed, index), so a teacher-cache entry stays valid across epochs; the
-context name also enters the cache key (fewshot_distill/training/teacher_cache.py `teacher_cache_context`).
+context name also enters the cache key (fewshot_distill/teachers/cache.py `teacher_cache_context`).
 
 Adding a context: one function here plus its name in `TEACHER_CONTEXTS` (fewshot_distill/config.py validates
 against it), the value list in configs/base.yaml's comment, and a config under configs/ablations/.

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from fewshot_distill.run_identity import (BASE_LABEL, FINAL_LABEL, available_checkpoints, base_conditions,
-                              checkpoint_dir_of_label, icl_condition, icl_shot_count, step_label)
+from fewshot_distill.run_identity import available_checkpoints, base_conditions, BASE_LABEL, checkpoint_dir_of_label, FINAL_LABEL, icl_condition, icl_shot_count, recorded_condition, step_label
 from fewshot_distill.utils.checkpoint_files import ADAPTER_CONFIG, checkpoint_kind, verify_checkpoint
 
 
@@ -33,6 +32,7 @@ class EvalTarget:
     model_path: str                # base model (hub id or folder) or a full-weight checkpoint folder
     adapter_path: str | None = None  # peft adapter folder evaluated on top of model_path
     n_shots: int = 0               # few-shot examples in the prompt (icl_{k}shot only)
+    run_condition: str | None = None  # the condition the trained run recorded (run_info.json), for labels
 
     @property
     def key(self) -> tuple[str, str]:
@@ -80,6 +80,7 @@ def checkpoint_targets(condition: str, run_dir: Path, labels: Sequence[str] | No
                        ) -> tuple[list[EvalTarget], list[Problem]]:
     """Targets for the requested labels of one run folder (all `checkpoint-*` when labels is None)."""
     found = available_checkpoints(run_dir)
+    run_condition = recorded_condition(run_dir)
     if labels is None:
         labels = [label for label in found if label != FINAL_LABEL]
     targets, problems = [], []
@@ -101,9 +102,10 @@ def checkpoint_targets(condition: str, run_dir: Path, labels: Sequence[str] | No
             problems.append(Problem(condition, label, f"{check.describe()}; not evaluated", fatal=True))
             continue
         if kind == "adapter":
-            targets.append(EvalTarget(condition, label, model_path=base_model, adapter_path=str(folder)))
+            targets.append(EvalTarget(condition, label, model_path=base_model, adapter_path=str(folder),
+                                      run_condition=run_condition))
         else:
-            targets.append(EvalTarget(condition, label, model_path=str(folder)))
+            targets.append(EvalTarget(condition, label, model_path=str(folder), run_condition=run_condition))
     if not labels:
         problems.append(Problem(condition, None, f"{run_dir} has no checkpoint-* folders", fatal=True))
     return targets, problems

@@ -3,7 +3,7 @@
 On CPU-sized models, greedy GSM8K accuracy is ~0 and says nothing; the likelihood of the gold answer
 and the divergence from the few-shot teacher do. For every entry (a base-model row or a checkpoint)
 and every held-out row, one batched forward over [question][gold answer] gives the logits on the
-answer window (fewshot_distill/distillation.py: window[:, :A] predicts answer token j, window[:, 1:] holds it):
+answer window (fewshot_distill/losses/window_kernel.py: window[:, :A] predicts answer token j, window[:, 1:] holds it):
 
     nll        mean over answer tokens of -log p_entry(gold token)            (nats/token)
     top1       share of answer tokens whose argmax is the gold token
@@ -29,8 +29,8 @@ from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
+from fewshot_distill.losses.alignment import ALIGNMENTS, check_aligned_token_ids, student_answer_window, window_positions
 
-from fewshot_distill import distillation as D
 
 SUM_KEYS = ("nll", "top1", "kl", "topk_mse", "tokens")
 METRIC_KEYS = ("nll", "top1", "kl", "topk_mse", "gap_closed_nll", "gap_closed_kl", "tokens", "rows")
@@ -54,8 +54,8 @@ def row_sums(entry_window: torch.Tensor, teacher_window: torch.Tensor, answer_id
     if answer_ids.shape != (n_rows, width - 1) or answer_mask.shape != answer_ids.shape:
         raise ValueError(f"answer_ids / answer_mask must be [B, W - 1] = {(n_rows, width - 1)}, got "
                          f"{tuple(answer_ids.shape)} and {tuple(answer_mask.shape)}")
-    if alignment not in D.ALIGNMENTS:
-        raise ValueError(f"alignment must be one of {D.ALIGNMENTS}, got {alignment!r}")
+    if alignment not in ALIGNMENTS:
+        raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
     if top_k > vocab:
         raise ValueError(f"top_k={top_k} exceeds the vocabulary size {vocab}")
     rows, offsets = answer_mask.nonzero(as_tuple=True)   # [N] each: one entry per answer token
@@ -127,16 +127,16 @@ def summarize(entry: Totals, base0: Totals, teacher: Totals) -> dict:
 
 def student_window(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Window positions [B, W], answer mask [B, A] and answer ids [B, A] of a collated batch (training's)."""
-    return D.student_answer_window(batch["student_labels"])
+    return student_answer_window(batch["student_labels"])
 
 
 def teacher_window_positions(batch: dict, answer_ids: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:
     """The teacher's W positions matching the student window: teacher_len - n_answer - 1 + i.  -> [B, W]."""
     lengths = batch["teacher_attention_mask"].sum(dim=1)
-    D.check_aligned_token_ids(batch["teacher_input_ids"], lengths, answer_ids, answer_mask,
+    check_aligned_token_ids(batch["teacher_input_ids"], lengths, answer_ids, answer_mask,
                               batch.get("example_index"))
     n_answer = answer_mask.sum(dim=1)
-    positions, _ = D.window_positions(lengths - n_answer - 1, n_answer + 1, answer_ids.size(1) + 1)
+    positions, _ = window_positions(lengths - n_answer - 1, n_answer + 1, answer_ids.size(1) + 1)
     return positions
 
 

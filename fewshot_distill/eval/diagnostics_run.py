@@ -29,7 +29,7 @@ from fewshot_distill.eval.evaluate import build_parser, evaluated_split, find_ta
 from fewshot_distill.eval.prompts import rows_fingerprint
 from fewshot_distill.eval.runner import IncompatibleResultsError, ResultsStore, report
 from fewshot_distill.eval.shot_source import load_shot_rows
-from fewshot_distill.run_identity import ZERO_SHOT_CONDITION, icl_condition
+from fewshot_distill.run_identity import icl_condition, ZERO_SHOT_CONDITION
 from fewshot_distill.utils.attention_kernels import apply_attention_kernel_policy
 from fewshot_distill.utils.run_info import collect_run_info
 

@@ -1,1 +1,1 @@
-"""Models: the LoRA (or full) student and its teachers' forwards, generation, the real CPU model."""
+"""Models: the LoRA (or full) student and its forwards, generation, the real CPU model, tiny test models."""

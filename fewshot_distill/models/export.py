@@ -24,8 +24,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
-from fewshot_distill.run_identity import (FINAL_LABEL, RUN_INFO_FILE, available_checkpoints, checkpoint_step, label_step,
-                              step_label)
+from fewshot_distill.run_identity import available_checkpoints, checkpoint_step, FINAL_LABEL, label_step, RUN_INFO_FILE, step_label
 from fewshot_distill.utils.checkpoint_files import ADAPTER_CONFIG, checkpoint_kind, verify_checkpoint
 from fewshot_distill.utils.resources import ResourceError
 

@@ -93,18 +93,17 @@ class AnswerWindowLM(nn.Module):
 
     forward(input_ids [B, T], attention_mask [B, T], positions [B, P]) -> logits [B, P, V]
 
-    `peft_model` holds the model given: the PeftModel of a LoRA run, or the plain causal LM of a full
-    fine-tuning run or an evaluation of a full checkpoint (the attribute keeps its name for the LoRA
-    call sites; `causal_lm` is the transformer either way).
+    `wrapped_model` holds the model given: the PeftModel of a LoRA run, or the plain causal LM of a full
+    fine-tuning run or an evaluation of a full checkpoint; `causal_lm` is the transformer either way.
     """
 
-    def __init__(self, peft_model):
+    def __init__(self, wrapped_model):
         super().__init__()
-        self.peft_model = peft_model
+        self.wrapped_model = wrapped_model
 
     @property
     def has_adapter(self) -> bool:
-        return has_adapter(self.peft_model)
+        return has_adapter(self.wrapped_model)
 
     @property
     def _no_split_modules(self):
@@ -115,7 +114,7 @@ class AnswerWindowLM(nn.Module):
     @property
     def causal_lm(self):
         # LoRA layers are injected in place, so the base model runs them too.
-        return self.peft_model.get_base_model() if self.has_adapter else self.peft_model
+        return self.wrapped_model.get_base_model() if self.has_adapter else self.wrapped_model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor
                 ) -> torch.Tensor:
@@ -128,7 +127,7 @@ class AnswerWindowLM(nn.Module):
 
 def adapter_disabled(window_lm: AnswerWindowLM):
     """Context in which `window_lm` computes its base model: adapter disabled; a plain model as it is."""
-    return window_lm.peft_model.disable_adapter() if window_lm.has_adapter else contextlib.nullcontext()
+    return window_lm.wrapped_model.disable_adapter() if window_lm.has_adapter else contextlib.nullcontext()
 
 
 @torch.no_grad()

@@ -13,19 +13,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
 from matplotlib.figure import Figure  # noqa: E402
 
-from fewshot_distill.results.labels import label_for, ordered_conditions  # noqa: E402
-from fewshot_distill.methods import CONDITIONS, CONDITIONS_BY_NAME, ICL_PLACEHOLDER, SPARE_COLOURS  # noqa: E402
-from fewshot_distill.run_identity import icl_shot_count  # noqa: E402
+from fewshot_distill.results.labels import (CONDITION_STYLES, SPARE_COLOURS, STYLES_BY_NAME,  # noqa: E402
+                                            label_for, ordered_conditions)
+from fewshot_distill.run_identity import ICL_PLACEHOLDER, icl_shot_count
+  # noqa: E402
 from fewshot_distill.results.load import best_checkpoint, checkpoint_series, select_checkpoint  # noqa: E402
 from fewshot_distill.results.metrics import Series, ema_smooth  # noqa: E402
 from fewshot_distill.results.tables import format_percent, has_trained_checkpoints, per_checkpoint_rows  # noqa: E402
 
 FONT_SIZE = 11
 DPI = 150
-# Fixed colours (fewshot_distill/methods.py) so a method looks the same in every figure; other runs/conditions take
-# the spare ones.
-ICL_COLOR = CONDITIONS_BY_NAME[ICL_PLACEHOLDER].colour  # every icl_{k}shot row
-CONDITION_COLORS = {c.name: c.colour for c in CONDITIONS if c.colour and c.name != ICL_PLACEHOLDER}
+# Fixed colours (fewshot_distill/results/labels.py) so a condition looks the same in every figure; other
+# runs/conditions take the spare ones.
+ICL_COLOR = STYLES_BY_NAME[ICL_PLACEHOLDER].colour  # every icl_{k}shot row
+CONDITION_COLORS = {s.name: s.colour for s in CONDITION_STYLES if s.name != ICL_PLACEHOLDER}
 _SPARE_COLORS = list(SPARE_COLOURS)
 
 Intervals = dict[tuple[str, str], tuple[float, float]]  # (condition, label) -> (low, high) accuracy fractions
@@ -82,7 +83,7 @@ def accuracy_figure(
             name, entry = best_checkpoint(conditions[condition])
             pct = entry["accuracy"] * 100
             all_pct.append(pct)
-            color = color_for(condition, taken)
+            color = color_for(label_for(condition, labels), taken)
             ax.axhline(pct, linestyle="--", linewidth=1.5, color=color,
                        label=f"{label_for(condition, labels)}: {format_percent(entry['accuracy'])}%")
             if intervals and (condition, name) in intervals:
@@ -99,7 +100,7 @@ def accuracy_figure(
             pct = [e["accuracy"] * 100 for _, e in series]
             all_pct += pct
             all_steps.update(steps)
-            color = color_for(condition, taken)
+            color = color_for(label_for(condition, labels), taken)
             ax.plot(steps, pct, marker="o", markersize=7, linewidth=2, color=color,
                     label=label_for(condition, labels))
             if intervals:
@@ -165,7 +166,7 @@ def selected_accuracy_bars(
     with plt.rc_context(_style()):
         fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * len(names)), 5), dpi=DPI)
         taken: set[str] = set()
-        colors = [color_for(c, taken) for c in names]
+        colors = [color_for(label_for(c, labels), taken) for c in names]
         positions = list(range(len(names)))
         ax.bar(positions, pct, color=colors, width=0.65)
         tops = list(pct)

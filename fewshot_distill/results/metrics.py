@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from fewshot_distill.results.labels import label_for
-from fewshot_distill.run_identity import read_run_identity
+from fewshot_distill.methods import read_run_identity
 
 METRICS_FILE = "metrics.jsonl"
 TB_DIR = "tb"

@@ -25,7 +25,7 @@ from fewshot_distill.results.figures import save_figure
 from fewshot_distill.results.stats import read_predictions
 from fewshot_distill.results.study import study_figure, study_markdown, summarise_task
 from fewshot_distill.eval.runner import predictions_path
-from fewshot_distill.study.spec import (EVAL_OUTPUT, EVAL_SCRIPT, StudySpec, TrainRun, eval_labels, expand_runs,
+from fewshot_distill.study.spec import (EVAL_OUTPUT, EVAL_SCRIPT, TRAIN_MODULE, StudySpec, TrainRun, eval_labels, expand_runs,
                             missing_evaluations, run_state, seed_dir)
 from fewshot_distill.utils.io import atomic_write_json, atomic_write_text
 from fewshot_distill.utils.run_info import collect_run_info
@@ -53,9 +53,9 @@ def _has_gpu() -> bool:
 
 
 def train_command(spec: StudySpec, run: TrainRun, mode: str) -> list[str]:
-    """`accelerate launch` of the run's training script; mode is run_state's "new", "redo" or "resume"."""
+    """`accelerate launch -m fewshot_distill.train` of the run; mode is run_state's "new", "redo" or "resume"."""
     flag = {"new": [], "redo": ["--overwrite"], "resume": ["--resume"]}[mode]
-    return [sys.executable, "-m", "accelerate.commands.launch", *spec.launch, run.script, "--config", run.config,
+    return [sys.executable, "-m", "accelerate.commands.launch", *spec.launch, "-m", TRAIN_MODULE, "--config", run.config,
             "--output_dir", str(run.run_dir), *flag, *run.overrides]
 
 

@@ -4,7 +4,7 @@ A study is one model, one or more tasks (each its own grid), seeds, and conditio
 - a base-model row (`base_0shot`, `icl_{k}shot`): no training, evaluated per seed (the shots drawn with
   that seed);
 - a trained condition: a training config from configs/ (e.g. configs/ablations/zeroshot_teacher.yaml) plus
-  overrides. Its name must be the one fewshot_distill/methods.py gives the method and teacher context it trains, so
+  overrides. Its name must be the one fewshot_distill/methods/ gives the method and teacher context it trains, so
   labels and colours come from the registry (`condition_of`).
 
 Overrides apply in this order (later wins): the condition's config < the task config's `data:` and `task:`
@@ -26,11 +26,11 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fewshot_distill.config import Config, ConfigError, load_config
-from fewshot_distill.methods import SFT_METHOD, distillation_method, method_condition
-from fewshot_distill.run_identity import FINAL_DIR, FINAL_LABEL, BASE_LABEL, base_conditions
+from fewshot_distill.methods import method_condition, resolve_method
+from fewshot_distill.run_identity import base_conditions, BASE_LABEL, FINAL_DIR, FINAL_LABEL
 from fewshot_distill.utils.checkpoint_files import verify_checkpoint
 
-TRAIN_SCRIPTS = {"sft": "fewshot_distill/training/train_baseline.py", "distillation": "fewshot_distill/training/train_online_v1.py"}
+TRAIN_MODULE = "fewshot_distill.train"     # every method: the config's `method:` picks it
 EVAL_SCRIPT = "scripts/eval_checkpoints.py"
 EVAL_OUTPUT = "eval.json"
 
@@ -78,7 +78,7 @@ class TrainRun:
     task: str
     condition: str
     seed: int
-    script: str
+    method: str
     config: str
     overrides: tuple[str, ...]
     run_dir: Path
@@ -98,12 +98,9 @@ def task_overrides(task_config: str) -> tuple[str, ...]:
 
 
 def condition_of(cfg: Config) -> tuple[str, str]:
-    """(condition name in fewshot_distill/methods.py, "sft" | "distillation" script) of a resolved training config."""
-    dist = cfg.distillation
-    if dist.n_top_logits > 0 and dist.lambda_distill > 0:
-        method = distillation_method(dist.answer_source)
-        return method_condition(method, dist.teacher_context, cfg.model.finetune), "distillation"
-    return method_condition(SFT_METHOD, None, cfg.model.finetune), "sft"
+    """(condition name, method name) of a resolved training config (fewshot_distill/methods/)."""
+    method = resolve_method(cfg)
+    return method_condition(method.name, cfg.distillation.teacher_context, cfg.model.finetune), method.name
 
 
 def load_study(path: str | Path, seeds: list[int] | None = None, tasks: list[str] | None = None) -> StudySpec:
@@ -145,7 +142,7 @@ def train_overrides_of(spec: StudySpec, task: str, condition: str, seed: int) ->
 
 def expand_runs(spec: StudySpec, out_dir: Path) -> list[TrainRun]:
     """Every training run of the grid (task x trained condition x seed), in that order, checked: each
-    condition's resolved config must train the method and context its name says (fewshot_distill/methods.py)."""
+    condition's resolved config must train the method and context its name says (fewshot_distill/methods/)."""
     runs = []
     for task in spec.tasks:
         rows = base_rows(spec, task)
@@ -161,12 +158,15 @@ def expand_runs(spec: StudySpec, out_dir: Path) -> list[TrainRun]:
                     cfg = load_config(entry.config, overrides)
                 except ConfigError as error:
                     raise StudyError(f"condition {condition}: {error}") from None
-                name, script = condition_of(cfg)
+                try:
+                    name, method = condition_of(cfg)
+                except ConfigError as error:
+                    raise StudyError(f"condition {condition}: {error}") from None
                 if name != condition:
                     raise StudyError(
-                        f"condition {condition} trains what fewshot_distill/methods.py calls {name} (method and teacher "
+                        f"condition {condition} trains what fewshot_distill/methods/ calls {name} (method and teacher "
                         f"context of {entry.config} + its overrides); rename it {name} or change its overrides")
-                runs.append(TrainRun(task, condition, seed, TRAIN_SCRIPTS[script], entry.config, tuple(overrides),
+                runs.append(TrainRun(task, condition, seed, method, entry.config, tuple(overrides),
                                      seed_dir(out_dir, task, seed) / condition))
     return runs
 

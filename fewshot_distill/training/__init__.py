@@ -1,1 +1,1 @@
-"""Training: the loop, one loss step per method, the teacher variants, checkpoints and resume."""
+"""Training: the loop every method shares, the student's on-policy samples, checkpoints and resume."""

@@ -88,7 +88,7 @@ def save_weights(folder: Path, model, state_dict: dict | None = None,
     model.save_pretrained(folder, state_dict=state_dict, max_shard_size=max_shard_size)
 
 
-def full_state_dict(accelerator, prepared_model, prefix: str = "peft_model.") -> dict:
+def full_state_dict(accelerator, prepared_model, prefix: str = "wrapped_model.") -> dict:
     """Every weight of a full fine-tuning run, keyed as the causal LM names them. Call on every rank.
 
     Under FSDP `get_state_dict` gathers the shards (a full state dict on the main process, per the

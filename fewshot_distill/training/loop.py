@@ -1,8 +1,8 @@
-"""The training loop shared by both methods: setup, loop, save.
+"""The training loop every method shares: setup, loop, save. It knows no teacher and no method.
 
-Scripts (train_baseline.py, train_online_v1.py) parse the config, call `setup_run`, build their loss
-step and call `train`. Everything else (DDP, bf16 autocast, gradient accumulation, AdamW, cosine
-schedule with warmup, clipping, logging, checkpoints, resume, signals) lives here.
+fewshot_distill/train.py parses the config, calls `setup_run`, asks the method for its loss step and calls
+`train`. Everything else (DDP / FSDP, bf16 autocast, gradient accumulation, AdamW, cosine schedule with
+warmup, clipping, logging, checkpoints, resume, signals) lives here.
 """
 
 from __future__ import annotations
@@ -23,19 +23,31 @@ import torch
 from torch.utils.data import DataLoader
 
 from fewshot_distill.config import Config, ConfigError, config_to_dict, config_to_yaml, load_config
-from fewshot_distill.run_identity import (CHECKPOINT_PREFIX, FINAL_DIR, RUN_INFO_FILE, checkpoint_dir, checkpoint_dir_name,
-                              checkpoint_step, run_identity_fields)
+from fewshot_distill.run_identity import checkpoint_dir, checkpoint_dir_name, CHECKPOINT_PREFIX, checkpoint_step, FINAL_DIR, RUN_INFO_FILE
 from fewshot_distill.training.checkpoint import (CheckpointError, find_resume_checkpoint, full_state_dict, list_checkpoints,
                                      load_checkpoint, save_checkpoint, save_final)
 from fewshot_distill.training.heldout_eval import build_heldout_evaluator
 from fewshot_distill.training.precision import keep_low_precision_outputs
-from fewshot_distill.training.steps import TRAINED_TOKENS, trained_tokens
 from fewshot_distill.utils.gpu_env import check_gpu_setup
 from fewshot_distill.utils.io import keep_logged_steps
 
 logger = logging.getLogger("fewshot_distill")
 
+# A method's loss step (fewshot_distill/methods/): (model, batch) -> {"loss": total with a graph, <term>: detached
+# scalars to log}. A step may also have `begin_optimizer_step(micro_batches)`, called before each optimizer
+# step's first forward with all its micro-batches (on-policy sampling draws the whole step at once).
 LossStep = Callable[[torch.nn.Module, dict], dict]
+
+# A loss step that trains on other tokens than its batch's (on-policy: the sampled answers) returns their
+# count under this key; the loop counts it into train/tokens_per_s instead of logging it as a term.
+TRAINED_TOKENS = "trained_tokens"
+
+
+def trained_tokens(terms: dict, batch: dict) -> int:
+    """The tokens a loss step trained on: the count it reported (TRAINED_TOKENS), else its batch's student
+    tokens (prompt and answer, no padding)."""
+    reported = terms.get(TRAINED_TOKENS)
+    return int(reported) if reported is not None else int(batch["student_attention_mask"].sum())
 
 
 def parse_training_args(argv: list[str] | None, description: str) -> tuple[argparse.Namespace, Config]:
@@ -175,16 +187,19 @@ def _warn_on_config_change(cfg: Config, checkpoint: Path) -> None:
         return
     saved = OmegaConf.to_container(OmegaConf.load(saved_file))
     current = config_to_dict(cfg)
-    changed = [f"{section}.{key}" for section, values in current.items() for key, value in values.items()
-               if saved.get(section, {}).get(key, value) != value and key != "output_dir"]
+    changed = [f"{section}.{key}" for section, values in current.items() if isinstance(values, dict)
+               for key, value in values.items() if saved.get(section, {}).get(key, value) != value
+               and key != "output_dir"]
+    changed += [key for key, value in current.items() if not isinstance(value, dict)
+                and saved.get(key, value) != value]
     if changed:
         logger.warning("Resuming %s with a config that differs from the run's in: %s", checkpoint,
                        ", ".join(changed))
 
 
 def check_sharding(cfg: Config, distributed_type) -> None:
-    """FSDP (configs/accelerate/fsdp.yaml) serves full fine-tuning (its frozen teacher copy sharded too);
-    what it cannot do yet is a one-line error."""
+    """FSDP (configs/accelerate/fsdp.yaml) serves full fine-tuning; what it cannot do yet is a one-line error
+    (what a method or a teacher cannot do under FSDP, they check themselves: methods/, teachers/)."""
     if distributed_type != "FSDP":  # accelerate's DistributedType is a str enum
         return
     if cfg.model.finetune != "full":
@@ -194,20 +209,6 @@ def check_sharding(cfg: Config, distributed_type) -> None:
         # Its rows are split unevenly over ranks, and every sharded forward is a collective.
         raise ConfigError("eval.held_out_examples > 0 is not supported under FSDP: set eval.held_out_examples=0 "
                           "and score the checkpoints with scripts/eval_diagnostics.py")
-    dist_cfg = cfg.distillation
-    if dist_cfg.answer_source != "gold":
-        # Sampling calls the inner causal LM, outside the sharded root's forward that gathers the shards,
-        # and each rank's decode loop stops at its own EOS, so the ranks would issue different all-gathers.
-        raise ConfigError(f"distillation.answer_source={dist_cfg.answer_source} (on-policy sampling) is not "
-                          "supported under FSDP: launch full fine-tuning without the FSDP config (DDP), "
-                          "or use model.finetune=lora under DDP")
-    if dist_cfg.n_top_logits > 0 and dist_cfg.teacher_cache != "none":
-        # A rank whose rows are all cached would skip the sharded teacher's forward, a collective.
-        raise ConfigError("distillation.teacher_cache is not supported under FSDP: set distillation.teacher_cache=none")
-    if dist_cfg.n_top_logits > 0 and dist_cfg.reuse_shot_prefix:
-        # The prefix pass calls the decoder outside the sharded model's forward, which gathers the shards.
-        raise ConfigError("distillation.reuse_shot_prefix is not supported under FSDP: set "
-                          "distillation.reuse_shot_prefix=false")
 
 
 def launched_with_fsdp() -> bool:
@@ -249,7 +250,10 @@ def sharding_kwargs(train_cfg, fsdp: bool) -> dict:
     return {"gradient_accumulation_plugin": accumulation, "fsdp_plugin": plugin}
 
 
-def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: bool) -> Run:
+def setup_run(cfg: Config, args: argparse.Namespace, identity: dict, with_teacher: bool) -> Run:
+    """Accelerator, data, student, optimizer and output folder of a run. `identity`: the run's method and condition
+    as run_info.json records them (fewshot_distill/methods `run_identity_fields`); `with_teacher`: the examples
+    carry a teacher prompt."""
     from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.utils import set_seed
     from transformers import get_cosine_schedule_with_warmup
@@ -279,6 +283,7 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
             _clear_previous_run(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
     set_seed(train_cfg.seed)
+    method = identity["method"]
     logger.info("%s run -> %s (%d processes, %s)", method, output_dir, accelerator.num_processes,
                 accelerator.mixed_precision)
 
@@ -339,7 +344,7 @@ def setup_run(cfg: Config, args: argparse.Namespace, method: str, with_teacher: 
     if accelerator.is_main_process:
         atomic_write_text(output_dir / "run_config.yaml", run.config_yaml)
         atomic_write_json(output_dir / RUN_INFO_FILE, collect_run_info(
-            **run_identity_fields(method, cfg.distillation.teacher_context, cfg.model.finetune),
+            **identity,
             world_size=accelerator.num_processes, mixed_precision=accelerator.mixed_precision,
             attention_kernels=attention_kernels, resumed_from=str(resume_from) if resume_from else None,
             data=data_stats))

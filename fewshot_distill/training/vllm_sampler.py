@@ -5,7 +5,7 @@ the longest student prompt + generation.max_new_tokens, max_num_seqs = the rank'
 step (the loop samples them in one call), generation.vllm_gpu_memory_utilization of the GPU (on CPU the
 KV cache is VLLM_CPU_KVCACHE_SPACE GiB, 1 unless set). It runs in this process
 (VLLM_ENABLE_V1_MULTIPROCESSING=0), in float32 or, with training.bf16, bfloat16, and is seeded per rank;
-each row's own seed (fewshot_distill/training/onpolicy.py `row_seed`) goes in its SamplingParams, so a row's sample
+each row's own seed (fewshot_distill/methods/onpolicy.py `row_seed`) goes in its SamplingParams, so a row's sample
 does not depend on the other rows of the call.
 
 The weights follow the trainer's once per optimizer step (`sync`), read-only: the trainer's tensors are

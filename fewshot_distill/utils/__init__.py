@@ -1,1 +1,1 @@
-"""Foundations every layer may use: atomic writes, manifests, run info, GPU environment, tiny test models."""
+"""Foundations every layer may use: atomic writes, manifests, run info, GPU environment, the import layers."""

@@ -2,15 +2,17 @@
 only point down and never go round in a circle (tests/utils/test_import_graph.py).
 
 Layers, lowest first; a module may import its own layer or lower ones:
-    0 foundations   fewshot_distill.constants, fewshot_distill.methods, fewshot_distill.run_identity, fewshot_distill.utils
+    0 foundations   fewshot_distill.constants, fewshot_distill.run_identity, fewshot_distill.utils
     1 tasks         fewshot_distill.tasks
     2 data          fewshot_distill.data
     3 models        fewshot_distill.models
-    4 losses        fewshot_distill.losses, fewshot_distill.distillation, fewshot_distill.config (it validates names the layers below define)
-    5 training/eval fewshot_distill.training, fewshot_distill.eval
-    6 results       fewshot_distill.results
-    7 bench         fewshot_distill.bench
-    8 study         fewshot_distill.study (runs training and evaluation scripts, aggregates with fewshot_distill.results)
+    4 losses        fewshot_distill.losses, fewshot_distill.config (it validates names the layers below define)
+    5 teachers      fewshot_distill.teachers
+    6 training/eval fewshot_distill.training (the loop, no method), fewshot_distill.eval
+    7 methods       fewshot_distill.methods, fewshot_distill.train (the entry point)
+    8 results       fewshot_distill.results (labels read the method registry's names)
+    9 bench         fewshot_distill.bench
+   10 study         fewshot_distill.study (runs training and evaluation, aggregates with fewshot_distill.results)
 Imports inside functions count too (a lazy import is still a dependency).
 
     python -m fewshot_distill.utils.import_graph     # prints cycles and upward imports
@@ -23,12 +25,14 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1]
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("fewshot_distill.constants", "fewshot_distill.methods", "fewshot_distill.run_identity", "fewshot_distill.utils"),
+    ("fewshot_distill.constants", "fewshot_distill.run_identity", "fewshot_distill.utils"),
     ("fewshot_distill.tasks",),
     ("fewshot_distill.data",),
     ("fewshot_distill.models",),
-    ("fewshot_distill.losses", "fewshot_distill.distillation", "fewshot_distill.config"),
+    ("fewshot_distill.losses", "fewshot_distill.config"),
+    ("fewshot_distill.teachers",),
     ("fewshot_distill.training", "fewshot_distill.eval"),
+    ("fewshot_distill.methods", "fewshot_distill.train"),
     ("fewshot_distill.results",),
     ("fewshot_distill.bench",),
     ("fewshot_distill.study",),

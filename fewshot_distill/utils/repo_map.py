@@ -16,8 +16,9 @@ from pathlib import Path
 # The folders beside fewshot_distill/: what each holds, and which of its names the map lists (from the filesystem; folders
 # or tracked kinds of file only, so that a run's untracked outputs never make the README stale).
 OTHER_FOLDERS = (
-    ("configs", "YAML presets, each starting with the command that uses it: `base.yaml` (SFT + shared settings), "
-                "`online_v1.yaml` (distillation overrides), `ablations/` (teacher-context controls, the Gemma-3-270M "
+    ("configs", "YAML presets, each starting with the command that uses it and naming its `method:` (an entry of "
+                "fewshot_distill/methods/): `base.yaml` (SFT + shared settings), `online_v1.yaml` (distillation "
+                "overrides), `onpolicy.yaml`, `seq_kd.yaml`, `ablations/` (teacher-context controls, the Gemma-3-270M "
                 "full fine-tuning control), `accelerate/fsdp.yaml` (sharded full fine-tuning)", ("*/", "*.yaml")),
     ("scripts", "entry points that only wire `fewshot_distill/` together (each docstring has a run example)", ("*.py", "*.sh")),
     ("tests", "CPU test suite on tiny random Qwen3 models (+ the real Qwen3 tokenizer and GSM8K from ../shared when "

@@ -1,7 +1,7 @@
 """Our optimised distillation step gives the paper-style reference's loss values and gradients.
 
 Reference (fewshot_distill/bench/reference.py): a separate frozen teacher copy, full logits over whole sequences,
-top-K, CE + MSE. Ours (fewshot_distill/training/steps.py): adapter-disabled teacher at answer positions only,
+top-K, CE + MSE. Ours (fewshot_distill/methods/distill.py): adapter-disabled teacher at answer positions only,
 answer-window student logits, chunked CE, teacher computed before the student. Tiny model, float32.
 """
 
@@ -13,8 +13,9 @@ import torch
 from fewshot_distill.bench.reference import reference_distillation_losses
 from fewshot_distill.data.gsm8k_loader import collate_examples
 from fewshot_distill.models.student import AnswerWindowLM, load_base_model
-from fewshot_distill.training.steps import distillation_loss_step, sft_loss_step
-from fewshot_distill.training.teacher import AdapterDisabledTeacher
+from fewshot_distill.methods.distill import distillation_loss_step
+from fewshot_distill.methods.sft import sft_loss_step
+from fewshot_distill.teachers.base import AdapterDisabledTeacher
 
 from tests.conftest import build_lora_student
 

@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 
 from fewshot_distill.config import DataConfig
 from fewshot_distill.data.gsm8k_loader import build_example, collate_examples
-from fewshot_distill import distillation as D
 from fewshot_distill.data.prompts import AlignmentError
+from fewshot_distill.losses.alignment import check_aligned_token_ids, student_answer_window
 
 text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=60)
 numbers = st.integers(min_value=-10**30, max_value=10**30).map(lambda n: f"{n:,}" if n % 2 else str(n))
@@ -40,8 +40,8 @@ def check_rows(tokenizer, generated_rows) -> int:
         examples.append(example)
     if examples:
         batch = collate_examples(examples, tokenizer.pad_token_id)
-        _, mask, answer_ids = D.student_answer_window(batch["student_labels"])
-        D.check_aligned_token_ids(batch["teacher_input_ids"], batch["teacher_attention_mask"].sum(1),
+        _, mask, answer_ids = student_answer_window(batch["student_labels"])
+        check_aligned_token_ids(batch["teacher_input_ids"], batch["teacher_attention_mask"].sum(1),
                                   answer_ids, mask)
     return len(examples)
 

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from fewshot_distill import distillation as D
 from fewshot_distill.config import DataConfig
 from fewshot_distill.constants import IGNORE_INDEX
 from fewshot_distill.data.gsm8k_loader import build_example, build_examples, collate_examples, load_gsm8k_rows
 from fewshot_distill.tasks import get_task, validate_rows
 from fewshot_distill.data.prompts import AlignmentError, Shot, render_answer, render_prompt, tokenize_prompt_and_answer
+from fewshot_distill.losses.alignment import check_aligned_token_ids, student_answer_window
 from tests.conftest import GSM8K_DIR, SMOKE_DATA
 
 EMPTY_THINK = "<think>\n\n</think>\n\n"
@@ -59,8 +59,8 @@ def test_labels_mask_exactly_the_prompt_and_padding(real_examples, qwen3_tokeniz
         assert int(batch["student_attention_mask"][row].sum()) == length
         assert int(batch["teacher_attention_mask"][row].sum()) == len(example.teacher_input_ids)
     # the batch-level check used every training step agrees
-    _, mask, answer_ids = D.student_answer_window(batch["student_labels"])
-    D.check_aligned_token_ids(batch["teacher_input_ids"], batch["teacher_attention_mask"].sum(1), answer_ids, mask)
+    _, mask, answer_ids = student_answer_window(batch["student_labels"])
+    check_aligned_token_ids(batch["teacher_input_ids"], batch["teacher_attention_mask"].sum(1), answer_ids, mask)
 
 
 def test_long_teacher_sequences_drop_shots_not_answer_tokens(qwen3_tokenizer, gsm8k_train_rows):

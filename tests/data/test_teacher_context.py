@@ -12,9 +12,9 @@ from fewshot_distill.data.gsm8k_loader import build_example, build_examples, col
 from fewshot_distill.data.shots import training_shot_indices
 from fewshot_distill.data.teacher_context import TEACHER_CONTEXTS, derangement, teacher_shots
 from fewshot_distill.models.student import AnswerWindowLM, load_base_model, load_tokenizer
-from fewshot_distill.training.steps import distillation_loss_step
-from fewshot_distill.training.teacher import AdapterDisabledTeacher
-from fewshot_distill.training.teacher_cache import teacher_cache_context
+from fewshot_distill.methods.distill import distillation_loss_step
+from fewshot_distill.teachers.base import AdapterDisabledTeacher
+from fewshot_distill.teachers.cache import teacher_cache_context
 from tests.conftest import build_lora_student, smoke_data_cfg
 
 
@@ -135,13 +135,13 @@ def test_a_non_default_teacher_context_trains_under_2_process_ddp(tiny_model_dir
     import sys
 
     from fewshot_distill.results.metrics import read_metrics_jsonl
-    from fewshot_distill.run_identity import read_run_identity
+    from fewshot_distill.methods import read_run_identity
     from tests.conftest import REPO_ROOT, SMOKE_DATA
     from tests.helpers import free_port, run_env
 
     out = tmp_path / "run"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--main_process_port", str(free_port()), "fewshot_distill/training/train_online_v1.py",
+               "--main_process_port", str(free_port()), "-m", "fewshot_distill.train",
                "--config", "configs/ablations/shuffled_answers.yaml", "--output_dir", str(out),
                f"model.name={tiny_model_dir}", f"data.path={SMOKE_DATA}", "data.num_fewshot_examples=2",
                "data.num_workers=0", "training.max_steps=2", "training.save_steps=2", "training.logging_steps=1",

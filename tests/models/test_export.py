@@ -33,7 +33,8 @@ MAX_NEW_TOKENS = 12
 def write_run(run_dir: Path, model, tokenizer, model_name: str, bf16: bool, label: str = "final") -> Path:
     """A run folder as training leaves it: run_config.yaml, run_info.json and one checkpoint (save_final's files)."""
     from fewshot_distill.config import Config, ModelConfig, TrainingConfig, config_to_yaml
-    from fewshot_distill.run_identity import RUN_INFO_FILE, run_identity_fields
+    from fewshot_distill.run_identity import RUN_INFO_FILE
+    from fewshot_distill.methods import run_identity_fields
     from fewshot_distill.training.checkpoint import save_final
     from fewshot_distill.utils.run_info import collect_run_info
 

@@ -1,5 +1,5 @@
 """The study YAML (fewshot_distill/study/spec.py): grid expansion, the check that a condition's name is the one
-fewshot_distill/methods.py gives what it trains, and resume detection of runs and evaluations; the launch commands
+fewshot_distill/methods/ gives what it trains, and resume detection of runs and evaluations; the launch commands
 (fewshot_distill/study/runner.py). No process is started."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def test_grid_is_trained_conditions_times_seeds_with_the_seed_last(study_file, t
                                                       ("online_zeroshot", 5), ("onpolicy_shuffled", 3),
                                                       ("onpolicy_shuffled", 5)]
     first = runs[0]
-    assert first.script == "fewshot_distill/training/train_baseline.py" and runs[2].script == "fewshot_distill/training/train_online_v1.py"
+    assert first.method == "baseline" and runs[2].method == "online_v1"
     assert first.run_dir == tmp_path / "out" / "letters" / "seed_3" / "baseline"
     assert first.overrides[-1] == "training.seed=3"
     assert "data.path=data/icl/letters" in first.overrides and "model.name=/models/tiny" in first.overrides
@@ -70,7 +70,7 @@ def test_seeds_and_tasks_knobs_replace_the_defaults(study_file, tmp_path):
 def test_a_condition_named_for_another_method_is_refused(study_file, tmp_path):
     study_file.write_text(study_file.read_text().replace("online_zeroshot:", "online_v1:")
                           .replace("[onpolicy_shuffled, online_zeroshot]", "[onpolicy_shuffled, online_v1]"))
-    with pytest.raises(StudyError, match="condition online_v1 trains what fewshot_distill/methods.py calls online_zeroshot"):
+    with pytest.raises(StudyError, match="condition online_v1 trains what fewshot_distill/methods/ calls online_zeroshot"):
         expand_runs(load_study(study_file), tmp_path)
 
 
@@ -113,8 +113,7 @@ def test_launch_commands(study_file, tmp_path):
     spec = load_study(study_file)
     run = expand_runs(spec, tmp_path)[0]
     command = train_command(spec, run, "resume")
-    assert command[1:6] == ["-m", "accelerate.commands.launch", "--num_processes", "1",
-                            "fewshot_distill/training/train_baseline.py"]
+    assert command[1:7] == ["-m", "accelerate.commands.launch", "--num_processes", "1", "-m", "fewshot_distill.train"]
     assert "--resume" in command and command[-1] == "training.seed=3"
     assert "--overwrite" in train_command(spec, run, "redo")
     evaluation = eval_command(spec, "letters", 5, tmp_path, ["base_0shot", "baseline"])

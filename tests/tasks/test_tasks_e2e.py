@@ -46,7 +46,7 @@ def workspace(tmp_path_factory, tiny_model_dir):
     for split, n in (("train", N_TRAIN), ("test", N_TEST)):
         (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in smoke_records(split, n)))
     ws = {"root": root, "data": data, "model": tiny_model_dir, "runs": root / "experiments"}
-    command = [sys.executable, "fewshot_distill/training/train_online_v1.py", "--config", str(EXAMPLE_CONFIG),
+    command = [sys.executable, "-m", "fewshot_distill.train", "--config", str(EXAMPLE_CONFIG),
                "--output_dir", str(ws["runs"] / "online_v1"), *overrides(ws), "training.max_steps=4",
                "training.save_steps=2", "training.logging_steps=1", "training.per_device_train_batch_size=2",
                "training.gradient_accumulation_steps=1", "training.warmup_steps=0", "training.bf16=false",

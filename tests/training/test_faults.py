@@ -1,7 +1,7 @@
 """Faults injected into what a run leaves on disk: checkpoints, evaluation results, their manifests.
 
 Each damage kind is what a full disk, a crashed copy or a bad block leaves: a file cut short, bytes
-changed in place (same size), a file deleted. The teacher cache's faults are in test_teacher_cache.py,
+changed in place (same size), a file deleted. The teacher cache's faults are in teachers/test_cache.py,
 unreachable models and datasets in test_resources.py, signals and the 2-process resume after damage
 in test_train_e2e.py.
 """
@@ -99,14 +99,14 @@ class Trainee:
         from fewshot_distill.models.student import load_tokenizer
 
         self.tokenizer = load_tokenizer(str(model_dir))
-        self.peft_model = build_lora_student(model_dir)
-        trainable = [p for p in self.peft_model.parameters() if p.requires_grad]
+        self.wrapped_model = build_lora_student(model_dir)
+        trainable = [p for p in self.wrapped_model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=1e-3)
         self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, 1, 10)
 
     def step(self) -> None:
-        loss = sum((p.float() ** 2).sum() for p in self.peft_model.parameters() if p.requires_grad) + sum(
-            p.sum() for n, p in self.peft_model.named_parameters() if "lora_B" in n)
+        loss = sum((p.float() ** 2).sum() for p in self.wrapped_model.parameters() if p.requires_grad) + sum(
+            p.sum() for n, p in self.wrapped_model.named_parameters() if "lora_B" in n)
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad()
@@ -117,7 +117,7 @@ class Trainee:
 
         state = {"step": step, "examples_seen": step,
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
-        return save_checkpoint(Accelerator(cpu=True), output_dir / f"checkpoint-{step}", self.peft_model,
+        return save_checkpoint(Accelerator(cpu=True), output_dir / f"checkpoint-{step}", self.wrapped_model,
                                self.tokenizer, "run: test\n", state)
 
 
@@ -130,7 +130,7 @@ def saved_run(tiny_model_dir, tmp_path_factory):
         trainee.step()
         if step % 2 == 0:
             trainee.save(out, step)
-    save_final(out / "final", trainee.peft_model, trainee.tokenizer, "run: test\n")
+    save_final(out / "final", trainee.wrapped_model, trainee.tokenizer, "run: test\n")
     return out
 
 
@@ -183,7 +183,7 @@ def test_checkpoint_without_manifest_still_loads_with_a_note(saved_run, tiny_mod
     folder, notes = find_resume_checkpoint(out)
     assert folder == out / "checkpoint-4" and len(notes) == 1 and "not verified" in notes[0]
     trainee = Trainee(tiny_model_dir)
-    state = load_checkpoint(folder, trainee.peft_model, trainee.optimizer, trainee.scheduler, 0)
+    state = load_checkpoint(folder, trainee.wrapped_model, trainee.optimizer, trainee.scheduler, 0)
     assert state["step"] == 4
     # without a manifest, the checks that need none still catch a cut-short adapter (the issue's case)
     truncate(out / "checkpoint-4" / ADAPTER_WEIGHTS)
@@ -216,7 +216,7 @@ def test_resume_loads_a_gpu_written_state_onto_the_cpu_then_onto_the_parameters(
         torch.load(folder / TRAINING_STATE, weights_only=False)
     write_manifest(folder)
     trainee = Trainee(tiny_model_dir)
-    loaded = load_checkpoint(folder, trainee.peft_model, trainee.optimizer, trainee.scheduler, 0)
+    loaded = load_checkpoint(folder, trainee.wrapped_model, trainee.optimizer, trainee.scheduler, 0)
     assert loaded["step"] == 4
     restored = trainee.optimizer.state_dict()["state"]
     for index, saved in state["optimizer"]["state"].items():
@@ -233,7 +233,7 @@ def test_unverified_checkpoint_that_does_not_load_is_a_one_line_error(saved_run,
     truncate(out / "checkpoint-4" / TRAINING_STATE)  # torch.load fails; no light check reads it
     trainee = Trainee(tiny_model_dir)
     with pytest.raises(CheckpointError, match="not verified") as error:
-        load_checkpoint(out / "checkpoint-4", trainee.peft_model, trainee.optimizer, trainee.scheduler, 0)
+        load_checkpoint(out / "checkpoint-4", trainee.wrapped_model, trainee.optimizer, trainee.scheduler, 0)
     assert "\n" not in str(error.value) and "--overwrite" in str(error.value)
 
 

@@ -27,6 +27,7 @@ import textwrap
 
 import pytest
 import torch
+from fewshot_distill.losses.alignment import student_answer_window
 
 from tests.conftest import REPO_ROOT, SMOKE_DATA
 from tests.helpers import free_port
@@ -120,7 +121,7 @@ def test_accelerate_fsdp_plugin_from_the_config_file(monkeypatch, tiny_model_dir
     model = build_student(ModelConfig(name=str(tiny_model_dir), finetune="full"), LoraConfig(), bf16=False)
     policy = fsdp2_prepare_auto_wrap_policy(plugin, AnswerWindowLM(model))
     wrapped = [name for name, module in AnswerWindowLM(model).named_modules() if policy(module)]
-    assert wrapped == [f"peft_model.model.layers.{i}" for i in range(model.config.num_hidden_layers)]
+    assert wrapped == [f"wrapped_model.model.layers.{i}" for i in range(model.config.num_hidden_layers)]
 
 
 def test_fsdp_reduces_gradients_in_float32_and_syncs_every_micro_batch(monkeypatch):
@@ -206,9 +207,9 @@ FSDP_WORKER = textwrap.dedent("""
     from fewshot_distill.models.student import AnswerWindowLM, build_student, load_tokenizer
     from fewshot_distill.training.checkpoint import full_state_dict, load_checkpoint, save_checkpoint, save_final
     from fewshot_distill.training.loop import launched_with_fsdp, sharding_kwargs
-    from fewshot_distill.training.steps import sft_loss_step
-    from fewshot_distill import distillation as D
-    from fewshot_distill.training.frozen_teacher import FrozenCopyTeacher, load_frozen_copy
+    from fewshot_distill.methods.sft import sft_loss_step
+    from fewshot_distill.losses.alignment import student_answer_window, teacher_answer_positions
+    from fewshot_distill.teachers.frozen_copy import FrozenCopyTeacher, load_frozen_copy
     from fewshot_distill.utils.checkpoint_files import optimizer_state_file
 
 
@@ -250,7 +251,7 @@ FSDP_WORKER = textwrap.dedent("""
 
 
     def full_gradients(window_lm):
-        return {name.removeprefix("peft_model."): param.grad.full_tensor()
+        return {name.removeprefix("wrapped_model."): param.grad.full_tensor()
                 for name, param in window_lm.named_parameters()}
 
 
@@ -304,7 +305,7 @@ FSDP_WORKER = textwrap.dedent("""
         if rank == 0:
             torch.save(gradients, out / "gradients.pt")
         teacher_batch = batches[0][rank][0]
-        _, answer_mask, answer_ids = D.student_answer_window(teacher_batch["student_labels"])
+        _, answer_mask, answer_ids = student_answer_window(teacher_batch["student_labels"])
         values, ids = teacher.top_k(teacher_batch, answer_ids, answer_mask)
         torch.save({"values": values, "ids": ids, "type": type(next(teacher.window_lm.parameters())).__name__,
                     "class": type(teacher.window_lm).__name__}, out / f"teacher_{rank}.pt")
@@ -358,9 +359,8 @@ def test_fully_shard_over_gloo_trains_saves_and_resumes_like_one_process(tiny_mo
     from fewshot_distill.config import DataConfig, LoraConfig, ModelConfig
     from fewshot_distill.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
     from fewshot_distill.models.student import AnswerWindowLM, build_student, load_tokenizer
-    from fewshot_distill.training.steps import sft_loss_step
-    from fewshot_distill import distillation as D
-    from fewshot_distill.training.frozen_teacher import FrozenCopyTeacher, load_frozen_copy
+    from fewshot_distill.methods.sft import sft_loss_step
+    from fewshot_distill.teachers.frozen_copy import FrozenCopyTeacher, load_frozen_copy
 
     data_cfg = DataConfig(path=str(SMOKE_DATA), num_workers=0, max_seq_len_student=512, num_fewshot_examples=2)
     tokenizer = load_tokenizer(str(tiny_model_dir))
@@ -403,7 +403,7 @@ def test_fully_shard_over_gloo_trains_saves_and_resumes_like_one_process(tiny_mo
     for step in range(2):
         loss = sum(sft_loss_step(window_lm, micro)["loss"] for rank in batches[step] for micro in rank) / 4
         loss.backward()
-        reference_gradients.append({name.removeprefix("peft_model."): p.grad.clone()
+        reference_gradients.append({name.removeprefix("wrapped_model."): p.grad.clone()
                                     for name, p in window_lm.named_parameters()})
         torch.nn.utils.clip_grad_norm_(window_lm.parameters(), MAX_GRAD_NORM)
         optimizer.step()
@@ -441,7 +441,7 @@ def test_fully_shard_over_gloo_trains_saves_and_resumes_like_one_process(tiny_mo
         sharded = torch.load(tmp_path / f"teacher_{rank}.pt", weights_only=False)
         assert sharded["type"] == "DTensor" and sharded["class"].startswith("FSDP")
         teacher_batch = batches[0][rank][0]
-        _, answer_mask, answer_ids = D.student_answer_window(teacher_batch["student_labels"])
+        _, answer_mask, answer_ids = student_answer_window(teacher_batch["student_labels"])
         values, ids = plain.top_k(teacher_batch, answer_ids, answer_mask)
         torch.testing.assert_close(sharded["values"][answer_mask], values[answer_mask], rtol=1e-5, atol=1e-5)
         assert torch.equal(sharded["ids"][answer_mask], ids[answer_mask])

@@ -17,6 +17,7 @@ from fewshot_distill.config import ConfigError, LoraConfig, ModelConfig, load_co
 from fewshot_distill.training.checkpoint import (MODEL_WEIGHTS_INDEX, CheckpointError, find_resume_checkpoint,
                                      load_checkpoint, save_checkpoint, save_final, verify_checkpoint,
                                      weight_files)
+from fewshot_distill.losses.alignment import student_answer_window, teacher_answer_positions
 from tests.conftest import REPO_ROOT
 
 
@@ -47,7 +48,7 @@ def test_full_student_trains_every_weight_in_float32_and_lora_keeps_bf16_base(ti
 def _sft_grads(tiny_model_dir, gradient_checkpointing: bool) -> dict[str, torch.Tensor]:
     from fewshot_distill.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
     from fewshot_distill.models.student import AnswerWindowLM, build_student, load_tokenizer
-    from fewshot_distill.training.steps import sft_loss_step
+    from fewshot_distill.methods.sft import sft_loss_step
     from tests.conftest import smoke_data_cfg
 
     data_cfg = smoke_data_cfg()
@@ -185,7 +186,7 @@ def test_checkpoint_of_the_other_finetune_mode_is_a_one_line_error(full_run, tin
 
 
 def test_full_weights_of_another_model_are_refused(full_run, tmp_path):
-    from fewshot_distill.utils.tiny_model import build_tiny_qwen3
+    from fewshot_distill.models.tiny_model import build_tiny_qwen3
 
     out, _ = full_run
     other_dir = tmp_path / "other"
@@ -196,7 +197,7 @@ def test_full_weights_of_another_model_are_refused(full_run, tmp_path):
 
 
 def test_run_identity_names_full_runs_and_reads_old_run_info_as_lora(tmp_path):
-    from fewshot_distill.run_identity import read_run_identity, run_identity_fields
+    from fewshot_distill.methods import read_run_identity, run_identity_fields
 
     assert run_identity_fields("baseline", None, "full") == {
         "method": "baseline", "condition": "baseline_full", "teacher_context": None, "finetune": "full"}
@@ -240,9 +241,8 @@ def test_shared_prefix_teacher_runs_on_a_plain_model(tiny_model_dir):
     gives that model's own full-sequence logits."""
     import dataclasses
 
-    from fewshot_distill import distillation as D
     from fewshot_distill.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
-    from fewshot_distill.models.prefix_teacher import SharedPrefixTeacher, fixed_shot_prefix_ids
+    from fewshot_distill.teachers.shot_prefix import fixed_shot_prefix_ids, SharedPrefixTeacher
     from fewshot_distill.models.student import AnswerWindowLM, load_base_model, load_tokenizer, teacher_logits
     from tests.conftest import smoke_data_cfg
 
@@ -253,8 +253,8 @@ def test_shared_prefix_teacher_runs_on_a_plain_model(tiny_model_dir):
     prefix = fixed_shot_prefix_ids(examples, len(rows), data_cfg.num_fewshot_examples, 3)
     frozen = AnswerWindowLM(load_base_model(str(tiny_model_dir), bf16=False).requires_grad_(False).eval())
     batch = collate_examples([examples[i] for i in (4, 9, 15)], tokenizer.pad_token_id)
-    _, mask, ids = D.student_answer_window(batch["student_labels"])
-    positions = D.teacher_answer_positions(batch["teacher_attention_mask"].sum(dim=1), mask.sum(dim=1), ids.size(1))
+    _, mask, ids = student_answer_window(batch["student_labels"])
+    positions = teacher_answer_positions(batch["teacher_attention_mask"].sum(dim=1), mask.sum(dim=1), ids.size(1))
     full = teacher_logits(frozen, batch["teacher_input_ids"], batch["teacher_attention_mask"], positions)
     shot_prefix = SharedPrefixTeacher(frozen, prefix)
     ours = shot_prefix.logits(batch["teacher_input_ids"], batch["teacher_attention_mask"], positions)

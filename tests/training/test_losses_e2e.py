@@ -3,7 +3,7 @@ launched like tests/training/test_train_e2e.py), 2 optimizer steps each.
 
 One launch per loss that no other DDP launch trains: mse is test_train_e2e.py's online_run (total = CE +
 0.5 * MSE checked there too), reverse_kl every launch of test_onpolicy_e2e.py, forward_kl the bucket case
-below (renormalized and bucket tails differ only inside the loss function: tests/test_losses.py)."""
+below (renormalized and bucket tails differ only inside the loss function: tests/losses/test_divergences.py)."""
 
 from __future__ import annotations
 

@@ -7,6 +7,8 @@ Full global batches (item 7): every optimizer step's example count, from metrics
 """
 
 from __future__ import annotations
+from fewshot_distill.losses.divergences import top_k_logits
+from fewshot_distill.losses.window_kernel import answer_window_losses
 
 import pytest
 
@@ -27,11 +29,12 @@ def test_bf16_window_logits_reach_the_fused_loss_in_bf16(tiny_model_dir, tmp_pat
                                                          fresh_accelerate_state):
     import torch
 
-    from fewshot_distill import distillation as D
-    from fewshot_distill.training import train_online_v1
+    from fewshot_distill import train
+    from fewshot_distill.methods import distill
+    from fewshot_distill.teachers import base
 
     seen = {"student": [], "teacher": []}
-    fused, top_k = D.answer_window_losses, D.top_k_logits
+    fused, top_k = answer_window_losses, top_k_logits
 
     def record_student(window_logits, *args, **kwargs):
         seen["student"].append(window_logits.dtype)
@@ -41,10 +44,10 @@ def test_bf16_window_logits_reach_the_fused_loss_in_bf16(tiny_model_dir, tmp_pat
         seen["teacher"].append(logits.dtype)
         return top_k(logits, k)
 
-    monkeypatch.setattr(D, "answer_window_losses", record_student)
-    monkeypatch.setattr(D, "top_k_logits", record_teacher)
+    monkeypatch.setattr(distill, "answer_window_losses", record_student)
+    monkeypatch.setattr(base, "top_k_logits", record_teacher)
     monkeypatch.chdir(REPO_ROOT)
-    train_online_v1.main(["--config", "configs/online_v1.yaml", "--output_dir", str(tmp_path / "run"),
+    train.main(["--config", "configs/online_v1.yaml", "--output_dir", str(tmp_path / "run"),
                           f"model.name={tiny_model_dir}", f"data.path={SMOKE_DATA}", "training.max_steps=2",
                           "training.bf16=true", "training.per_device_train_batch_size=2",
                           "training.gradient_accumulation_steps=1", "training.save_steps=100",
@@ -58,11 +61,11 @@ def test_every_optimizer_step_sees_a_full_global_batch_across_epoch_ends(tiny_mo
     """6 examples, steps of 2 x 2 = 4: epoch ends fall inside steps 2 and 3. Before, the end of the
     data loader forced a sync after 3 micro-batches, so step 2 saw 2 examples and counted as a step."""
     from fewshot_distill.results.metrics import read_metrics_jsonl
-    from fewshot_distill.training import train_baseline
+    from fewshot_distill import train
 
     monkeypatch.chdir(REPO_ROOT)
     out = tmp_path / "run"
-    train_baseline.main(["--config", "configs/base.yaml", "--output_dir", str(out), f"model.name={tiny_model_dir}",
+    train.main(["--config", "configs/base.yaml", "--output_dir", str(out), f"model.name={tiny_model_dir}",
                          f"data.path={SMOKE_DATA}", "training.max_steps=4", "training.bf16=false",
                          "training.per_device_train_batch_size=2", "training.gradient_accumulation_steps=2",
                          "training.logging_steps=1", "training.save_steps=100", "data.num_workers=0",

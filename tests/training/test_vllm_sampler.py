@@ -78,7 +78,7 @@ def drive_engines(model_dir: str, out_path: str) -> None:
     from fewshot_distill.config import LoraConfig
     from fewshot_distill.models.generation import eos_token_ids, generate_tokens
     from fewshot_distill.models.student import add_lora, load_base_model, load_tokenizer, make_fully_trainable
-    from fewshot_distill.training.onpolicy import SampleSettings
+    from fewshot_distill.training.sampling import SampleSettings
 
     tokenizer = load_tokenizer(model_dir)
     torch.manual_seed(0)

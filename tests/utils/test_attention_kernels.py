@@ -40,6 +40,7 @@ def test_the_decision_reaches_torch_and_is_logged(caplog):
 
 
 def test_training_records_the_attention_kernels_in_run_info(tiny_model_dir, tmp_path):
+    from fewshot_distill.methods import run_identity_fields
     from fewshot_distill.training.loop import parse_training_args, setup_run
 
     out = tmp_path / "run"
@@ -48,6 +49,6 @@ def test_training_records_the_attention_kernels_in_run_info(tiny_model_dir, tmp_
          f"model.name={tiny_model_dir}", f"data.path={SMOKE_DATA}", "training.bf16=false", "data.num_workers=0",
          "data.max_train_examples=4", "training.per_device_train_batch_size=2", "model.cudnn_sdpa=true"], "")
     assert cfg.model.cudnn_sdpa is True
-    setup_run(cfg, args, method="baseline", with_teacher=False)
+    setup_run(cfg, args, run_identity_fields("baseline", None), with_teacher=False)
     info = json.loads((out / "run_info.json").read_text())
     assert info["attention_kernels"] == {"device": "cpu", "cudnn_sdpa": None, "source": "no cuda"}

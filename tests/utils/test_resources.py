@@ -94,7 +94,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, fix: str) -> None
     assert lines[0].startswith("error: ") and fix in lines[0]
 
 
-TRAIN = [sys.executable, "fewshot_distill/training/train_online_v1.py", "--config", "configs/online_v1.yaml"]
+TRAIN = [sys.executable, "-m", "fewshot_distill.train", "--config", "configs/online_v1.yaml"]
 EVALUATE = [sys.executable, "scripts/eval_checkpoints.py", "--config", "configs/base.yaml", "--conditions",
             "base_0shot", "--backend", "hf", "--n_samples", "2"]
 CASES = {

@@ -9,7 +9,7 @@ much as the student's (median suffix ~190 tokens on GSM8K) instead of ~1,860.
 
 Exactness: attention over [cached prefix K/V ; suffix K/V] with suffix positions continuing from
 the prefix length is the same computation as the full sequence, so the logits at every suffix
-position equal the full-sequence teacher's up to float rounding (tests/models/test_prefix_teacher.py:
+position equal the full-sequence teacher's up to float rounding (tests/teachers/test_shot_prefix.py:
 1e-5 in float32; the measured bf16 difference is in docs/performance.md).
 
 Shapes: B = batch, Tt = padded teacher length (prefix included), P = prefix length,
@@ -30,6 +30,7 @@ from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache
 
 from fewshot_distill.data.prompts import AlignmentError
 from fewshot_distill.models.student import AnswerWindowLM, adapter_disabled, teacher_logits
+from fewshot_distill.teachers.base import Teacher
 
 
 def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
@@ -259,3 +260,28 @@ class SharedPrefixTeacher:
     def stats(self) -> dict:
         return {"prefix_tokens": self.prefix_length, "prefix_computations": self.prefix_computations,
                 "rows_on_prefix": self.rows_on_prefix, "rows_full_sequence": self.rows_full}
+
+
+class ShotPrefixTeacher(Teacher):
+    """The adapter-disabled teacher reading each row's suffix on a cached shared shot prefix.
+
+    Equal to `AdapterDisabledTeacher` up to float rounding (tests/teachers/test_shot_prefix.py), hence its
+    own `cache_tag`. Rows that do not start with the prefix run the full sequence.
+    """
+
+    cache_tag = "shared_shot_prefix"
+
+    def __init__(self, shot_prefix: SharedPrefixTeacher, k: int, alignment: str = "seed",
+                 tail_temperature: float | None = None):
+        super().__init__(k, alignment, tail_temperature)
+        self.shot_prefix = shot_prefix
+
+    @property
+    def frozen_weights(self) -> torch.nn.Module:
+        return self.shot_prefix.window_lm
+
+    def logits_at(self, input_ids, attention_mask, positions):
+        return self.shot_prefix.logits(input_ids, attention_mask, positions)
+
+    def stats(self) -> dict:
+        return {"shared_shot_prefix": self.shot_prefix.stats()}

@@ -23,19 +23,21 @@ The KL family compares two distributions on the teacher's top-K ids (`divergence
 mse compares raw logits, so temperature and tail do not apply to it: T != 1 or `bucket` with mse is
 a config error (T would only rescale it, i.e. duplicate lambda_distill).
 
+Math only: nothing here knows about windows, masks or chunks (fewshot_distill/losses/window_kernel.py).
+
 Adding a loss: write one function `(teacher [M, S], student [M, S], spec) -> [M]` below and add one
 entry to `DIVERGENCES`. Its name becomes a valid `distillation.loss` (validation reads the registry),
-the fused CE + distillation kernel (`fewshot_distill.distillation.answer_window_losses`) picks it up, and its
-gradient comes from autograd on the small [chunk, S] slice inside that kernel's backward. A loss with
-a new hyperparameter also adds a `LossSpec` field and a config key. Test it in tests/test_losses.py
-against a plain torch reference.
+the fused CE + distillation kernel (`fewshot_distill.losses.window_kernel.answer_window_losses`) picks it
+up, and its gradient comes from autograd on the small [chunk, S] slice inside that kernel's backward. A
+loss with a new hyperparameter also adds a `LossSpec` field and a config key. Test it in
+tests/losses/test_divergences.py against a plain torch reference.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 
@@ -55,6 +57,12 @@ class LossSpec:
         problem = loss_settings_problem(self.name, self.temperature, self.jsd_beta, self.topk_tail)
         if problem is not None:
             raise ValueError(problem)
+
+    @classmethod
+    def from_config(cls, distillation_cfg) -> "LossSpec":
+        """The spec of a config's `distillation:` section."""
+        return cls(distillation_cfg.loss, distillation_cfg.temperature, distillation_cfg.jsd_beta,
+                   distillation_cfg.topk_tail)
 
     @property
     def divergence(self) -> "Divergence":
@@ -79,17 +87,6 @@ def mse(teacher: torch.Tensor, student: torch.Tensor, spec: LossSpec) -> torch.T
     Gradient w.r.t. the student logits: 2 (student - teacher) / K.
     """
     return (student - teacher).pow(2).mean(dim=-1)
-
-
-def mse_masked_mean_grad(teacher: torch.Tensor, student: torch.Tensor, grad_total: torch.Tensor,
-                         n_rows: torch.Tensor, row_mask: torch.Tensor) -> torch.Tensor:
-    """d (grad_total * sum over row_mask of mse / n_rows) / d student  [M, K].
-
-    The hand-derived gradient of the pre-registry kernel, same operations in the same order, so the
-    default (paper) path is bit-for-bit what it was.
-    """
-    scale = grad_total * 2.0 / (student.size(1) * n_rows)
-    return (student - teacher) * torch.where(row_mask, scale, 0.0)[:, None]
 
 
 def forward_kl(teacher: torch.Tensor, student: torch.Tensor, spec: LossSpec) -> torch.Tensor:
@@ -136,16 +133,14 @@ class Divergence:
     per_row: (teacher, student, spec) -> [M].
     on_log_probs: True = the inputs are log-probs on the top-K support (temperature, tail mode and
       the T^2 factor apply); False = raw logits at the teacher's ids.
-    masked_mean_grad: optional closed-form gradient (see `mse_masked_mean_grad`); None = autograd.
     """
 
     per_row: Callable[[torch.Tensor, torch.Tensor, LossSpec], torch.Tensor]
     on_log_probs: bool
-    masked_mean_grad: Optional[Callable[..., torch.Tensor]] = None
 
 
 DIVERGENCES: dict[str, Divergence] = {
-    "mse": Divergence(mse, on_log_probs=False, masked_mean_grad=mse_masked_mean_grad),
+    "mse": Divergence(mse, on_log_probs=False),
     "forward_kl": Divergence(forward_kl, on_log_probs=True),
     "reverse_kl": Divergence(reverse_kl, on_log_probs=True),
     "jsd": Divergence(jsd, on_log_probs=True),
@@ -176,6 +171,14 @@ def loss_settings_problem(name: str, temperature: float, jsd_beta: float, topk_t
 
 
 # --- the top-K support ------------------------------------------------------------------------------
+
+def top_k_logits(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [B, A, V] -> (values [B, A, K] float32, vocab ids [B, A, K])."""
+    if k > logits.size(-1):
+        raise ValueError(f"n_top_logits={k} exceeds the vocabulary size {logits.size(-1)}")
+    values, ids = logits.topk(k, dim=-1)
+    return values.float(), ids
+
 
 def tail_scaled_logits(logits: torch.Tensor, ids: torch.Tensor, temperature: float) -> torch.Tensor:
     """logits [..., V] / T (a new float32 tensor) with -inf at the top-K ids [..., K]."""
@@ -235,3 +238,6 @@ def divergence_rows(teacher_top: torch.Tensor, student_top: torch.Tensor, spec: 
     student = support_logits(student_top, student_tail, temperature).log_softmax(dim=-1)
     rows = entry.per_row(teacher, student, spec)
     return rows * (temperature * temperature) if temperature != 1.0 else rows
+
+
+MSE = LossSpec()  # the paper's loss, the default

@@ -1,168 +1,17 @@
-"""Alignment of teacher and student answer tokens, the loss terms, and the fused CE + distillation kernel
-over the answer window. Pure tensor functions.
+"""The fused CE + distillation kernel over the answer window: one memory-lean pass, with its gradients.
 
-Shapes: B = batch, T = sequence length, A = longest answer in the batch, V = vocabulary, K = top-K.
-
-Both sequences are right-padded and end (before padding) with the same `n_answer` answer tokens:
-student answer token j sits at `student_start + j`, teacher answer token j at
-`teacher_len - n_answer + j`.
-
-The student's logits are computed only on an "answer window" of A + 1 positions starting one before
-the answer, `student_start - 1 + i` for i in [0, A]: window[:, :A] predicts answer token j (the CE
-positions, also the `predict` alignment) and window[:, 1:] holds answer token j (the `seed`
-alignment of the paper, which compares the logits at the positions holding the answer tokens).
-
-`answer_window_losses` fuses the CE with the distillation term; which divergence (mse, KL family,
-temperature, top-K tail) is a `fewshot_distill.losses.LossSpec`, the registry of divergences lives in fewshot_distill/losses.py.
+Shapes: B = batch, W = A + 1 window rows (fewshot_distill/losses/alignment.py), V = vocabulary, K = top-K,
+M = rows some loss uses. Which divergence (mse, KL family, temperature, top-K tail) is a `LossSpec`; its
+per-row math lives in fewshot_distill/losses/divergences.py. The readable unfused version of the same
+losses is fewshot_distill/losses/reference.py (tests compare the two).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from fewshot_distill.constants import IGNORE_INDEX
-from fewshot_distill import losses as L
-from fewshot_distill.data.prompts import AlignmentError
-from fewshot_distill.losses import LossSpec
-
-ALIGNMENTS = ("seed", "predict")
-MSE = LossSpec()  # the paper's loss, the default
-
-
-def answer_spans_from_labels(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Start position and length of each row's supervised span.  labels [B, T] -> ([B], [B]).
-
-    The span must be one contiguous run of non-ignored labels (the answer ends the real sequence).
-    """
-    supervised = labels != IGNORE_INDEX
-    n_answer = supervised.sum(dim=1)
-    if bool((n_answer == 0).any()):
-        rows = (n_answer == 0).nonzero().flatten().tolist()
-        raise AlignmentError(f"Batch rows {rows} have no supervised answer tokens")
-    start = supervised.int().argmax(dim=1)
-    last = labels.size(1) - 1 - supervised.flip(1).int().argmax(dim=1)
-    if bool((last - start + 1 != n_answer).any()):
-        raise AlignmentError("Supervised labels are not one contiguous span per row")
-    return start, n_answer
-
-
-def window_positions(start: torch.Tensor, n_positions: torch.Tensor, width: int
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positions `start + i` for i < width, and mask i < n_positions.  -> ([B, width], [B, width]).
-
-    Masked positions are clamped to `start` so they index a real token (their values are ignored).
-    """
-    offsets = torch.arange(width, device=start.device)
-    mask = offsets[None, :] < n_positions[:, None]
-    positions = torch.where(mask, start[:, None] + offsets[None, :], start[:, None])
-    return positions, mask
-
-
-def student_answer_window(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Student positions to compute logits at, answer mask and answer token ids.
-
-    labels [B, T] -> window positions [B, A + 1], answer mask [B, A], answer token ids [B, A]
-    (ids are IGNORE_INDEX where masked).
-    """
-    start, n_answer = answer_spans_from_labels(labels)
-    if bool((start < 1).any()):
-        raise AlignmentError("An answer starts at position 0: the prompt is empty, nothing predicts it")
-    width = int(n_answer.max())
-    positions, _ = window_positions(start - 1, n_answer + 1, width + 1)
-    answer_positions, answer_mask = window_positions(start, n_answer, width)
-    answer_ids = labels.gather(1, answer_positions).masked_fill(~answer_mask, IGNORE_INDEX)
-    return positions, answer_mask, answer_ids
-
-
-def teacher_answer_positions(teacher_lengths: torch.Tensor, n_answer: torch.Tensor, width: int,
-                             alignment: str = "seed") -> torch.Tensor:
-    """Teacher positions whose logits match the student's (see module docstring).  -> [B, width].
-
-    "seed": `teacher_len - n_answer + j` (holds answer token j); "predict": one position earlier.
-    """
-    if alignment not in ALIGNMENTS:
-        raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
-    start = teacher_lengths - n_answer - (1 if alignment == "predict" else 0)
-    positions, _ = window_positions(start, n_answer, width)
-    return positions
-
-
-def check_aligned_token_ids(teacher_input_ids: torch.Tensor, teacher_lengths: torch.Tensor,
-                            answer_ids: torch.Tensor, answer_mask: torch.Tensor,
-                            example_index: torch.Tensor | None = None) -> None:
-    """Raise AlignmentError unless the teacher's last n_answer tokens equal the student's answer.
-
-    teacher_input_ids [B, Tt], teacher_lengths [B], answer_ids / answer_mask [B, A].
-    """
-    n_answer = answer_mask.sum(dim=1)
-    if bool((teacher_lengths < n_answer + 1).any()):
-        raise AlignmentError("A teacher sequence is shorter than its student answer plus one prompt token")
-    positions, _ = window_positions(teacher_lengths - n_answer, n_answer, answer_ids.size(1))
-    teacher_answer_ids = teacher_input_ids.gather(1, positions)
-    mismatched = ((teacher_answer_ids != answer_ids) & answer_mask).any(dim=1)
-    if bool(mismatched.any()):
-        rows = mismatched.nonzero().flatten().tolist()
-        ids = rows if example_index is None else example_index[rows].tolist()
-        raise AlignmentError(
-            f"Teacher and student answer tokens differ for examples {ids}: the teacher sequence must "
-            "end with exactly the student's answer tokens (check truncation, padding side and the "
-            "tokenizer).")
-
-
-def gather_positions(hidden_or_logits: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """x [B, T, D], positions [B, P] -> x at those positions [B, P, D]."""
-    index = positions.unsqueeze(-1).expand(-1, -1, hidden_or_logits.size(-1))
-    return hidden_or_logits.gather(1, index)
-
-
-def top_k_logits(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits [B, A, V] -> (values [B, A, K] float32, vocab ids [B, A, K])."""
-    if k > logits.size(-1):
-        raise ValueError(f"n_top_logits={k} exceeds the vocabulary size {logits.size(-1)}")
-    values, ids = logits.topk(k, dim=-1)
-    return values.float(), ids
-
-
-def gather_vocab(logits: torch.Tensor, vocab_ids: torch.Tensor) -> torch.Tensor:
-    """logits [B, A, V], vocab_ids [B, A, K] -> logits at those ids [B, A, K] float32."""
-    return logits.gather(-1, vocab_ids).float()
-
-
-def masked_mse(teacher_values: torch.Tensor, student_values: torch.Tensor, mask: torch.Tensor
-               ) -> torch.Tensor:
-    """Mean over the K entries, then masked mean over answer positions.  [B, A, K] x2, [B, A] -> scalar.
-
-    An all-masked batch gives 0 (with a graph, so backward still works).
-    """
-    per_position = (student_values - teacher_values).pow(2).mean(dim=-1)
-    mask = mask.to(per_position.dtype)
-    return (per_position * mask).sum() / mask.sum().clamp(min=1.0)
-
-
-def masked_cross_entropy(logits: torch.Tensor, target_ids: torch.Tensor, mask: torch.Tensor,
-                         chunk_size: int = 1024) -> torch.Tensor:
-    """Token-mean CE over masked positions.  logits [B, A, V], target_ids / mask [B, A] -> scalar.
-
-    Only the masked rows are upcast to float32, `chunk_size` rows at a time, so no float32 copy of
-    the whole logits tensor is materialised.
-    """
-    flat_logits = logits[mask]
-    flat_targets = target_ids[mask]
-    if flat_targets.numel() == 0:
-        return logits.sum() * 0.0
-    total = logits.new_zeros((), dtype=torch.float32)
-    for begin in range(0, flat_targets.numel(), chunk_size):
-        chunk = flat_logits[begin: begin + chunk_size].float()
-        total = total + F.cross_entropy(chunk, flat_targets[begin: begin + chunk_size], reduction="sum")
-    return total / flat_targets.numel()
-
-
-def distillation_loss(ce_loss: torch.Tensor, dist_loss: torch.Tensor, lambda_distill: float
-                      ) -> torch.Tensor:
-    """CE + lambda * distillation term (the paper's: MSE(teacher top-K, student at the same ids))."""
-    return ce_loss + lambda_distill * dist_loss
+from fewshot_distill.losses.divergences import MSE, LossSpec, divergence_rows, tail_scaled_logits
 
 
 def answer_window_losses(window_logits: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor,
@@ -175,10 +24,10 @@ def answer_window_losses(window_logits: torch.Tensor, target_ids: torch.Tensor, 
     window_logits [B, W, V] (W = A + 1; any float dtype, typically bf16 on GPU), target_ids /
     target_mask [B, W] (ids IGNORE_INDEX or anything where masked), teacher_ids [B, W, K],
     teacher_values [B, W, K] (the teacher's raw logits at those ids), distill_mask [B, W],
-    teacher_tail [B, W] (`fewshot_distill.losses.tail_logsumexp` of the teacher, only with loss.topk_tail=bucket):
+    teacher_tail [B, W] (`divergences.tail_logsumexp` of the teacher, only with loss.topk_tail=bucket):
     everything already placed on the window rows.
     ce = token-mean CE over target_mask rows; dist = mean over distill_mask rows of
-    `fewshot_distill.losses.divergence_rows` (loss.name from the registry there; the default `mse` is the mean over
+    `divergences.divergence_rows` (loss.name from the registry there; the default `mse` is the mean over
     K of (student logit at teacher id - teacher value)^2). An empty mask gives 0 (zero gradient).
     Without teacher_ids dist is 0 and only the CE is computed (SFT).
 
@@ -241,6 +90,7 @@ def answer_window_losses(window_logits: torch.Tensor, target_ids: torch.Tensor, 
                                      tail, loss, vocab, chunk_size)
 
 
+
 class _AnswerWindowLosses(torch.autograd.Function):
     """See `answer_window_losses`. Row tensors are [M] / [M, K] over the M used rows of the [N, V] logits."""
 
@@ -257,9 +107,9 @@ class _AnswerWindowLosses(torch.autograd.Function):
             end = begin + chunk_size
             chunk = flat.index_select(0, used_rows[begin:end]).to(compute_dtype)
             ce_rows = chunk.logsumexp(dim=-1) - chunk.gather(1, targets[begin:end, None]).squeeze(1)
-            student_tail = (L.tail_scaled_logits(chunk, ids[begin:end], loss.temperature).logsumexp(dim=-1)
+            student_tail = (tail_scaled_logits(chunk, ids[begin:end], loss.temperature).logsumexp(dim=-1)
                             if loss.with_tail else None)
-            distill_rows = L.divergence_rows(values[begin:end], chunk.gather(1, ids[begin:end]), loss,
+            distill_rows = divergence_rows(values[begin:end], chunk.gather(1, ids[begin:end]), loss,
                                              None if tail is None else tail[begin:end], student_tail)
             ce_total = ce_total + torch.where(ce_weight[begin:end], ce_rows, 0.0).sum()
             distill_total = distill_total + torch.where(distill_weight[begin:end], distill_rows, 0.0).sum()
@@ -294,7 +144,7 @@ class _AnswerWindowLosses(torch.autograd.Function):
             chunk_grad = flat.index_select(0, rows).to(compute_dtype)  # a fresh copy: safe to overwrite
             tail_softmax = student_tail = None
             if loss.with_tail:  # becomes d dist / d logits through the student's tail log-sum-exp
-                tail_softmax = L.tail_scaled_logits(chunk_grad, ids[begin:end], loss.temperature)
+                tail_softmax = tail_scaled_logits(chunk_grad, ids[begin:end], loss.temperature)
                 student_tail = tail_softmax.logsumexp(dim=-1)
             distill_grad, tail_grad = _distillation_grads(
                 loss, values[begin:end], chunk_grad.gather(1, ids[begin:end]),
@@ -313,6 +163,7 @@ class _AnswerWindowLosses(torch.autograd.Function):
         return (grad.view(logits.shape), *no_grads)
 
 
+
 def _distillation_grads(loss: LossSpec, teacher_top, student_top, teacher_tail, student_tail, grad_total,
                         n_rows, row_mask) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Gradient of grad_total * (sum over row_mask of divergence_rows) / n_rows for one chunk.
@@ -320,16 +171,34 @@ def _distillation_grads(loss: LossSpec, teacher_top, student_top, teacher_tail, 
     -> (d / d student_top [M, K], d / d student tail log-sum-exp [M] or None). Closed form when the
     loss has one (mse), else autograd on these small tensors.
     """
-    entry = loss.divergence
-    if entry.masked_mean_grad is not None:
-        return entry.masked_mean_grad(teacher_top, student_top, grad_total, n_rows, row_mask), None
+    closed_form = CLOSED_FORM_GRADIENTS.get(loss.name)
+    if closed_form is not None:
+        return closed_form(teacher_top, student_top, grad_total, n_rows, row_mask), None
     with torch.enable_grad():
         student_top = student_top.detach().requires_grad_(True)
         inputs = [student_top]
         if student_tail is not None:
             student_tail = student_tail.detach().requires_grad_(True)
             inputs.append(student_tail)
-        rows = L.divergence_rows(teacher_top, student_top, loss, teacher_tail, student_tail)
+        rows = divergence_rows(teacher_top, student_top, loss, teacher_tail, student_tail)
         total = torch.where(row_mask, rows, 0.0).sum() * (grad_total / n_rows)
         grads = torch.autograd.grad(total, inputs)
     return grads[0], (grads[1] if len(grads) > 1 else None)
+
+
+
+def _mse_masked_mean_grad(teacher: torch.Tensor, student: torch.Tensor, grad_total: torch.Tensor,
+                         n_rows: torch.Tensor, row_mask: torch.Tensor) -> torch.Tensor:
+    """d (grad_total * sum over row_mask of mse / n_rows) / d student  [M, K].
+
+    The hand-derived gradient of the pre-registry kernel, same operations in the same order, so the
+    default (paper) path is bit-for-bit what it was.
+    """
+    scale = grad_total * 2.0 / (student.size(1) * n_rows)
+    return (student - teacher) * torch.where(row_mask, scale, 0.0)[:, None]
+
+
+
+# Losses whose masked-mean gradient the kernel writes in closed form instead of running autograd on the
+# [chunk, K] slice; any other entry of DIVERGENCES takes the autograd path.
+CLOSED_FORM_GRADIENTS = {"mse": _mse_masked_mean_grad}

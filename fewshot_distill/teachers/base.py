@@ -13,13 +13,13 @@ loss.
 
 Variants (a new one is one small subclass defining `logits_at`):
   AdapterDisabledTeacher   the student's own weights with the LoRA adapter disabled (the paper's)
-  ShotPrefixTeacher        the same, reading each row's suffix on the cached shared shot prefix
-                           (fewshot_distill/models/prefix_teacher.py; distillation.reuse_shot_prefix)
-  CachedTeacher            another Teacher's results memoised per example (fewshot_distill/training/teacher_cache.py)
   LiveTeacher              the current student, adapter on, reading the teacher context
                            (distillation.teacher_weights=live, SDFT / OPSD's live teacher; not cacheable)
-  FrozenCopyTeacher        a frozen copy of the starting weights (model.finetune=full;
-                           fewshot_distill/training/frozen_teacher.py)
+  ShotPrefixTeacher        the adapter-disabled teacher reading each row's suffix on the cached shared
+                           shot prefix (shot_prefix.py; distillation.reuse_shot_prefix)
+  FrozenCopyTeacher        a frozen copy of the starting weights (model.finetune=full; frozen_copy.py)
+  CachedTeacher            another Teacher's results memoised per example (cache.py)
+`build_teacher` (fewshot_distill/teachers/__init__.py) picks one from the config.
 AdapterDisabledTeacher, LiveTeacher and FrozenCopyTeacher each run one `AnswerWindowLM` (`WindowLMTeacher`).
 
 `frozen_weights` is the module whose (non-LoRA) parameters determine the logits: the teacher cache
@@ -30,10 +30,9 @@ from __future__ import annotations
 
 import torch
 
-from fewshot_distill import distillation as D
-from fewshot_distill import losses as L
-from fewshot_distill.models.prefix_teacher import SharedPrefixTeacher
 from fewshot_distill.models.student import AnswerWindowLM, teacher_logits
+from fewshot_distill.losses.alignment import ALIGNMENTS, check_aligned_token_ids, teacher_answer_positions
+from fewshot_distill.losses.divergences import tail_logsumexp, top_k_logits
 
 
 class Teacher:
@@ -43,8 +42,8 @@ class Teacher:
     cacheable: bool = True           # False for a teacher whose weights change during training
 
     def __init__(self, k: int, alignment: str = "seed", tail_temperature: float | None = None):
-        if alignment not in D.ALIGNMENTS:
-            raise ValueError(f"alignment must be one of {D.ALIGNMENTS}, got {alignment!r}")
+        if alignment not in ALIGNMENTS:
+            raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
         if k <= 0:
             raise ValueError(f"k must be > 0 for a teacher top-K, got {k}")
         self.k = k
@@ -60,6 +59,10 @@ class Teacher:
         """Teacher logits at `positions`: [B, Tt] x2, [B, N] -> [B, N, V]. Called under no_grad."""
         raise NotImplementedError
 
+    def stats(self) -> dict:
+        """What this teacher counted during the run (cache hits, prefix reuse), for the end-of-run log."""
+        return {}
+
     def top_k(self, batch: dict, answer_ids: torch.Tensor, answer_mask: torch.Tensor
               ) -> tuple[torch.Tensor, ...]:
         """Top-K at the answer positions of `batch` (teacher_input_ids / teacher_attention_mask [B, Tt]).
@@ -67,16 +70,16 @@ class Teacher:
         answer_ids / answer_mask [B, A] are the student's answer tokens (`student_answer_window`).
         """
         teacher_lengths = batch["teacher_attention_mask"].sum(dim=1)
-        D.check_aligned_token_ids(batch["teacher_input_ids"], teacher_lengths, answer_ids, answer_mask,
+        check_aligned_token_ids(batch["teacher_input_ids"], teacher_lengths, answer_ids, answer_mask,
                                   batch.get("example_index"))
-        positions = D.teacher_answer_positions(teacher_lengths, answer_mask.sum(dim=1), answer_ids.size(1),
+        positions = teacher_answer_positions(teacher_lengths, answer_mask.sum(dim=1), answer_ids.size(1),
                                                self.alignment)
         with torch.no_grad():
             logits = self.logits_at(batch["teacher_input_ids"], batch["teacher_attention_mask"], positions)
-            values, ids = D.top_k_logits(logits, self.k)
+            values, ids = top_k_logits(logits, self.k)
             if self.tail_temperature is None:
                 return values, ids
-            return values, ids, L.tail_logsumexp(logits, ids, self.tail_temperature)
+            return values, ids, tail_logsumexp(logits, ids, self.tail_temperature)
 
 
 class WindowLMTeacher(Teacher):
@@ -97,28 +100,6 @@ class AdapterDisabledTeacher(WindowLMTeacher):
 
     def logits_at(self, input_ids, attention_mask, positions):
         return teacher_logits(self.window_lm, input_ids, attention_mask, positions)
-
-
-class ShotPrefixTeacher(Teacher):
-    """The adapter-disabled teacher reading each row's suffix on a cached shared shot prefix.
-
-    Equal to `AdapterDisabledTeacher` up to float rounding (tests/models/test_prefix_teacher.py), hence its
-    own `cache_tag`. Rows that do not start with the prefix run the full sequence.
-    """
-
-    cache_tag = "shared_shot_prefix"
-
-    def __init__(self, shot_prefix: SharedPrefixTeacher, k: int, alignment: str = "seed",
-                 tail_temperature: float | None = None):
-        super().__init__(k, alignment, tail_temperature)
-        self.shot_prefix = shot_prefix
-
-    @property
-    def frozen_weights(self) -> torch.nn.Module:
-        return self.shot_prefix.window_lm
-
-    def logits_at(self, input_ids, attention_mask, positions):
-        return self.shot_prefix.logits(input_ids, attention_mask, positions)
 
 
 class LiveTeacher(WindowLMTeacher):

@@ -1,18 +1,4 @@
-"""On-policy distillation: the student samples its own answers each step and the teacher scores them.
-
-`distillation.answer_source` (the gold path is train_online_v1.py's `distillation_loss_step`):
-  student  every row's answer is the student's own sample from [question] (adapter on, eval mode, no
-           grad; `generation.*`), and the loss is `distillation.loss` over the sampled tokens only, no
-           CE (a sample is not a target to imitate). Reverse KL, KL(student || teacher) on the
-           teacher's top-K ids, is the documented on-policy choice (GKD, Agarwal et al. 2024; Thinking
-           Machines' on-policy distillation; SDFT and OPSD score student samples the same way).
-  mixed    round(student_fraction x B) rows of each micro-batch are sampled (a seeded choice), the
-           others keep the gold answer (GKD's lambda); CE on the gold rows only, the distillation term
-           on every row.
-The loss is CE(gold rows) + lambda_distill * distillation term, so `student` is lambda x the divergence.
-
-The teacher reads its own prompt ids followed by the sampled ids (`assemble_batch`, never re-tokenized
-text), so the answers line up by construction; `Teacher.top_k` still checks it per batch.
+"""The student's samples for on-policy methods: which rows are sampled, their seeds, the sampling call.
 
 Each row's sample is seeded by (training.seed, optimizer step, example index): it does not depend on
 the rank, the batch it shares or the number of processes, and a resumed run draws the same samples.
@@ -20,43 +6,26 @@ So the loop (fewshot_distill/training/loop.py) lets each rank draw its whole opt
 accumulation micro-batch, in one sampling call before the step's first forward
 (`begin_optimizer_step`): the same samples as one call per micro-batch, in fewer, larger batches.
 `generation.backend` picks who samples: `hf` (generate_tokens on the trained model) or `vllm` (an
-in-process engine whose weights follow the trainer's once per optimizer step: fewshot_distill/training/vllm_sampler.py).
-A sample that reaches generation.max_new_tokens without EOS is kept (train/sample_eos_frac counts the
-others). A sample with no token before its EOS is empty: the row keeps that EOS so the batch stays
-rectangular, but it is masked out of every loss and counted (train/empty_samples).
-
-Logged beside the loss terms (means over micro-batches): train/sample_len (tokens per sample, EOS
-included), train/sample_eos_frac, train/gen_seconds (generation time per micro-batch: a step's one
-call, weight sync included, is counted on its first micro-batch),
-train/empty_samples (per micro-batch); train/tokens_per_s counts the batch with the samples (the tokens
-trained on), not the gold batch. Every logging_steps optimizer steps (and at step 1) every
-rank's samples of that step go to {output_dir}/samples.jsonl: step, example index, text, length, EOS.
+in-process engine whose weights follow the trainer's once per optimizer step: vllm_sampler.py).
+Every logging_steps optimizer steps (and at step 1) every rank's samples of that step go to
+{output_dir}/samples.jsonl: step, example index, text, length, EOS.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from fewshot_distill import distillation as D
-from fewshot_distill.config import ConfigError
 from fewshot_distill.constants import IGNORE_INDEX
-from fewshot_distill.data.gsm8k_loader import assemble_batch, batch_prompts
-from fewshot_distill.losses import LossSpec
+from fewshot_distill.data.gsm8k_loader import batch_prompts
 from fewshot_distill.models.generation import GeneratedTokens, eos_token_ids, generate_tokens
-from fewshot_distill.training.steps import TRAINED_TOKENS, answer_losses
-from fewshot_distill.training.teacher import Teacher
 from fewshot_distill.utils.io import keep_logged_steps
-
-logger = logging.getLogger("fewshot_distill")
 
 SAMPLES_FILE = "samples.jsonl"
 
@@ -218,78 +187,3 @@ class StudentSampler:
             for record in records:
                 handle.write(json.dumps(record) + "\n")
 
-
-def onpolicy_loss_step(student, batch: dict, teacher: Teacher, sampler: StudentSampler, answer_source: str,
-                       lambda_distill: float, alignment: str, loss: LossSpec, student_fraction: float = 0.5,
-                       pad_token_id: int = 0) -> dict[str, torch.Tensor]:
-    """Sample (all or some rows), re-assemble the batch with the samples, then CE on gold rows +
-    lambda * distillation term on every non-empty row. Returns the loss terms and the sample stats."""
-    device = batch["student_input_ids"].device
-    example_index = batch["example_index"].tolist()
-    student_prompts, teacher_prompts = batch_prompts(batch)
-    answers = gold_answers(batch)
-    chosen = sampled_rows(len(answers), answer_source, student_fraction, sampler.settings.seed, sampler.step,
-                          example_index)
-    rows = [row for row, c in enumerate(chosen) if c]
-    started = time.perf_counter()
-    samples = (sampler.sample([student_prompts[row] for row in rows], [example_index[row] for row in rows])
-               if rows else GeneratedTokens([], []))
-    gen_seconds = time.perf_counter() - started + sampler.take_drawn_seconds()
-    sampled_answers, empty = answers_from_samples(samples, sampler.eos_ids)
-    for row, answer in zip(rows, sampled_answers):
-        answers[row] = answer
-    sampler.record(samples, [example_index[row] for row in rows], empty)
-
-    onpolicy_batch = {name: value.to(device) for name, value in assemble_batch(
-        student_prompts, answers, example_index, pad_token_id, teacher_prompts).items()}
-    gold_row = torch.tensor([not c for c in chosen], device=device)
-    distill_row = torch.ones(len(answers), dtype=torch.bool, device=device)
-    for row, is_empty in zip(rows, empty):
-        distill_row[row] = not is_empty
-    ce_loss, dist_loss = answer_losses(student, onpolicy_batch, teacher, alignment, loss,
-                                       ce_rows=gold_row, distill_rows=distill_row)
-    # An all-gold-masked CE is an exact 0 (no gold rows): the total is then lambda x the divergence.
-    total = D.distillation_loss(ce_loss, dist_loss, lambda_distill)
-    lengths = [len(ids) for ids in samples.token_ids]
-    stats = torch.tensor([sum(lengths) / max(len(lengths), 1),
-                          sum(samples.ended_with_eos) / max(len(lengths), 1), gen_seconds, float(sum(empty))],
-                         dtype=torch.float64)
-    return {"loss": total, "ce_loss": ce_loss.detach(), "dist_loss": dist_loss.detach(),
-            "sample_len": stats[0], "sample_eos_frac": stats[1], "gen_seconds": stats[2],
-            "empty_samples": stats[3], TRAINED_TOKENS: onpolicy_batch["student_attention_mask"].sum()}
-
-
-def build_loss_step(cfg, run):
-    """The on-policy methods' loss step (registered in fewshot_distill/methods.py: onpolicy, onpolicy_mixed):
-    a partial whose `.keywords["teacher"]` is the Teacher, as train_online_v1.py's."""
-    from fewshot_distill.training.train_online_v1 import build_teacher, loss_spec
-
-    dist_cfg, gen_cfg = cfg.distillation, cfg.generation
-    if gen_cfg.backend == "vllm":  # refused before the teacher or an engine is built
-        from fewshot_distill.training.vllm_sampler import vllm_problem
-
-        problem = vllm_problem(cfg, run.accelerator.distributed_type)
-        if problem is not None:
-            raise ConfigError(problem)
-    teacher = build_teacher(cfg, run)
-    sampler = StudentSampler(run.trained_model, run.tokenizer,
-                             SampleSettings(gen_cfg.max_new_tokens, gen_cfg.temperature, gen_cfg.top_p,
-                                            cfg.training.seed),
-                             run=run, logging_steps=cfg.training.logging_steps, output_dir=run.output_dir)
-    if gen_cfg.backend == "vllm":
-        from fewshot_distill.training.vllm_sampler import VLLMSampleEngine
-
-        sampler.engine = VLLMSampleEngine.from_config(cfg, run, [len(e.student_prompt_ids) for e in run.examples],
-                                                      sampler.eos_ids)
-        logger.info("vLLM sampler engine started in %.1f s (weight sync: %s)", sampler.engine.startup_seconds,
-                    gen_cfg.vllm_weight_sync if cfg.model.finetune == "lora" else "full weights")
-    logger.info("on-policy: answer_source=%s, teacher_weights=%s, loss=%s, %d new tokens at most, eos ids %s, "
-                "sampled by %s once per optimizer step", dist_cfg.answer_source, dist_cfg.teacher_weights,
-                dist_cfg.loss, gen_cfg.max_new_tokens, sorted(sampler.eos_ids), gen_cfg.backend)
-    step = partial(onpolicy_loss_step, teacher=teacher, sampler=sampler, answer_source=dist_cfg.answer_source,
-                   lambda_distill=dist_cfg.lambda_distill, alignment=dist_cfg.alignment, loss=loss_spec(cfg),
-                   student_fraction=dist_cfg.student_fraction, pad_token_id=run.tokenizer.pad_token_id)
-    # The loop calls it with each optimizer step's micro-batches before their first forward.
-    step.begin_optimizer_step = partial(sampler.sample_step, answer_source=dist_cfg.answer_source,
-                                        student_fraction=dist_cfg.student_fraction)
-    return step

@@ -1,6 +1,6 @@
 """Teacher top-K cache: exact reuse, hit/miss counts, keys that change with every setting, disk and
 DDP sharing, and the same losses and gradients with and without the cache. The config switch in a real
-run: tests/models/test_prefix_teacher.py::test_fixed_shots_with_prefix_reuse_and_the_disk_cache_train_under_ddp."""
+run: tests/teachers/test_shot_prefix.py::test_fixed_shots_with_prefix_reuse_and_the_disk_cache_train_under_ddp."""
 
 from __future__ import annotations
 
@@ -12,15 +12,10 @@ import torch
 
 from fewshot_distill.data.gsm8k_loader import collate_examples
 from fewshot_distill.models.student import AnswerWindowLM
-from fewshot_distill.training.steps import distillation_loss_step
-from fewshot_distill.training.teacher import AdapterDisabledTeacher, Teacher
-from fewshot_distill.training.teacher_cache import (
-    TeacherTopKCache,
-    build_teacher_cache,
-    CachedTeacher,
-    teacher_cache_context,
-)
-from fewshot_distill import distillation as D
+from fewshot_distill.methods.distill import distillation_loss_step
+from fewshot_distill.teachers.base import AdapterDisabledTeacher, Teacher
+from fewshot_distill.teachers.cache import build_teacher_cache, CachedTeacher, teacher_cache_context, TeacherTopKCache
+from fewshot_distill.losses.alignment import student_answer_window
 
 from tests.conftest import build_lora_student
 
@@ -38,7 +33,7 @@ def student_and_batches(tiny_model_dir, smoke_examples):
 
 
 def answer_window(batch):
-    _, mask, ids = D.student_answer_window(batch["student_labels"])
+    _, mask, ids = student_answer_window(batch["student_labels"])
     return ids, mask
 
 
@@ -114,7 +109,7 @@ def test_changed_k_misses_in_the_same_folder(student_and_batches, tmp_path):
 def test_changed_weights_change_the_context(student_and_batches):
     student, _, _ = student_and_batches
     before = teacher_cache_context(student, "tiny", K, "seed")
-    embedding = student.peft_model.get_base_model().get_input_embeddings().weight
+    embedding = student.wrapped_model.get_base_model().get_input_embeddings().weight
     with torch.no_grad():
         embedding[0, 0] += 1.0
     try:
@@ -157,7 +152,7 @@ def test_bad_mode_is_a_clear_error(student_and_batches):
 
 @pytest.mark.parametrize("mode", ["memory", "disk"])
 def test_bucket_tail_is_cached_exactly_and_enters_the_key(student_and_batches, mode, tmp_path):
-    from fewshot_distill.losses import LossSpec
+    from fewshot_distill.losses.divergences import LossSpec
 
     student, first, _ = student_and_batches
     ids, mask = answer_window(first)
@@ -287,7 +282,7 @@ def test_damaged_disk_entry_is_counted_recomputed_and_rewritten(student_and_batc
 
 
 def test_entry_checks_on_hand_made_tensors():
-    from fewshot_distill.training.teacher_cache import entry_problem, tensors_sha256
+    from fewshot_distill.teachers.cache import entry_problem, tensors_sha256
 
     values, ids = torch.randn(4, 3), torch.arange(12, dtype=torch.int32).view(4, 3)
     good = {"values": values, "ids": ids, "key": "k1", "sha256": tensors_sha256(values, ids)}

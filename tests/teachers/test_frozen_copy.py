@@ -1,4 +1,4 @@
-"""The frozen-copy teacher of full fine-tuning (fewshot_distill/training/frozen_teacher.py): frozen, never trained,
+"""The frozen-copy teacher of full fine-tuning (fewshot_distill/teachers/frozen_copy.py): frozen, never trained,
 equal to a freshly loaded base model after training; the shared-prefix teacher and the teacher cache
 on it equal it; gradient checkpointing of the student leaves it alone. Tiny Qwen3, float32 on CPU.
 The 2-process DDP run and its SIGTERM resume are in tests/training/test_train_e2e.py, the sharded copy in
@@ -11,14 +11,14 @@ import signal
 import pytest
 import torch
 
-from fewshot_distill import distillation as D
 from fewshot_distill.config import ConfigError, LoraConfig, ModelConfig, load_config
-from fewshot_distill.models.prefix_teacher import SharedPrefixTeacher
+from fewshot_distill.teachers.shot_prefix import SharedPrefixTeacher
 from fewshot_distill.models.student import AnswerWindowLM, build_student, load_base_model
-from fewshot_distill.training.frozen_teacher import FrozenCopyTeacher, load_frozen_copy
-from fewshot_distill.training.steps import distillation_loss_step
-from fewshot_distill.training.teacher import ShotPrefixTeacher
-from fewshot_distill.training.teacher_cache import CachedTeacher, build_teacher_cache
+from fewshot_distill.teachers.frozen_copy import FrozenCopyTeacher, load_frozen_copy
+from fewshot_distill.methods.distill import distillation_loss_step
+from fewshot_distill.teachers.shot_prefix import ShotPrefixTeacher
+from fewshot_distill.teachers.cache import build_teacher_cache, CachedTeacher
+from fewshot_distill.losses.alignment import student_answer_window
 from tests.conftest import REPO_ROOT, SMOKE_DATA
 
 K = 8
@@ -30,7 +30,7 @@ def full_model_cfg(model_dir) -> ModelConfig:
 
 
 def answer_window(batch):
-    _, mask, ids = D.student_answer_window(batch["student_labels"])
+    _, mask, ids = student_answer_window(batch["student_labels"])
     return ids, mask
 
 
@@ -57,9 +57,9 @@ def test_a_trainable_module_is_refused(tiny_model_dir):
 
 
 def _train_in_process(model_dir, out, *overrides):
-    """train_online_v1 wired as its main() does, in this process (1 process, CPU): (run, teacher)."""
-    from fewshot_distill.methods import DISTILLATION_METHOD
-    from fewshot_distill.training import train_online_v1 as T
+    """The paper's method wired as fewshot_distill/train.py's main() does, in this process (1 process, CPU):
+    (run, teacher)."""
+    from fewshot_distill.methods import resolve_method, run_identity_fields
     from fewshot_distill.training.loop import parse_training_args, setup_run, train
 
     argv = ["--config", str(REPO_ROOT / "configs" / "online_v1.yaml"), "--output_dir", str(out),
@@ -71,14 +71,14 @@ def _train_in_process(model_dir, out, *overrides):
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         args, cfg = parse_training_args(argv, "")
-        T.check_distillation_config(cfg)
-        run = setup_run(cfg, args, method=DISTILLATION_METHOD, with_teacher=True)
-        loss_step = T.build_loss_step(cfg, run)
+        method = resolve_method(cfg)
+        run = setup_run(cfg, args, run_identity_fields(method.name, "fewshot", "full"), with_teacher=True)
+        loss_step = method.build_loss_step(cfg, run)
         train(run, loss_step)
     finally:  # the loop's stop handlers must not outlive it in the test process
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-    return run, loss_step.keywords["teacher"]
+    return run, loss_step.teacher
 
 
 def test_frozen_teacher_equals_a_freshly_loaded_base_model_after_full_training(tiny_model_dir, tmp_path,
@@ -187,14 +187,16 @@ def test_gradient_checkpointing_of_the_student_gives_the_same_full_distillation_
 def test_full_distillation_under_fsdp_refuses_cache_and_prefix_reuse_in_one_line(override, message):
     from accelerate.utils import DistributedType
 
+    from fewshot_distill.teachers import check_teacher_config
     from fewshot_distill.training.loop import check_sharding
 
     base = ["model.finetune=full", "eval.held_out_examples=0", "data.shot_sampling=fixed"]
     config = REPO_ROOT / "configs" / "online_v1.yaml"
     check_sharding(load_config(config, base), DistributedType.FSDP)  # the frozen copy alone: fine
-    check_sharding(load_config(config, base + [override]), DistributedType.MULTI_GPU)  # DDP: fine
+    check_teacher_config(load_config(config, base), fsdp=True)
+    check_teacher_config(load_config(config, base + [override]), fsdp=False)  # DDP: fine
     with pytest.raises(ConfigError, match=message) as error:
-        check_sharding(load_config(config, base + [override]), DistributedType.FSDP)
+        check_teacher_config(load_config(config, base + [override]), fsdp=True)
     assert "\n" not in str(error.value)
 
 

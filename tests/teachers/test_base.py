@@ -4,7 +4,7 @@ import torch
 
 from fewshot_distill.data.gsm8k_loader import build_examples, collate_examples
 from fewshot_distill.models.student import load_base_model, load_tokenizer, teacher_logits
-from fewshot_distill.training.steps import sft_loss_step
+from fewshot_distill.methods.sft import sft_loss_step
 
 
 def test_adapter_disabled_logits_equal_a_fresh_base_model_after_training(tiny_model_dir, small_data_cfg, lora_student):
@@ -28,7 +28,7 @@ def test_adapter_disabled_logits_equal_a_fresh_base_model_after_training(tiny_mo
 
     fresh_base = load_base_model(str(tiny_model_dir), bf16=False)
     fresh_params = dict(fresh_base.named_parameters())
-    for name, param in model.peft_model.get_base_model().named_parameters():
+    for name, param in model.wrapped_model.get_base_model().named_parameters():
         if "lora_" not in name:
             assert not param.requires_grad
             assert torch.equal(param, fresh_params[name.replace(".base_layer", "")]), name

@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from fewshot_distill.utils.tiny_model import (
+from fewshot_distill.models.tiny_model import (
     HEAD_DIM,
     build_tiny_qwen3,
     default_tokenizer_texts,

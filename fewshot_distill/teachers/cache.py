@@ -40,8 +40,8 @@ from pathlib import Path
 
 import torch
 
-from fewshot_distill import distillation as D
-from fewshot_distill.training.teacher import Teacher
+from fewshot_distill.teachers.base import Teacher
+from fewshot_distill.losses.alignment import ALIGNMENTS, check_aligned_token_ids
 
 CACHE_MODES = ("none", "memory", "disk")
 VALUE_DTYPES = (torch.bfloat16, torch.float32)
@@ -71,12 +71,12 @@ def teacher_cache_context(teacher: torch.nn.Module, model_name: str, k: int, ali
 
     `teacher` is the AnswerWindowLM (or any module whose `named_parameters` are the model's).
     `tail_temperature`: set with topk_tail=bucket (entries then hold the tail log-sum-exp at that T).
-    `shot_prefix_reuse`: values from the cached-prefix teacher (fewshot_distill/models/prefix_teacher.py) equal
+    `shot_prefix_reuse`: values from the cached-prefix teacher (fewshot_distill/teachers/shot_prefix.py) equal
     the full-sequence ones only up to rounding, so they get their own keys. The key itself covers
     the full teacher ids, prefix included.
     """
-    if alignment not in D.ALIGNMENTS:
-        raise ValueError(f"alignment must be one of {D.ALIGNMENTS}, got {alignment!r}")
+    if alignment not in ALIGNMENTS:
+        raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
     if k <= 0:
         raise ValueError(f"k must be > 0 to cache a teacher top-K, got {k}")
     base = teacher.causal_lm if hasattr(teacher, "causal_lm") else teacher  # an AnswerWindowLM: its transformer
@@ -283,12 +283,15 @@ class CachedTeacher(Teacher):
     def frozen_weights(self) -> torch.nn.Module:
         return self.online.frozen_weights
 
+    def stats(self) -> dict:
+        return {"teacher_cache": self.cache.stats(), **self.online.stats()}
+
     def top_k(self, batch: dict, answer_ids: torch.Tensor, answer_mask: torch.Tensor):
         online_top_k, cache = self.online.top_k, self.cache
         teacher_ids, teacher_mask = batch["teacher_input_ids"], batch["teacher_attention_mask"]
         teacher_lengths = teacher_mask.sum(dim=1)
         # Hits skip the online call, so the alignment check runs here for every row.
-        D.check_aligned_token_ids(teacher_ids, teacher_lengths, answer_ids, answer_mask,
+        check_aligned_token_ids(teacher_ids, teacher_lengths, answer_ids, answer_mask,
                                   batch.get("example_index"))
         n_answer = answer_mask.sum(dim=1).tolist()
         lengths = teacher_lengths.tolist()

@@ -1,5 +1,5 @@
-"""The training scripts' one-process outcomes that are a message or a file, in this process (CPU): the
-script's own entry (`exit_on_user_error(main)`, as under `__main__`) with the exit it ends with.
+"""The entry point's one-process outcomes that are a message or a file, in this process (CPU):
+fewshot_distill/train.py's `exit_on_user_error(main)`, as under `__main__`, with the exit it ends with.
 
 What needs real processes (2-process DDP, signals, resume) stays in tests/training/test_train_e2e.py.
 """
@@ -41,12 +41,18 @@ def run_script():
         signal.signal(sig, handler)
 
 
-def test_online_script_rejects_a_config_without_distillation(run_script, tiny_model_dir, tmp_path):
-    from fewshot_distill.training.train_online_v1 import main
+@pytest.mark.parametrize("entry", ["method key", "deprecated online_v1 script"])
+def test_distillation_without_a_top_k_term_is_refused_before_setup(run_script, tiny_model_dir, tmp_path, entry):
+    from fewshot_distill.train import main
 
     with pytest.raises(SystemExit) as stop:
-        run_script(main, "base.yaml", tmp_path / "run", tiny_model_dir)
-    assert "configs/online_v1.yaml" in str(stop.value.code)
+        if entry == "method key":
+            run_script(main, "base.yaml", tmp_path / "run", tiny_model_dir, "method=online_v1")
+        else:  # src/training/train_online_v1.py with the SFT config
+            run_script(partial(main, legacy_script="online_v1"), "base.yaml", tmp_path / "run", tiny_model_dir)
+    text = str(stop.value.code)
+    assert text.startswith("error: method online_v1 needs distillation.n_top_logits > 0") and "\n" not in text
+    assert "configs/online_v1.yaml" in text
     assert not (tmp_path / "run").exists(), "the config is checked before any setup"
 
 
@@ -56,7 +62,7 @@ def test_online_script_rejects_a_config_without_distillation(run_script, tiny_mo
 ])
 def test_bad_setup_is_a_one_line_error(run_script, tiny_model_dir, tmp_path, overrides, message):
     """A SystemExit with one line (what `python script.py` prints without a traceback), not an exception."""
-    from fewshot_distill.training.train_online_v1 import main
+    from fewshot_distill.train import main
 
     with pytest.raises(SystemExit) as stop:
         run_script(main, "online_v1.yaml", tmp_path / "bad", tiny_model_dir, *overrides)
@@ -65,7 +71,7 @@ def test_bad_setup_is_a_one_line_error(run_script, tiny_model_dir, tmp_path, ove
 
 
 def test_non_finite_loss_stops_with_step_examples_and_checkpoint(run_script, tiny_model_dir, tmp_path):
-    from fewshot_distill.training.train_baseline import main
+    from fewshot_distill.train import main
 
     with pytest.raises(FloatingPointError) as stop:
         run_script(main, "base.yaml", tmp_path / "nan", tiny_model_dir, "training.lr=1e30", "training.warmup_steps=0")
@@ -75,7 +81,7 @@ def test_non_finite_loss_stops_with_step_examples_and_checkpoint(run_script, tin
 
 
 def test_length_grouped_run_trains_and_logs(run_script, tiny_model_dir, tmp_path):
-    from fewshot_distill.training.train_online_v1 import main
+    from fewshot_distill.train import main
 
     out = tmp_path / "grouped"
     run_script(main, "online_v1.yaml", out, tiny_model_dir, "data.group_by_length=true", "training.max_steps=2")
@@ -90,7 +96,7 @@ def test_length_grouped_run_trains_and_logs(run_script, tiny_model_dir, tmp_path
 ])
 def test_a_truncated_jsonl_line_stops_training_with_its_file_and_line(run_script, tiny_model_dir, tmp_path,
                                                                        broken, overrides):
-    from fewshot_distill.training.train_baseline import main
+    from fewshot_distill.train import main
 
     path, line = data_copy_with_a_broken_line(SMOKE_DATA, tmp_path / "data", broken)
     with pytest.raises(SystemExit) as stop:
@@ -101,7 +107,7 @@ def test_a_truncated_jsonl_line_stops_training_with_its_file_and_line(run_script
 
 
 def test_a_field_no_record_has_stops_training_naming_the_fields_records_have(run_script, tiny_model_dir, tmp_path):
-    from fewshot_distill.training.train_baseline import main
+    from fewshot_distill.train import main
 
     with pytest.raises(SystemExit) as stop:
         run_script(main, "base.yaml", tmp_path / "run", tiny_model_dir, "data.task=jsonl",
@@ -114,7 +120,7 @@ def test_a_field_no_record_has_stops_training_naming_the_fields_records_have(run
 def test_held_out_diagnostics_during_training_on_a_text_task(run_script, tiny_model_dir, tmp_path):
     """training's eval.held_out_examples on an ICL task (task.answer_type: text): NLL, KL to the 8-shot teacher
     and the gap closed are logged at step 0 and every eval_steps."""
-    from fewshot_distill.training.train_baseline import main
+    from fewshot_distill.train import main
 
     out = tmp_path / "icl"
     run_script(main, "tasks/icl_first_letter.yaml", out, tiny_model_dir,

@@ -1,4 +1,4 @@
-"""Shared shot prefix teacher (fewshot_distill/models/prefix_teacher.py): the cached-prefix teacher gives the
+"""Shared shot prefix teacher (fewshot_distill/teachers/shot_prefix.py): the cached-prefix teacher gives the
 full-sequence teacher's top-K (float32, both alignments, every row kind), computes the prefix once,
 works in training mode with gradient checkpointing, with the teacher cache, and the real Qwen3 chat
 template really renders a token-identical shot prefix for GSM8K rows."""
@@ -10,17 +10,18 @@ import dataclasses
 import pytest
 import torch
 
-from fewshot_distill import distillation as D
 from fewshot_distill.config import ConfigError, load_config
 from fewshot_distill.data.gsm8k_loader import build_example
 from fewshot_distill.data.prompts import AlignmentError
 from fewshot_distill.data.shots import fixed_shot_indices
-from fewshot_distill.models.prefix_teacher import (SharedPrefixTeacher, common_prefix_length, fixed_shot_prefix_ids,
-                                       shared_prefix_ids)
+from fewshot_distill.teachers.shot_prefix import common_prefix_length, fixed_shot_prefix_ids, shared_prefix_ids, SharedPrefixTeacher
 from fewshot_distill.models.student import AnswerWindowLM, teacher_logits
-from fewshot_distill.training.steps import distillation_loss_step
-from fewshot_distill.training.teacher import AdapterDisabledTeacher, ShotPrefixTeacher
-from fewshot_distill.training.teacher_cache import CachedTeacher, build_teacher_cache, teacher_cache_context
+from fewshot_distill.methods.distill import distillation_loss_step
+from fewshot_distill.teachers.base import AdapterDisabledTeacher
+from fewshot_distill.teachers.shot_prefix import ShotPrefixTeacher
+from fewshot_distill.teachers.cache import build_teacher_cache, CachedTeacher, teacher_cache_context
+from fewshot_distill.losses.alignment import student_answer_window, teacher_answer_positions
+from fewshot_distill.losses.divergences import top_k_logits
 
 from tests.conftest import FIXED_SHOT_SEED, REPO_ROOT, build_lora_student, smoke_data_cfg
 
@@ -101,7 +102,7 @@ def window_lm(model_dir, gradient_checkpointing=False, bf16=False):
 
 
 def answer_window(batch):
-    _, mask, ids = D.student_answer_window(batch["student_labels"])
+    _, mask, ids = student_answer_window(batch["student_labels"])
     return ids, mask
 
 
@@ -112,12 +113,12 @@ def test_prefix_teacher_top_k_equals_full_teacher_float32(fixed_setup, alignment
     shot_prefix = SharedPrefixTeacher(student, prefix)
     for batch in batches:
         ids, mask = answer_window(batch)
-        positions = D.teacher_answer_positions(batch["teacher_attention_mask"].sum(dim=1), mask.sum(dim=1),
+        positions = teacher_answer_positions(batch["teacher_attention_mask"].sum(dim=1), mask.sum(dim=1),
                                                ids.size(1), alignment)
         full = teacher_logits(student, batch["teacher_input_ids"], batch["teacher_attention_mask"], positions)
         ours = shot_prefix.logits(batch["teacher_input_ids"], batch["teacher_attention_mask"], positions)
         torch.testing.assert_close(ours[mask], full[mask], rtol=0, atol=1e-5)
-        full_values, full_ids = D.top_k_logits(full, K)
+        full_values, full_ids = top_k_logits(full, K)
         values, top_ids = ShotPrefixTeacher(shot_prefix, K, alignment).top_k(batch, ids, mask)
         torch.testing.assert_close(values[mask], full_values[mask], rtol=0, atol=1e-5)
         assert torch.equal(top_ids[mask], full_ids[mask])
@@ -187,7 +188,7 @@ def test_fixed_shots_with_prefix_reuse_and_the_disk_cache_train_under_ddp(tiny_m
     process's 4 rows miss at step 1 and hit at steps 2 and 3, whichever rank computed them). The losses
     equal the full-sequence / uncached teacher's on tensors, in this process:
     test_distillation_step_with_prefix_teacher_gives_the_same_loss_and_grads,
-    test_prefix_teacher_with_the_teacher_cache, tests/training/test_teacher_cache.py."""
+    test_prefix_teacher_with_the_teacher_cache, tests/teachers/test_cache.py."""
     from tests.helpers import read_metrics, train
 
     out = tmp_path / "run"

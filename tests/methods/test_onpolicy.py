@@ -1,4 +1,4 @@
-"""On-policy distillation (fewshot_distill/training/onpolicy.py): the teacher scores exactly the student's sampled
+"""On-policy distillation (fewshot_distill/methods/onpolicy.py, sampling in fewshot_distill/training/sampling.py): the teacher scores exactly the student's sampled
 ids, a 0-shot base teacher gives a zero divergence at the first step, samples are seeded per example,
 empty samples are masked, mixed batches split gold and sampled rows, the live teacher is the student
 reading the context, the gold path keeps the pre-on-policy losses to the bit, and the config refuses
@@ -10,19 +10,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fewshot_distill import distillation as D
-from fewshot_distill import losses as L
 from fewshot_distill.config import ConfigError, load_config
 from fewshot_distill.data.gsm8k_loader import assemble_batch, batch_prompts, build_examples, collate_examples, load_gsm8k_rows
 from fewshot_distill.models.generation import GeneratedTokens
 from fewshot_distill.models.student import AnswerWindowLM
-from fewshot_distill.training import onpolicy as P
-from fewshot_distill.training.steps import TRAINED_TOKENS, distillation_loss_step, targets_on_window, trained_tokens
-from fewshot_distill.training.teacher import AdapterDisabledTeacher, LiveTeacher
+from fewshot_distill.methods import onpolicy as P
+from fewshot_distill.training import sampling as S
+from fewshot_distill.training.loop import TRAINED_TOKENS, trained_tokens
+from fewshot_distill.methods.distill import distillation_loss_step
+from fewshot_distill.losses.alignment import targets_on_window
+from fewshot_distill.teachers.base import AdapterDisabledTeacher, LiveTeacher
+from fewshot_distill.losses.alignment import student_answer_window, teacher_answer_positions
+from fewshot_distill.losses.divergences import LossSpec, MSE, top_k_logits
+from fewshot_distill.losses.window_kernel import answer_window_losses
 from tests.conftest import REPO_ROOT, SMOKE_DATA, build_lora_student, smoke_data_cfg
 
 K = 8
-REVERSE_KL = L.LossSpec("reverse_kl")
+REVERSE_KL = LossSpec("reverse_kl")
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +44,8 @@ def fresh_student(model_dir, trained: bool) -> AnswerWindowLM:
     return AnswerWindowLM(build_lora_student(model_dir, seed=0, lora_b_std=0.05 if trained else None))
 
 
-def sampler_for(student, tokenizer, max_new_tokens=6, seed=42) -> P.StudentSampler:
-    return P.StudentSampler(student.peft_model, tokenizer, P.SampleSettings(max_new_tokens, 1.0, 1.0, seed))
+def sampler_for(student, tokenizer, max_new_tokens=6, seed=42) -> S.StudentSampler:
+    return S.StudentSampler(student.wrapped_model, tokenizer, S.SampleSettings(max_new_tokens, 1.0, 1.0, seed))
 
 
 def test_teacher_scores_exactly_the_sampled_ids(setup, tiny_model_dir):
@@ -55,13 +59,13 @@ def test_teacher_scores_exactly_the_sampled_ids(setup, tiny_model_dir):
     samples = sampler.sample(student_prompts, gold["example_index"].tolist())
     batch = assemble_batch(student_prompts, samples.token_ids, gold["example_index"].tolist(),
                            tokenizer.pad_token_id, teacher_prompts)
-    _, answer_mask, answer_ids = D.student_answer_window(batch["student_labels"])
+    _, answer_mask, answer_ids = student_answer_window(batch["student_labels"])
     for alignment in ("seed", "predict"):
         values, ids = AdapterDisabledTeacher(student, K, alignment).top_k(batch, answer_ids, answer_mask)
-        base = student.peft_model.get_base_model()
+        base = student.wrapped_model.get_base_model()
         for row, (prompt, sample) in enumerate(zip(teacher_prompts, samples.token_ids)):
             sequence = torch.tensor([prompt + sample])
-            with torch.no_grad(), student.peft_model.disable_adapter():
+            with torch.no_grad(), student.wrapped_model.disable_adapter():
                 logits = base(input_ids=sequence).logits[0]
             start = len(prompt) - (1 if alignment == "predict" else 0)
             full = logits[start: start + len(sample)]
@@ -102,18 +106,18 @@ def test_samples_are_seeded_per_step_and_example_not_per_batch(setup, tiny_model
     class AtStep:
         step = 5
 
-    later = P.StudentSampler(student.peft_model, tokenizer, sampler.settings, run=AtStep())
+    later = S.StudentSampler(student.wrapped_model, tokenizer, sampler.settings, run=AtStep())
     assert later.sample(prompts[2:3], [examples[2].index]).token_ids != alone.token_ids  # another step
-    assert P.row_seed(42, 1, 3) != P.row_seed(42, 1, 4) != P.row_seed(42, 2, 3)
-    assert student.peft_model.training  # sampling restores the caller's mode
+    assert S.row_seed(42, 1, 3) != S.row_seed(42, 1, 4) != S.row_seed(42, 2, 3)
+    assert student.wrapped_model.training  # sampling restores the caller's mode
 
 
 def test_mixed_rows_split_the_batch_and_ce_only_on_gold_rows(setup, tiny_model_dir):
     tokenizer, examples, _ = setup
-    chosen = P.sampled_rows(4, "mixed", 0.5, 42, 1, [7, 8, 9, 10])
-    assert sum(chosen) == 2 and chosen == P.sampled_rows(4, "mixed", 0.5, 42, 1, [7, 8, 9, 10])
-    assert P.sampled_rows(4, "student", 0.5, 42, 1, [0] * 4) == [True] * 4
-    assert sum(P.sampled_rows(3, "mixed", 0.25, 42, 1, [0, 1, 2])) == 1
+    chosen = S.sampled_rows(4, "mixed", 0.5, 42, 1, [7, 8, 9, 10])
+    assert sum(chosen) == 2 and chosen == S.sampled_rows(4, "mixed", 0.5, 42, 1, [7, 8, 9, 10])
+    assert S.sampled_rows(4, "student", 0.5, 42, 1, [0] * 4) == [True] * 4
+    assert sum(S.sampled_rows(3, "mixed", 0.25, 42, 1, [0, 1, 2])) == 1
 
     student = fresh_student(tiny_model_dir, trained=True)
     batch = collate_examples(examples[:4], tokenizer.pad_token_id)
@@ -121,13 +125,13 @@ def test_mixed_rows_split_the_batch_and_ce_only_on_gold_rows(setup, tiny_model_d
     terms = P.onpolicy_loss_step(student, batch, AdapterDisabledTeacher(student, K), sampler, "mixed", 0.5,
                                  "seed", REVERSE_KL, student_fraction=0.5, pad_token_id=tokenizer.pad_token_id)
     # CE of the gold rows alone, computed on the gold batch
-    rows = [row for row, c in enumerate(P.sampled_rows(4, "mixed", 0.5, 42, 1, batch["example_index"].tolist()))
+    rows = [row for row, c in enumerate(S.sampled_rows(4, "mixed", 0.5, 42, 1, batch["example_index"].tolist()))
             if not c]
     gold_only = collate_examples([examples[r] for r in rows], tokenizer.pad_token_id)
-    positions, mask, ids = D.student_answer_window(gold_only["student_labels"])
+    positions, mask, ids = student_answer_window(gold_only["student_labels"])
     with torch.no_grad():
         logits = student(gold_only["student_input_ids"], gold_only["student_attention_mask"], positions)
-    expected_ce, _ = D.answer_window_losses(logits, *targets_on_window(ids, mask))
+    expected_ce, _ = answer_window_losses(logits, *targets_on_window(ids, mask))
     torch.testing.assert_close(terms["ce_loss"], expected_ce, atol=1e-5, rtol=1e-5)
     assert float(terms["dist_loss"]) > 0 and float(terms["empty_samples"]) == 0
     torch.testing.assert_close(terms["loss"].detach(), terms["ce_loss"] + 0.5 * terms["dist_loss"])
@@ -135,9 +139,9 @@ def test_mixed_rows_split_the_batch_and_ce_only_on_gold_rows(setup, tiny_model_d
 
 def test_an_empty_sample_is_masked_and_counted(setup, tiny_model_dir):
     eos = {2}
-    answers, empty = P.answers_from_samples(GeneratedTokens([[5, 6, 2], [2], [7, 8]], [True, True, False]), eos)
+    answers, empty = S.answers_from_samples(GeneratedTokens([[5, 6, 2], [2], [7, 8]], [True, True, False]), eos)
     assert answers == [[5, 6, 2], [2], [7, 8]] and empty == [False, True, False]
-    answers, empty = P.answers_from_samples(GeneratedTokens([[]], [False]), eos)
+    answers, empty = S.answers_from_samples(GeneratedTokens([[]], [False]), eos)
     assert answers == [[2]] and empty == [True]
 
     tokenizer, examples, _ = setup
@@ -157,36 +161,36 @@ def test_live_teacher_is_the_student_reading_the_teacher_context(setup, tiny_mod
     student = fresh_student(tiny_model_dir, trained=True)
     student.train()
     batch = collate_examples(examples[:3], tokenizer.pad_token_id)
-    _, mask, ids = D.student_answer_window(batch["student_labels"])
+    _, mask, ids = student_answer_window(batch["student_labels"])
     live_values, live_ids = LiveTeacher(student, K).top_k(batch, ids, mask)
     assert student.training and not LiveTeacher.cacheable
-    positions = D.teacher_answer_positions(batch["teacher_attention_mask"].sum(dim=1), mask.sum(dim=1), ids.size(1))
+    positions = teacher_answer_positions(batch["teacher_attention_mask"].sum(dim=1), mask.sum(dim=1), ids.size(1))
     with torch.no_grad():
         expected = student.eval()(batch["teacher_input_ids"], batch["teacher_attention_mask"], positions)
-    values, top_ids = D.top_k_logits(expected, K)
+    values, top_ids = top_k_logits(expected, K)
     assert torch.equal(live_values, values) and torch.equal(live_ids, top_ids)
     base_values, _ = AdapterDisabledTeacher(student, K).top_k(batch, ids, mask)
     assert not torch.allclose(base_values, live_values)  # adapter on: not the base model
 
 
-def old_distillation_loss_step(student, batch, teacher, lambda_distill, alignment, loss=D.MSE):
+def old_distillation_loss_step(student, batch, teacher, lambda_distill, alignment, loss=MSE):
     """distillation_loss_step as of db63886 (before the on-policy row masks), for the gold-path check."""
-    window_positions, answer_mask, answer_ids = D.student_answer_window(batch["student_labels"])
+    window_positions, answer_mask, answer_ids = student_answer_window(batch["student_labels"])
     teacher_values, teacher_ids, *teacher_tail = teacher.top_k(batch, answer_ids, answer_mask)
     window_logits = student(batch["student_input_ids"], batch["student_attention_mask"], window_positions)
     shift = 1 if alignment == "seed" else 0
-    ce_loss, dist_loss = D.answer_window_losses(
+    ce_loss, dist_loss = answer_window_losses(
         window_logits, *targets_on_window(answer_ids, answer_mask),
         teacher_ids=F.pad(teacher_ids, (0, 0, shift, 1 - shift)),
         teacher_values=F.pad(teacher_values, (0, 0, shift, 1 - shift)),
         distill_mask=F.pad(answer_mask, (shift, 1 - shift), value=False), loss=loss,
         teacher_tail=F.pad(teacher_tail[0], (shift, 1 - shift)) if teacher_tail else None)
-    total = D.distillation_loss(ce_loss, dist_loss, lambda_distill)
+    total = ce_loss + lambda_distill * dist_loss
     return {"loss": total, "ce_loss": ce_loss.detach(), "dist_loss": dist_loss.detach()}
 
 
 @pytest.mark.parametrize("alignment", ["seed", "predict"])
-@pytest.mark.parametrize("loss", [D.MSE, L.LossSpec("reverse_kl", 2.0, topk_tail="bucket")])
+@pytest.mark.parametrize("loss", [MSE, LossSpec("reverse_kl", 2.0, topk_tail="bucket")])
 def test_gold_path_losses_and_gradients_equal_the_code_before_on_policy(setup, tiny_model_dir, alignment, loss):
     tokenizer, examples, _ = setup
     student = fresh_student(tiny_model_dir, trained=True)
@@ -255,12 +259,9 @@ def test_step_lookahead_hands_each_optimizer_step_to_begin_step_before_its_first
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["distillation.answer_source=student", "distillation.teacher_cache=memory"], "needs answer_source=gold"),
-    (["distillation.answer_source=mixed", "distillation.teacher_cache=disk"], "needs answer_source=gold"),
     (["distillation.teacher_weights=live", "distillation.teacher_cache=memory"], "cannot be cached"),
     (["distillation.teacher_weights=live", "distillation.reuse_shot_prefix=true", "data.shot_sampling=fixed"],
      "reuse_shot_prefix=false"),
-    (["distillation.answer_source=sampled"], "answer_source must be one of"),
     (["distillation.student_fraction=1.0"], "student_fraction must be in"),
     (["distillation.teacher_weights=frozen"], "teacher_weights must be one of"),
     (["generation.max_new_tokens=0"], "generation.max_new_tokens"),
@@ -275,46 +276,59 @@ def test_impossible_on_policy_combinations_are_one_line_config_errors(overrides,
 
 
 def test_the_on_policy_configs_load_and_name_their_methods():
-    from fewshot_distill.methods import distillation_method
+    from fewshot_distill.methods import method_of_answer_source, resolve_method
 
     for path in ("configs/onpolicy.yaml", "configs/mini/onpolicy.yaml"):
         cfg = load_config(REPO_ROOT / path)
-        assert cfg.distillation.answer_source == "student" and cfg.distillation.loss == "reverse_kl"
-        assert distillation_method(cfg.distillation.answer_source) == "onpolicy"
-    assert distillation_method("gold") == "online_v1" and distillation_method("mixed") == "onpolicy_mixed"
+        assert cfg.method == "onpolicy" and cfg.distillation.loss == "reverse_kl"
+        assert resolve_method(cfg).answer_source == "student"
+    # the deprecated distillation.answer_source still names the same methods
+    assert method_of_answer_source("gold") == "online_v1" and method_of_answer_source("mixed") == "onpolicy_mixed"
     # shared prefix with student samples and fixed shots is allowed
     load_config(REPO_ROOT / "configs/onpolicy.yaml", ["data.shot_sampling=fixed", "distillation.reuse_shot_prefix=true"])
 
 
+@pytest.mark.parametrize("method, overrides", [
+    ("onpolicy", ["distillation.teacher_cache=memory"]), ("onpolicy_mixed", ["distillation.teacher_cache=disk"])])
+def test_on_policy_methods_refuse_the_teacher_cache_in_one_line(method, overrides):
+    from fewshot_distill.methods import resolve_method
+
+    cfg = load_config(REPO_ROOT / "configs" / "online_v1.yaml", [f"method={method}", *overrides])
+    with pytest.raises(ConfigError, match="needs gold answers.*set distillation.teacher_cache=none") as error:
+        resolve_method(cfg)
+    assert "\n" not in str(error.value)
+
+
 def test_every_on_policy_config_scores_with_the_dropout_free_model_that_sampled():
     """LoRA dropout is off while sampling (eval mode); the scored forward must match it (GKD sets 0 too)."""
+    from fewshot_distill.methods import resolve_method
+
     on_policy = []
     for path in sorted(REPO_ROOT.glob("configs/*.yaml")) + sorted(REPO_ROOT.glob("configs/*/*.yaml")):
         if path.parent.name in ("accelerate", "tasks", "studies"):  # not training configs
             continue
         cfg = load_config(path)
-        if cfg.distillation.answer_source != "gold":
+        if resolve_method(cfg).answer_source in ("student", "mixed"):
             on_policy.append(path.name)
             assert cfg.lora.dropout == 0.0, path
     assert len(on_policy) >= 2  # configs/onpolicy.yaml and configs/mini/onpolicy.yaml
 
 
-@pytest.mark.parametrize("answer_source", ["student", "mixed"])
-def test_on_policy_under_fsdp_is_a_one_line_error_naming_ddp_and_lora(answer_source):
+@pytest.mark.parametrize("method", ["onpolicy", "onpolicy_mixed"])
+def test_on_policy_under_fsdp_is_a_one_line_error_naming_ddp_and_lora(method, monkeypatch):
     """Sampling under FSDP would run the inner model on sharded weights, and ranks would stop decoding
     at different steps (different numbers of all-gathers): refused, pointing at DDP (full or LoRA)."""
-    from accelerate.utils import DistributedType
+    from fewshot_distill.methods import resolve_method
 
-    from fewshot_distill.training.loop import check_sharding
-
-    overrides = [f"distillation.answer_source={answer_source}", "model.finetune=full", "eval.held_out_examples=0"]
+    overrides = [f"method={method}", "model.finetune=full", "eval.held_out_examples=0"]
     cfg = load_config(REPO_ROOT / "configs" / "onpolicy.yaml", overrides)
-    check_sharding(cfg, DistributedType.MULTI_GPU)  # DDP: fine
+    resolve_method(cfg)  # DDP: fine
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch --config_file fsdp.yaml` sets
     with pytest.raises(ConfigError, match="not supported under FSDP.*DDP.*model.finetune=lora") as error:
-        check_sharding(cfg, DistributedType.FSDP)
+        resolve_method(cfg)
     assert "\n" not in str(error.value)
-    gold = load_config(REPO_ROOT / "configs" / "onpolicy.yaml", overrides[1:] + ["distillation.answer_source=gold"])
-    check_sharding(gold, DistributedType.FSDP)  # gold distillation under FSDP: fine
+    gold = load_config(REPO_ROOT / "configs" / "onpolicy.yaml", overrides[1:] + ["method=online_v1"])
+    resolve_method(gold)  # gold distillation under FSDP: fine
 
 
 def test_trained_tokens_are_the_reported_count_else_the_batch_tokens():
@@ -333,12 +347,12 @@ def test_the_on_policy_step_reports_the_tokens_of_the_batch_it_trained_on(setup,
     terms = P.onpolicy_loss_step(student, gold, AdapterDisabledTeacher(student, K), sampler, "mixed", 1.0,
                                  "seed", REVERSE_KL, student_fraction=0.5, pad_token_id=tokenizer.pad_token_id)
     index = gold["example_index"].tolist()
-    chosen = P.sampled_rows(2, "mixed", 0.5, sampler.settings.seed, sampler.step, index)
+    chosen = S.sampled_rows(2, "mixed", 0.5, sampler.settings.seed, sampler.step, index)
     assert chosen.count(True) == 1  # one sampled row, one gold row
     expected = 0
     for row, example in enumerate(examples[:2]):
         sample = sampler.sample([example.student_prompt_ids], [index[row]]).token_ids[0]  # seeded per example
-        answer = sample if chosen[row] else P.gold_answers(gold)[row]
+        answer = sample if chosen[row] else S.gold_answers(gold)[row]
         expected += len(example.student_prompt_ids) + len(answer)
     assert int(terms[TRAINED_TOKENS]) == expected
     assert expected != int(gold["student_attention_mask"].sum())
@@ -350,9 +364,8 @@ def test_the_loop_counts_the_sampled_tokens_into_tokens_per_s(tiny_model_dir, tm
     import json
     import signal
 
-    from fewshot_distill.methods import distillation_method
+    from fewshot_distill.methods import resolve_method, run_identity_fields
     from fewshot_distill.training import loop
-    from fewshot_distill.training.train_online_v1 import check_distillation_config
 
     counted = []
     reduce_window = loop._reduce_window
@@ -372,13 +385,13 @@ def test_the_loop_counts_the_sampled_tokens_into_tokens_per_s(tiny_model_dir, tm
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         args, cfg = loop.parse_training_args(argv, "")
-        check_distillation_config(cfg)
-        run = loop.setup_run(cfg, args, method=distillation_method(cfg.distillation.answer_source), with_teacher=True)
-        loop.train(run, P.build_loss_step(cfg, run))
+        method = resolve_method(cfg)
+        run = loop.setup_run(cfg, args, run_identity_fields(method.name, "fewshot", "full"), with_teacher=True)
+        loop.train(run, method.build_loss_step(cfg, run))
     finally:  # the loop's stop handlers must not outlive it in the test process
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-    samples = [json.loads(line) for line in (out / P.SAMPLES_FILE).read_text().splitlines()]
+    samples = [json.loads(line) for line in (out / S.SAMPLES_FILE).read_text().splitlines()]
     assert len(samples) == 2
     by_index = {e.index: e for e in run.examples}
     assert counted == [sum(len(by_index[s["example_index"]].student_prompt_ids) + s["length"] for s in samples)]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from fewshot_distill.config import ConfigError
 from fewshot_distill.models.student import AnswerWindowLM, load_base_model
-from fewshot_distill.training.teacher import WindowLMTeacher
+from fewshot_distill.teachers.base import WindowLMTeacher
 
 
 def load_frozen_copy(model_cfg, bf16: bool, accelerator=None) -> AnswerWindowLM:

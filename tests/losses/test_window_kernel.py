@@ -6,11 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fewshot_distill import distillation as D
 from fewshot_distill.data.prompts import AlignmentError
+from fewshot_distill.constants import IGNORE_INDEX
+from fewshot_distill.losses.alignment import ALIGNMENTS, answer_spans_from_labels, check_aligned_token_ids, student_answer_window, teacher_answer_positions
+from fewshot_distill.losses.divergences import top_k_logits
+from fewshot_distill.losses.reference import gather_vocab, masked_cross_entropy, masked_mse
+from fewshot_distill.losses.window_kernel import answer_window_losses
 from tests.helpers import saved_vocab_sized_bytes
 
-IGN = D.IGNORE_INDEX
+IGN = IGNORE_INDEX
 
 
 def labels_for(rows):
@@ -24,21 +28,21 @@ def labels_for(rows):
 
 def test_answer_spans_from_labels():
     labels = labels_for([(3, [7, 8], 2), (1, [5, 6, 9, 4], 0)])
-    start, n = D.answer_spans_from_labels(labels)
+    start, n = answer_spans_from_labels(labels)
     assert start.tolist() == [3, 1] and n.tolist() == [2, 4]
 
 
 def test_answer_spans_reject_empty_and_gapped_spans():
     with pytest.raises(AlignmentError, match="no supervised"):
-        D.answer_spans_from_labels(torch.full((1, 4), IGN))
+        answer_spans_from_labels(torch.full((1, 4), IGN))
     gapped = torch.tensor([[IGN, 5, IGN, 6]])
     with pytest.raises(AlignmentError, match="contiguous"):
-        D.answer_spans_from_labels(gapped)
+        answer_spans_from_labels(gapped)
 
 
 def test_student_answer_window_positions_mask_and_ids():
     labels = labels_for([(3, [7, 8], 2), (1, [5, 6, 9, 4], 0)])
-    positions, mask, ids = D.student_answer_window(labels)
+    positions, mask, ids = student_answer_window(labels)
     # window starts one before the answer and spans A + 1 = 5 positions (masked ones clamp to the start)
     assert positions.tolist() == [[2, 3, 4, 2, 2], [0, 1, 2, 3, 4]]
     assert mask.tolist() == [[True, True, False, False], [True, True, True, True]]
@@ -47,10 +51,10 @@ def test_student_answer_window_positions_mask_and_ids():
 
 def test_teacher_positions_seed_and_predict():
     lengths, n = torch.tensor([10, 6]), torch.tensor([2, 4])
-    assert D.teacher_answer_positions(lengths, n, 4, "seed").tolist() == [[8, 9, 8, 8], [2, 3, 4, 5]]
-    assert D.teacher_answer_positions(lengths, n, 4, "predict").tolist() == [[7, 8, 7, 7], [1, 2, 3, 4]]
+    assert teacher_answer_positions(lengths, n, 4, "seed").tolist() == [[8, 9, 8, 8], [2, 3, 4, 5]]
+    assert teacher_answer_positions(lengths, n, 4, "predict").tolist() == [[7, 8, 7, 7], [1, 2, 3, 4]]
     with pytest.raises(ValueError):
-        D.teacher_answer_positions(lengths, n, 4, "middle")
+        teacher_answer_positions(lengths, n, 4, "middle")
 
 
 def test_check_aligned_token_ids_accepts_matching_and_names_mismatching_examples():
@@ -58,26 +62,26 @@ def test_check_aligned_token_ids_accepts_matching_and_names_mismatching_examples
     lengths = torch.tensor([5, 5])
     ids = torch.tensor([[7, 8, IGN, IGN], [5, 6, 9, 4]])
     mask = ids != IGN
-    D.check_aligned_token_ids(teacher, lengths, ids, mask)
+    check_aligned_token_ids(teacher, lengths, ids, mask)
     changed = torch.tensor([[1, 2, 3, 7, 8, 0, 0], [1, 5, 6, 9, 3, 0, 0]])  # row 1's last token differs
     with pytest.raises(AlignmentError, match=r"examples \[42\]"):
-        D.check_aligned_token_ids(changed, lengths, ids, mask, torch.tensor([41, 42]))
+        check_aligned_token_ids(changed, lengths, ids, mask, torch.tensor([41, 42]))
     no_prompt = torch.tensor([[1, 2, 3, 7, 8, 0, 0], [5, 6, 9, 4, 0, 0, 0]])  # row 1 lost its prompt
     with pytest.raises(AlignmentError, match="shorter than its student answer"):
-        D.check_aligned_token_ids(no_prompt, torch.tensor([5, 4]), ids, mask)
+        check_aligned_token_ids(no_prompt, torch.tensor([5, 4]), ids, mask)
     off_by_one = torch.tensor([[1, 2, 3, 7, 8, 0, 0], [1, 5, 6, 9, 4, 0, 0]])
     with pytest.raises(AlignmentError):
-        D.check_aligned_token_ids(off_by_one, torch.tensor([5, 6]), ids, mask)
+        check_aligned_token_ids(off_by_one, torch.tensor([5, 6]), ids, mask)
 
 
 def test_top_k_and_gather_vocab():
     logits = torch.tensor([[[0.1, 3.0, -1.0, 2.0]]])
-    values, ids = D.top_k_logits(logits, 2)
+    values, ids = top_k_logits(logits, 2)
     assert ids.tolist() == [[[1, 3]]] and values.tolist() == [[[3.0, 2.0]]]
     student = torch.tensor([[[10.0, 11.0, 12.0, 13.0]]])
-    assert D.gather_vocab(student, ids).tolist() == [[[11.0, 13.0]]]
+    assert gather_vocab(student, ids).tolist() == [[[11.0, 13.0]]]
     with pytest.raises(ValueError, match="exceeds the vocabulary"):
-        D.top_k_logits(logits, 5)
+        top_k_logits(logits, 5)
 
 
 def test_masked_mse_hand_computed_and_padding_ignored():
@@ -85,18 +89,18 @@ def test_masked_mse_hand_computed_and_padding_ignored():
     student = torch.tensor([[[2.0, 4.0], [5.0, 5.0]], [[3.0, 1.0], [0.0, 0.0]]])
     mask = torch.tensor([[True, False], [True, False]])
     # position (0,0): ((1)^2 + (2)^2)/2 = 2.5 ; position (1,0): (0 + 4)/2 = 2 ; mean = 2.25
-    assert D.masked_mse(teacher, student, mask).item() == pytest.approx(2.25)
+    assert masked_mse(teacher, student, mask).item() == pytest.approx(2.25)
     # changing masked positions changes nothing
     student[0, 1] = 1e6
     teacher[1, 1] = -1e6
-    assert D.masked_mse(teacher, student, mask).item() == pytest.approx(2.25)
+    assert masked_mse(teacher, student, mask).item() == pytest.approx(2.25)
 
 
 def test_masked_mse_zero_for_identical_and_all_masked():
     x = torch.randn(2, 3, 4)
-    assert D.masked_mse(x, x.clone(), torch.ones(2, 3, dtype=torch.bool)).item() == 0.0
+    assert masked_mse(x, x.clone(), torch.ones(2, 3, dtype=torch.bool)).item() == 0.0
     student = torch.randn(2, 3, 4, requires_grad=True)
-    loss = D.masked_mse(x, student, torch.zeros(2, 3, dtype=torch.bool))
+    loss = masked_mse(x, student, torch.zeros(2, 3, dtype=torch.bool))
     assert loss.item() == 0.0
     loss.backward()
     assert torch.all(student.grad == 0)
@@ -108,10 +112,10 @@ def test_masked_cross_entropy_hand_computed():
     mask = targets != IGN
     # row0 pos0: p(1) = 3/4 -> -log .75 ; row0 pos1: p = 1/2 ; row1 pos0: p = 1/2
     expected = (-math.log(0.75) + 2 * math.log(2.0)) / 3
-    assert D.masked_cross_entropy(logits, targets, mask).item() == pytest.approx(expected, rel=1e-6)
+    assert masked_cross_entropy(logits, targets, mask).item() == pytest.approx(expected, rel=1e-6)
     # equals F.cross_entropy with ignore_index, also when chunked
     reference = F.cross_entropy(logits.reshape(-1, 2), targets.reshape(-1), ignore_index=IGN)
-    assert D.masked_cross_entropy(logits, targets, mask, chunk_size=1).item() == pytest.approx(reference.item())
+    assert masked_cross_entropy(logits, targets, mask, chunk_size=1).item() == pytest.approx(reference.item())
 
 
 def test_masked_cross_entropy_bf16_matches_float32():
@@ -120,15 +124,10 @@ def test_masked_cross_entropy_bf16_matches_float32():
     targets = torch.randint(0, 50, (2, 5))
     mask = torch.ones(2, 5, dtype=torch.bool)
     mask[1, 3:] = False
-    got = D.masked_cross_entropy(logits, targets, mask, chunk_size=3)
+    got = masked_cross_entropy(logits, targets, mask, chunk_size=3)
     assert got.dtype == torch.float32
     expected = F.cross_entropy(logits.float()[mask], targets[mask])
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
-
-
-def test_distillation_loss_combines_terms():
-    ce, mse = torch.tensor(2.0), torch.tensor(0.3)
-    assert D.distillation_loss(ce, mse, 0.5).item() == pytest.approx(2.15)
 
 
 def test_lambda_zero_gives_exactly_the_sft_gradients():
@@ -137,17 +136,16 @@ def test_lambda_zero_gives_exactly_the_sft_gradients():
     head = torch.nn.Linear(8, 20)
     targets = torch.randint(0, 20, (2, 4))
     mask = torch.tensor([[True, True, True, False], [True, True, False, False]])
-    teacher_values, teacher_ids = D.top_k_logits(torch.randn(2, 4, 20), 5)
+    teacher_values, teacher_ids = top_k_logits(torch.randn(2, 4, 20), 5)
 
     def grads(total_fn):
         head.zero_grad()
         total_fn(head(hidden)).backward()
         return [p.grad.clone() for p in head.parameters()]
 
-    sft = grads(lambda logits: D.masked_cross_entropy(logits, targets, mask))
-    distill = grads(lambda logits: D.distillation_loss(
-        D.masked_cross_entropy(logits, targets, mask),
-        D.masked_mse(teacher_values, D.gather_vocab(logits, teacher_ids), mask), 0.0))
+    sft = grads(lambda logits: masked_cross_entropy(logits, targets, mask))
+    distill = grads(lambda logits: masked_cross_entropy(logits, targets, mask)
+                    + 0.0 * masked_mse(teacher_values, gather_vocab(logits, teacher_ids), mask))
     for a, b in zip(sft, distill):
         assert torch.equal(a, b)
 
@@ -160,22 +158,22 @@ def window_case(dtype, seed=0, batch=3, width=4, vocab=37, k=5):
     window = (3 * torch.randn(batch, width + 1, vocab, generator=generator)).to(dtype)
     answer_mask = torch.arange(width)[None, :] < torch.tensor([width, 2, 1][:batch])[:, None]
     answer_ids = torch.randint(0, vocab, (batch, width), generator=generator).masked_fill(~answer_mask, IGN)
-    teacher_values, teacher_ids = D.top_k_logits(3 * torch.randn(batch, width, vocab, generator=generator), k)
+    teacher_values, teacher_ids = top_k_logits(3 * torch.randn(batch, width, vocab, generator=generator), k)
     return window, answer_ids, answer_mask, teacher_ids, teacher_values
 
 
 def unfused_losses(window, answer_ids, answer_mask, teacher_ids, teacher_values, alignment):
     """The readable reference: CE on window[:, :-1], MSE on window[:, 1:] (seed) or window[:, :-1]."""
     shift = 1 if alignment == "seed" else 0
-    ce = D.masked_cross_entropy(window[:, :-1], answer_ids, answer_mask)
-    student_values = D.gather_vocab(window[:, shift: shift + answer_ids.size(1)], teacher_ids)
-    return ce, D.masked_mse(teacher_values, student_values, answer_mask)
+    ce = masked_cross_entropy(window[:, :-1], answer_ids, answer_mask)
+    student_values = gather_vocab(window[:, shift: shift + answer_ids.size(1)], teacher_ids)
+    return ce, masked_mse(teacher_values, student_values, answer_mask)
 
 
 def fused_losses(window, answer_ids, answer_mask, teacher_ids, teacher_values, alignment, chunk_size=1024):
     """answer_window_losses with everything padded onto the window rows, as the training step does."""
     shift = 1 if alignment == "seed" else 0
-    return D.answer_window_losses(
+    return answer_window_losses(
         window, F.pad(answer_ids, (0, 1), value=IGN), F.pad(answer_mask, (0, 1), value=False),
         teacher_ids=F.pad(teacher_ids, (0, 0, shift, 1 - shift)),
         teacher_values=F.pad(teacher_values, (0, 0, shift, 1 - shift)),
@@ -190,7 +188,7 @@ def values_and_grads(loss_fn, window, *args, ce_weight=1.0, mse_weight=0.7):
     return ce.detach(), mse.detach(), window.grad
 
 
-@pytest.mark.parametrize("alignment", D.ALIGNMENTS)
+@pytest.mark.parametrize("alignment", ALIGNMENTS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_answer_window_losses_equal_unfused_values_and_grads(alignment, dtype):
     case = window_case(dtype)
@@ -203,7 +201,7 @@ def test_answer_window_losses_equal_unfused_values_and_grads(alignment, dtype):
     torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("alignment", D.ALIGNMENTS)
+@pytest.mark.parametrize("alignment", ALIGNMENTS)
 def test_answer_window_losses_bf16_logits(alignment):
     case = window_case(torch.bfloat16)
     ce, mse, grad = values_and_grads(fused_losses, *case, alignment)
@@ -221,7 +219,7 @@ def test_answer_window_losses_bf16_logits(alignment):
     torch.testing.assert_close(grad, exact_grad.bfloat16(), rtol=2 ** -7, atol=0.0)
 
 
-@pytest.mark.parametrize("alignment", D.ALIGNMENTS)
+@pytest.mark.parametrize("alignment", ALIGNMENTS)
 def test_answer_window_losses_gradcheck_float64(alignment):
     window, *rest = window_case(torch.float64, batch=2, width=3, vocab=7, k=3)
     window.requires_grad_(True)
@@ -247,7 +245,7 @@ def test_answer_window_losses_all_masked_give_zero_and_zero_grads():
     assert ce.item() == 0.0 and mse.item() == 0.0 and torch.all(grad == 0)
     # MSE masked out, CE not: the MSE is 0 and contributes no gradient.
     window.requires_grad_(True)
-    _, mse = D.answer_window_losses(window, F.pad(answer_ids, (0, 1), value=IGN),
+    _, mse = answer_window_losses(window, F.pad(answer_ids, (0, 1), value=IGN),
                                     F.pad(answer_mask, (0, 1), value=False),
                                     F.pad(teacher_ids, (0, 0, 1, 0)), F.pad(teacher_values, (0, 0, 1, 0)),
                                     torch.zeros(window.shape[:2], dtype=torch.bool))
@@ -288,13 +286,13 @@ def test_answer_window_losses_without_teacher_is_the_sft_cross_entropy():
     window, answer_ids, answer_mask, _, _ = window_case(torch.float32)
 
     def sft_only(x, ids, mask):
-        return D.answer_window_losses(x, F.pad(ids, (0, 1), value=IGN), F.pad(mask, (0, 1), value=False),
+        return answer_window_losses(x, F.pad(ids, (0, 1), value=IGN), F.pad(mask, (0, 1), value=False),
                                       chunk_size=2)
 
     ce, mse, grad = values_and_grads(sft_only, window, answer_ids, answer_mask)
-    ref_ce = D.masked_cross_entropy(window[:, :-1], answer_ids, answer_mask)
+    ref_ce = masked_cross_entropy(window[:, :-1], answer_ids, answer_mask)
     window_ref = window.clone().requires_grad_(True)
-    D.masked_cross_entropy(window_ref[:, :-1], answer_ids, answer_mask).backward()
+    masked_cross_entropy(window_ref[:, :-1], answer_ids, answer_mask).backward()
     assert mse.item() == 0.0
     torch.testing.assert_close(ce, ref_ce, rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(grad, window_ref.grad, rtol=1e-5, atol=1e-7)
@@ -312,7 +310,7 @@ def test_answer_window_losses_reject_inconsistent_inputs():
     window, answer_ids, answer_mask, teacher_ids, teacher_values = window_case(torch.float32)
     targets, target_mask = F.pad(answer_ids, (0, 1), value=IGN), F.pad(answer_mask, (0, 1), value=False)
     with pytest.raises(ValueError, match="window rows"):
-        D.answer_window_losses(window, answer_ids, answer_mask)  # not placed on the window
+        answer_window_losses(window, answer_ids, answer_mask)  # not placed on the window
     with pytest.raises(ValueError, match="distill_mask"):
-        D.answer_window_losses(window, targets, target_mask, F.pad(teacher_ids, (0, 0, 1, 0)),
+        answer_window_losses(window, targets, target_mask, F.pad(teacher_ids, (0, 0, 1, 0)),
                                F.pad(teacher_values, (0, 0, 1, 0)))
