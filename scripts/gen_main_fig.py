@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from fewshot_distill.results.figures import accuracy_figure, save_figure
+from fewshot_distill.results.labels import recorded_labels
 from fewshot_distill.results.load import SELECTION_RULES, load_many
 from fewshot_distill.results.stats import find_predictions, intervals_from_counts, intervals_from_predictions, \
     load_predictions_for
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         title = args.title or f"{prefix}: accuracy vs training step"
     note = SELECTION_MARKS[args.select] + kind
     fig = accuracy_figure(conditions, title=title, note=note, rule=args.select, intervals=intervals,
-                          labels=results.get("condition_labels"))
+                          labels=recorded_labels(results))
     out = save_figure(fig, args.out)
     print(selection_note(args.select))
     print(f"wrote {out}")

@@ -15,6 +15,7 @@ import sys
 
 from fewshot_distill.results.figures import accuracy_figure, save_figure, selected_accuracy_bars
 from fewshot_distill.results.load import SELECTION_RULES, load_many
+from fewshot_distill.results.labels import recorded_labels
 from fewshot_distill.results.stats import find_predictions, intervals_from_counts, intervals_from_predictions, \
     load_predictions_for
 from fewshot_distill.results.tables import selection_note
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from err
     title = args.title or results.get("title") or "Ablations"
-    labels = results.get("condition_labels")
+    labels = recorded_labels(results)
     print(selection_note(args.select))
     if args.curves:
         fig = accuracy_figure(conditions, title=f"{title}: accuracy per checkpoint",

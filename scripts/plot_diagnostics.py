@@ -14,30 +14,34 @@ import argparse
 import sys
 from pathlib import Path
 
-from fewshot_distill.results.diagnostics import (diagnostics_markdown, eval_curves_figure, gap_bars_figure, load_diagnostics,
-                                     per_checkpoint_figure)
+from fewshot_distill.results.diagnostics import (diagnostics_markdown, eval_curves_figure, gap_bars_figure,
+                                                 load_diagnostics, per_checkpoint_figure)
 from fewshot_distill.results.figures import save_figure
-from fewshot_distill.results.metrics import load_run_scalars
+from fewshot_distill.results.labels import recorded_labels
+from fewshot_distill.results.metrics import load_run_scalars, run_label
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", required=True, help="diagnostics JSON")
     parser.add_argument("--out_dir", required=True)
-    parser.add_argument("--runs", nargs="*", default=[], help="training run folders (for eval_curves.png)")
+    parser.add_argument("--runs", nargs="*", default=[],
+                        help="training run folders: eval_curves.png, and the labels of results files written "
+                             "before evaluation recorded each run's condition")
     parser.add_argument("--title", default="", help="text on every figure, e.g. model and scale")
     args = parser.parse_args(argv)
     try:
         data = load_diagnostics(args.results)
         out = Path(args.out_dir)
-        conditions = data["conditions"]
-        written = [save_figure(per_checkpoint_figure(conditions, args.title), out / "diagnostics_per_checkpoint.png"),
-                   save_figure(gap_bars_figure(conditions, args.title), out / "icl_gap_closed.png")]
-        runs = [(Path(r).name, load_run_scalars(r)) for r in args.runs]
+        conditions, labels = data["conditions"], recorded_labels(data, args.runs)
+        written = [save_figure(per_checkpoint_figure(conditions, args.title, labels),
+                               out / "diagnostics_per_checkpoint.png"),
+                   save_figure(gap_bars_figure(conditions, args.title, labels), out / "icl_gap_closed.png")]
+        runs = [(run_label(r), load_run_scalars(r)) for r in args.runs]
         if any("eval/nll" in scalars for _, scalars in runs):
             written.append(save_figure(eval_curves_figure(runs, args.title), out / "eval_curves.png"))
         table = out / "diagnostics.md"
-        table.write_text(diagnostics_markdown(conditions) + "\n")
+        table.write_text(diagnostics_markdown(conditions, labels=labels) + "\n")
         written.append(table)
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None

@@ -31,6 +31,7 @@ from fewshot_distill.eval.conditions import EvalTarget
 from fewshot_distill.tasks import Task, get_task
 from fewshot_distill.utils.io import atomic_write_json, atomic_write_text
 from fewshot_distill.utils.resources import ResourceError
+from fewshot_distill.run_identity import RUN_CONDITIONS_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class ResultsStore:
             self._check_compatible(existing, header)
             self.data["conditions"] = existing.get("conditions", {})
             self.data["sources"] = existing.get("sources", {})
+            if RUN_CONDITIONS_KEY in existing:
+                self.data[RUN_CONDITIONS_KEY] = existing[RUN_CONDITIONS_KEY]
         else:
             self.data["sources"] = {}
         self._keep_finished_predictions(overwrite)
@@ -134,6 +137,8 @@ class ResultsStore:
             os.fsync(handle.fileno())
         self.data["conditions"].setdefault(target.condition, {})[target.label] = metrics
         self.data["sources"].setdefault(target.condition, {})[target.label] = target.adapter_path or target.model_path
+        if target.run_condition:  # figures label the result by what trained, not by its folder's name
+            self.data.setdefault(RUN_CONDITIONS_KEY, {})[target.condition] = target.run_condition
         atomic_write_json(self.output, self.data)
 
 

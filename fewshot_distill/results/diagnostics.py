@@ -68,18 +68,20 @@ DIAGNOSTICS_COLUMNS = {
 }
 
 
-def diagnostics_markdown(conditions: dict, columns: tuple[str, ...] = tuple(DIAGNOSTICS_COLUMNS)) -> str:
+def diagnostics_markdown(conditions: dict, columns: tuple[str, ...] = tuple(DIAGNOSTICS_COLUMNS),
+                         labels: dict[str, str] | None = None) -> str:
     """One row per (condition, label): the numbers as stored, rounded for reading; `columns` picks and
     orders the columns after the condition (keys of DIAGNOSTICS_COLUMNS; default all)."""
     spec = [DIAGNOSTICS_COLUMNS[key] for key in columns]
     lines = ["| condition | " + " | ".join(header for header, _, _ in spec) + " |",
              "|---|" + "|".join(align for _, align, _ in spec) + "|"]
     for condition in ordered_conditions(conditions):
-        labels = conditions[condition]
-        for label in sorted(labels, key=lambda name: (parse_step(name) is None and name != BASE_LABEL,
-                                                      parse_step(name) or -1)):
-            m = labels[label]
-            lines.append(f"| {label_for(condition)} | " + " | ".join(cell(label, m) for _, _, cell in spec) + " |")
+        checkpoints = conditions[condition]
+        for label in sorted(checkpoints, key=lambda name: (parse_step(name) is None and name != BASE_LABEL,
+                                                           parse_step(name) or -1)):
+            m = checkpoints[label]
+            cells = " | ".join(cell(label, m) for _, _, cell in spec)
+            lines.append(f"| {label_for(condition, labels)} | {cells} |")
     return "\n".join(lines)
 
 
@@ -87,22 +89,23 @@ PANELS = (("nll", "Answer NLL (nats/token)"), ("kl", "KL(k-shot teacher ‖ mode
           ("gap_closed_nll", "ICL gap closed (NLL)"))
 
 
-def per_checkpoint_figure(conditions: dict, title: str = ""):
-    """NLL, KL and gap closed vs training step; base rows as dashed horizontal lines."""
+def per_checkpoint_figure(conditions: dict, title: str = "", labels: dict[str, str] | None = None):
+    """NLL, KL and gap closed vs training step; base rows as dashed horizontal lines. `labels`: see
+    labels.recorded_labels."""
     fig, axes = plt.subplots(1, len(PANELS), figsize=(5.2 * len(PANELS), 4.3), dpi=150, layout="constrained")
     taken: set[str] = set()
-    colors = {c: color_for(c, taken) for c in ordered_conditions(conditions)}
+    colors = {c: color_for(label_for(c, labels), taken) for c in ordered_conditions(conditions)}
     for ax, (key, name) in zip(axes, PANELS):
         for condition in ordered_conditions(conditions):
             series = checkpoint_series(conditions[condition])
             if series:
                 steps = [s for s, m in series if m[key] is not None]
                 ax.plot(steps, [m[key] for _, m in series if m[key] is not None], marker="o",
-                        color=colors[condition], label=label_for(condition))
+                        color=colors[condition], label=label_for(condition, labels))
             elif BASE_LABEL in conditions[condition]:  # base_0shot and icl_{k}shot: reference lines
                 value = conditions[condition][BASE_LABEL][key]
                 if value is not None:
-                    ax.axhline(value, linestyle="--", color=colors[condition], label=label_for(condition))
+                    ax.axhline(value, linestyle="--", color=colors[condition], label=label_for(condition, labels))
         ax.set_title(name)
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
@@ -112,13 +115,14 @@ def per_checkpoint_figure(conditions: dict, title: str = ""):
     return fig
 
 
-def gap_bars_figure(conditions: dict, title: str = ""):
+def gap_bars_figure(conditions: dict, title: str = "", labels: dict[str, str] | None = None):
     """Share of the ICL gap closed (NLL and KL) by the last checkpoint of each run, with the base rows."""
     names, nll_gap, kl_gap = [], [], []
     for condition in ordered_conditions(conditions):
         label, metrics = last_checkpoint(conditions[condition])
         # Long method names wrap instead of running into their neighbours.
-        names.append(textwrap.fill(label_for(condition), 22) + ("" if label == BASE_LABEL else f"\n({label})"))
+        name = textwrap.fill(label_for(condition, labels), 22)
+        names.append(name + ("" if label == BASE_LABEL else f"\n({label})"))
         nll_gap.append(metrics["gap_closed_nll"] or 0.0)
         kl_gap.append(metrics["gap_closed_kl"] or 0.0)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * len(names)), 4.5), dpi=150, layout="constrained")
@@ -139,7 +143,8 @@ def gap_bars_figure(conditions: dict, title: str = ""):
 
 
 def eval_curves_figure(runs: list[tuple[str, dict]], title: str = ""):
-    """In-training eval/* scalars (metrics.jsonl) of each run: NLL and gap closed vs step."""
+    """In-training eval/* scalars (metrics.jsonl) of each run: NLL and gap closed vs step. `runs` holds
+    (legend label, scalars) pairs (metrics.run_label gives a run's)."""
     keys = [("eval/nll", "held-out answer NLL"), ("eval/kl", "KL(teacher ‖ model)"),
             ("eval/gap_closed_nll", "ICL gap closed (NLL)")]
     fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 4.0), dpi=150, layout="constrained")
@@ -149,7 +154,7 @@ def eval_curves_figure(runs: list[tuple[str, dict]], title: str = ""):
         for ax, (key, _) in zip(axes, keys):
             if key in scalars:
                 steps, values = scalars[key]
-                ax.plot(steps, values, marker=".", color=color, label=label_for(label))
+                ax.plot(steps, values, marker=".", color=color, label=label)
     for ax, (_, name) in zip(axes, keys):
         ax.set_title(f"in training: {name}")
         ax.set_xlabel("training step")

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from fewshot_distill.run_identity import label_step
+from fewshot_distill.run_identity import label_step, RUN_CONDITIONS_KEY
 
 # accuracy is stored as a float; allow it to be rounded (e.g. to 4 decimals) but not to disagree with correct/total.
 ACCURACY_TOLERANCE = 5e-4
@@ -149,6 +149,9 @@ def load_many(paths: list[str | Path]) -> dict:
         values = [r[key] for r in results if key in r]
         if values and len(values) == len(results) and all(v == values[0] for v in values):
             merged[key] = values[0]
+    recorded = {name: condition for r in results for name, condition in (r.get(RUN_CONDITIONS_KEY) or {}).items()}
+    if recorded:
+        merged[RUN_CONDITIONS_KEY] = recorded
     return merged
 
 

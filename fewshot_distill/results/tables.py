@@ -6,7 +6,8 @@ deltas as percentage points (pp) computed from the stored accuracies.
 
 from __future__ import annotations
 
-from fewshot_distill.results.labels import DISTILLATION_CONDITION, SFT_CONDITION, label_for, ordered_conditions
+from fewshot_distill.results.labels import (DISTILLATION_CONDITION, SFT_CONDITION, label_for, ordered_conditions,
+                                           recorded_labels)
 from statistics import NormalDist
 
 from fewshot_distill.results.load import SELECTION_RULES, checkpoint_series, parse_step, select_checkpoint
@@ -298,7 +299,7 @@ def results_section(
     """Markdown lines of one results set: main table (selection rule + note), per-checkpoint table, and either
     the paired tests (with predictions) or what counts alone can resolve (published numbers)."""
     conditions = results["conditions"]
-    labels = results.get("condition_labels")
+    labels = recorded_labels(results)
     heading = "#" * level
     lines = []
     descriptions = results.get("condition_descriptions") or {}
