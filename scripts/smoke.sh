@@ -33,7 +33,7 @@ for method in baseline online_v1; do
   config=configs/base.yaml
   [ "$method" = online_v1 ] && config=configs/online_v1.yaml
   echo "== train $method"
-  $PYTHON -m accelerate.commands.launch --num_processes 1 "fewshot_distill/training/train_$method.py" \
+  $PYTHON -m accelerate.commands.launch --num_processes 1 -m fewshot_distill.train \
     --config "$config" --output_dir "$OUT/experiments/$method" "${TRAIN_OVERRIDES[@]}"
 done
 

@@ -54,9 +54,9 @@ NODE_PREINSTALLED = ("torch", "transformers", "accelerate", "peft", "tokenizers"
 # to transformers), flash_attn (the bench skips it), datasets (hub data only; local JSONL is read
 # without it), gguf (the CPU real model only), huggingface_hub's downloads (never on the check's path).
 OPTIONAL_MODULES = ("vllm", "flash_attn", "datasets", "gguf")
-# The entry points of the path a GPU node runs: training (both scripts), evaluation, the check, the bench.
-ENTRY_MODULES = ("fewshot_distill.training.train_baseline", "fewshot_distill.training.train_online_v1", "fewshot_distill.eval.evaluate",
-                 "fewshot_distill.bench.gpu_check", "fewshot_distill.bench.gpu_check_stages", "fewshot_distill.bench.bench_gpu",
+# The entry points of the path a GPU node runs: training, evaluation, the check, the bench.
+ENTRY_MODULES = ("fewshot_distill.train", "fewshot_distill.eval.evaluate", "fewshot_distill.bench.gpu_check",
+                 "fewshot_distill.bench.gpu_check_stages", "fewshot_distill.bench.bench_gpu",
                  "fewshot_distill.bench.step_bench", "fewshot_distill.bench.prefix_measure")
 
 GSM8K_TRAIN_ROWS = 1024   # enough for 20 steps x 32 examples and the 8-shot pools
@@ -100,6 +100,8 @@ def third_party_imports(entries=ENTRY_MODULES, root: Path = REPO_ROOT) -> dict[s
         seen.add(module)
         path = module_file(module, root)
         if path is None:
+            if module in entries:  # a renamed entry point would otherwise drop its whole import tree unseen
+                raise ValueError(f"entry module {module} has no file under {root}; update ENTRY_MODULES")
             continue
         for name in _imports_of(path):
             top = name.partition(".")[0]

@@ -90,11 +90,10 @@ def training_args(ctx: dict, config: str, run_dir: Path, steps: int, *extra: str
     return args + list(extra)
 
 
-def train_in_process(script: str, args: list[str]) -> None:
-    if script == "baseline":
-        from fewshot_distill.train import main
-    else:
-        from fewshot_distill.train import main
+def train_in_process(args: list[str]) -> None:
+    """`python -m fewshot_distill.train args` in this process (the config's `method:` picks the method)."""
+    from fewshot_distill.train import main
+
     main(args)
 
 
@@ -104,14 +103,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(ctx: dict, launcher: list[str], script: str, args: list[str], log_name: str) -> int:
-    """`accelerate launch` (as `python -m accelerate.commands.launch`: the same interpreter) of a training
-    script; its output goes to the stage's log folder."""
+def launch(ctx: dict, launcher: list[str], args: list[str], log_name: str) -> int:
+    """`accelerate launch -m fewshot_distill.train` (as `python -m accelerate.commands.launch`: the same
+    interpreter); its output goes to the stage's log folder."""
     env = dict(os.environ)
     if ctx["dry_run"]:
         env.update(ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
     command = [sys.executable, "-m", "accelerate.commands.launch", *launcher, "--main_process_port",
-               str(free_port()), f"fewshot_distill/training/{script}.py", *args]
+               str(free_port()), "-m", "fewshot_distill.train", *args]
     print("$ " + " ".join(command[1:]), flush=True)
     with open(Path(ctx["out"]) / "logs" / f"{log_name}.log", "w") as handle:
         return subprocess.run(command, cwd=REPO_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT).returncode
@@ -195,10 +194,10 @@ def stage_model(ctx: dict) -> dict:
                                        "hidden": config.hidden_size, "vocab": config.vocab_size, **extra}}
 
 
-def _training_stage(ctx: dict, run: str, script: str, config: str, steps: int, need_loss_down: bool,
+def _training_stage(ctx: dict, run: str, config: str, steps: int, need_loss_down: bool,
                     *extra: str) -> dict:
     run_dir = Path(ctx["out"]) / run
-    train_in_process(script, training_args(ctx, config, run_dir, steps, *extra))
+    train_in_process(training_args(ctx, config, run_dir, steps, *extra))
     values = training_values(run_dir)
     saved = (run_dir / "final").is_dir()
     problems = [text for failed, text in (
@@ -210,17 +209,17 @@ def _training_stage(ctx: dict, run: str, script: str, config: str, steps: int, n
 
 
 def stage_sft(ctx: dict) -> dict:
-    return _training_stage(ctx, "sft", "baseline", "configs/base.yaml", settings(ctx["dry_run"])["steps"], True)
+    return _training_stage(ctx, "sft", "configs/base.yaml", settings(ctx["dry_run"])["steps"], True)
 
 
 def stage_distillation(ctx: dict) -> dict:
-    return _training_stage(ctx, "distillation", "online_v1", "configs/online_v1.yaml",
+    return _training_stage(ctx, "distillation", "configs/online_v1.yaml",
                            settings(ctx["dry_run"])["steps"], True)
 
 
 def stage_full(ctx: dict) -> dict:
     # No checkpoint (save_steps past the end): AdamW states of 1.7B parameters are ~14 GB to write; final/ only.
-    return _training_stage(ctx, "full", "online_v1", "configs/online_v1.yaml", settings(ctx["dry_run"])["short_steps"],
+    return _training_stage(ctx, "full", "configs/online_v1.yaml", settings(ctx["dry_run"])["short_steps"],
                            False, "model.finetune=full", "training.save_steps=1000000")
 
 
@@ -259,7 +258,7 @@ def greedy_batched_vs_single(model_dir: str, adapter_dir: Path | None, data_dir:
 
 def stage_onpolicy(ctx: dict) -> dict:
     s = settings(ctx["dry_run"])
-    trained = _training_stage(ctx, "onpolicy", "online_v1", "configs/onpolicy.yaml", s["short_steps"], False,
+    trained = _training_stage(ctx, "onpolicy", "configs/onpolicy.yaml", s["short_steps"], False,
                               f"generation.max_new_tokens={s['max_new_tokens']}", "lora.dropout=0")
     generation = greedy_batched_vs_single(ctx["model"], Path(ctx["out"]) / "onpolicy" / "final", ctx["data"],
                                           s["generation_prompts"], s["max_new_tokens"], s["device"])
@@ -312,12 +311,12 @@ def stage_fsdp(ctx: dict) -> dict:
     model = ctx["model"] if ctx["given_model"] or ctx["dry_run"] else ctx["fsdp_model_dir"]
     steps = settings(ctx["dry_run"])["fsdp_steps"]  # the fewest: train, save, resume one more (launches dominate)
     common = [f"training.save_steps={steps}", "model.finetune=full", f"model.name={model}"]
-    first = launch(ctx, launcher, "train_baseline", training_args(ctx, "configs/base.yaml", run_dir, steps, *common),
+    first = launch(ctx, launcher, training_args(ctx, "configs/base.yaml", run_dir, steps, *common),
                    "fsdp_train")
     saved = (run_dir / f"checkpoint-{steps}").is_dir()
     args = training_args(ctx, "configs/base.yaml", run_dir, steps + 1, *common)
     args[args.index("--overwrite")] = "--resume"
-    resumed = launch(ctx, launcher, "train_baseline", args, "fsdp_resume") if first == 0 and saved else None
+    resumed = launch(ctx, launcher, args, "fsdp_resume") if first == 0 and saved else None
     run_info = json.loads((run_dir / "run_info.json").read_text()) if (run_dir / "run_info.json").is_file() else {}
     values = {"model": Path(model).name, "world_size": run_info.get("world_size"), "train_exit": first,
               "checkpoint_saved": saved, "resume_exit": resumed,
@@ -334,7 +333,7 @@ def stage_ddp(ctx: dict) -> dict:
         return {"skipped": f"{ctx['gpus']} GPU visible, DDP needs 2"}
     run_dir = Path(ctx["out"]) / "ddp"
     launcher = ["--multi_gpu", "--num_processes", "2"] + ([] if ctx["dry_run"] else ["--mixed_precision", "bf16"])
-    code = launch(ctx, launcher, "train_baseline", training_args(ctx, "configs/base.yaml", run_dir, 3), "ddp_train")
+    code = launch(ctx, launcher, training_args(ctx, "configs/base.yaml", run_dir, 3), "ddp_train")
     values = training_values(run_dir)
     run_info = json.loads((run_dir / "run_info.json").read_text()) if (run_dir / "run_info.json").is_file() else {}
     values.update(world_size=run_info.get("world_size"), exit=code)

@@ -34,6 +34,8 @@ def test_the_trace_finds_an_import_that_nothing_accounts_for(tmp_path):
     imports = B.third_party_imports(["fewshot_distill.pkg.entry"], root=tmp_path)
     assert imports == {"wandb": {"fewshot_distill.pkg.lower"}, "torch": {"fewshot_distill.pkg.lower"}}
     assert B.uncovered_imports(imports) == {"wandb": {"fewshot_distill.pkg.lower"}}
+    with pytest.raises(ValueError, match="fewshot_distill.pkg.renamed has no file.*ENTRY_MODULES"):
+        B.third_party_imports(["fewshot_distill.pkg.renamed"], root=tmp_path)
 
 
 def test_the_bundled_wheels_and_their_modules_are_one_list():
