@@ -22,7 +22,7 @@ class Method:
     name: str = field(metadata={"help": "the `method:` config key and run_info.json's method (run ids: never renamed)"})
     summary: str = field(metadata={"help": "one line for the docs' method table"})
     build_loss_step: Callable = field(metadata={"help": "(cfg, run) -> loss_step(model, batch) -> terms"})
-    answer_source: str = field(metadata={"help": "the answer both models read: gold | student | mixed | teacher"})
+    answer_source: str = field(metadata={"help": "the answer both models read (methods.ANSWER_SOURCES collects them)"})
     with_teacher: bool = field(metadata={"help": "examples carry a teacher prompt (distillation.teacher_context)"})
     needs_top_k: bool = field(metadata={"help": "the loss reads the teacher's top-K logits (n_top_logits > 0)"})
     uses_ce: bool = field(metadata={"help": "the loss has a CE term on some answers"})

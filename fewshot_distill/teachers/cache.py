@@ -40,10 +40,9 @@ from pathlib import Path
 
 import torch
 
-from fewshot_distill.teachers.base import Teacher
+from fewshot_distill.config import TEACHER_CACHE_MODES as CACHE_MODES
 from fewshot_distill.losses.alignment import ALIGNMENTS, check_aligned_token_ids
-
-CACHE_MODES = ("none", "memory", "disk")
+from fewshot_distill.teachers.base import Teacher
 VALUE_DTYPES = (torch.bfloat16, torch.float32)
 ID_DTYPE = torch.int32
 # Tensors of a disk entry, in the order `get` returns them ("tail": only with a top-K tail bucket).

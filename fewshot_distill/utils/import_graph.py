@@ -9,7 +9,7 @@ Layers, lowest first; a module may import its own layer or lower ones:
     4 losses        fewshot_distill.losses, fewshot_distill.config (it validates names the layers below define)
     5 teachers      fewshot_distill.teachers
     6 training/eval fewshot_distill.training (the loop, no method), fewshot_distill.eval
-    7 methods       fewshot_distill.methods, fewshot_distill.train (the entry point)
+    7 methods       fewshot_distill.methods, fewshot_distill.train (the entry point), fewshot_distill.config_docs
     8 results       fewshot_distill.results (labels read the method registry's names)
     9 bench         fewshot_distill.bench
    10 study         fewshot_distill.study (runs training and evaluation, aggregates with fewshot_distill.results)
@@ -32,7 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("fewshot_distill.losses", "fewshot_distill.config"),
     ("fewshot_distill.teachers",),
     ("fewshot_distill.training", "fewshot_distill.eval"),
-    ("fewshot_distill.methods", "fewshot_distill.train"),
+    ("fewshot_distill.methods", "fewshot_distill.train", "fewshot_distill.config_docs"),
     ("fewshot_distill.results",),
     ("fewshot_distill.bench",),
     ("fewshot_distill.study",),
