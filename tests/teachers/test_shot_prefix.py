@@ -195,9 +195,9 @@ def test_fixed_shots_with_prefix_reuse_and_the_disk_cache_train_under_ddp(tiny_m
     result = train("online_v1", out, tiny_model_dir, "data.shot_sampling=fixed", "training.max_steps=3",
                    "data.max_train_examples=8", "distillation.reuse_shot_prefix=true",
                    "distillation.teacher_cache=disk")
-    assert "shared shot prefix teacher: {'prefix_tokens'" in result.stderr
+    assert "'shared_shot_prefix': {'prefix_tokens'" in result.stderr  # the end-of-run teacher stats
     assert "'prefix_computations': 1" in result.stderr
-    assert "teacher cache: {" in result.stderr and "'hits': 8" in result.stderr and "'misses': 4" in result.stderr
+    assert "'teacher_cache': {" in result.stderr and "'hits': 8" in result.stderr and "'misses': 4" in result.stderr
     assert any((out / "teacher_cache").rglob("*")), "the disk cache is written under the run's output dir"
     metrics = read_metrics(out)
     assert [m["step"] for m in metrics] == [1, 2, 3]
