@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fewshot_distill.utils.gpu_env import machine_info
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOTAL_BUDGET_S = 480  # 8 minutes on one GPU, the install included
 
@@ -136,14 +138,6 @@ def missing_for_rerun(names: list[str], previous: dict[str, dict]) -> dict[str, 
         if unmet:
             missing[name] = unmet
     return missing
-
-
-def visible_gpus(nvml_gpus: int, cuda_visible_devices: str | None) -> int:
-    """GPUs this run may use: NVML's count, narrowed by CUDA_VISIBLE_DEVICES when it is set."""
-    if cuda_visible_devices is None:
-        return nvml_gpus
-    listed = [d for d in cuda_visible_devices.split(",") if d.strip() and d.strip() != "-1"]
-    return min(nvml_gpus, len(listed))
 
 
 def status_of(returncode: int | None, timed_out: bool, result: dict | None) -> str:
@@ -293,19 +287,6 @@ def write_report(report: dict, json_path: Path, table_path: Path) -> None:
     json_path.write_text(json.dumps(report, indent=2) + "\n")
     table_path.parent.mkdir(parents=True, exist_ok=True)
     table_path.write_text(render_table(report))
-
-
-def machine_info() -> dict:
-    """From NVML: this process creates no CUDA context (its memory would be missing for vLLM)."""
-    import torch
-
-    from fewshot_distill.utils.gpu_env import probe_nvml
-
-    nvml = probe_nvml()
-    gpus = visible_gpus(nvml.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
-    return {"python": sys.version.split()[0], "torch": torch.__version__, "torch_cuda": torch.version.cuda,
-            "nvml_gpus": nvml.gpus, "visible_gpus": gpus, "gpu": nvml.name, "driver": nvml.driver,
-            "driver_cuda": nvml.driver_cuda}
 
 
 def check(bundle: Path, out: Path, json_path: Path, table_path: Path, dry_run: bool = False,

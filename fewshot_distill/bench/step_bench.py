@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -47,6 +46,7 @@ from pathlib import Path
 
 import torch
 
+from fewshot_distill.utils import gpu_env
 from fewshot_distill.utils.resources import ResourceError, loading
 from fewshot_distill.losses.alignment import student_answer_window
 
@@ -577,18 +577,7 @@ def _timed(step, batch, device) -> float:
 # ----------------------------------------------------------------------------- parent: report
 
 def machine_info(device: str) -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_count": os.cpu_count(), "torch_threads_parent": torch.get_num_threads(), "device": device,
-            "load_average_1_5_15": os.getloadavg()}
-    if device.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    try:
-        import peft
-        import transformers
-        info["transformers"], info["peft"] = transformers.__version__, peft.__version__
-    except ImportError:
-        pass
-    return info
+    return {**gpu_env.machine_info(), "device": device, "torch_threads_parent": torch.get_num_threads()}
 
 
 def whole_run(results: dict, batch_size: int, n_unique: int) -> dict:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
+import sys
 from dataclasses import dataclass
 
 NVML_CHECK_ENV = "PYTORCH_NVML_BASED_CUDA_CHECK"
@@ -86,6 +88,29 @@ def probe_nvml() -> NvmlInfo:
         return NvmlInfo(int(count.value), driver, driver_cuda, name)
     finally:
         nvml.nvmlShutdown()
+
+
+def visible_gpus(nvml_gpus: int, cuda_visible_devices: str | None) -> int:
+    """GPUs this run may use: NVML's count, narrowed by CUDA_VISIBLE_DEVICES when it is set."""
+    if cuda_visible_devices is None:
+        return nvml_gpus
+    listed = [d for d in cuda_visible_devices.split(",") if d.strip() and d.strip() != "-1"]
+    return min(nvml_gpus, len(listed))
+
+
+def machine_info() -> dict:
+    """The machine a measurement ran on, for its report (the benchmarks, the GPU check). GPUs come from NVML,
+    so this creates no CUDA context (whose memory would be missing for a later vLLM engine)."""
+    import torch
+
+    from fewshot_distill.utils.run_info import package_versions
+
+    nvml = probe_nvml()
+    return {"platform": platform.platform(), "python": sys.version.split()[0], "torch": torch.__version__,
+            "torch_cuda": torch.version.cuda, **package_versions(("transformers", "peft")),
+            "cpu_count": os.cpu_count(), "load_average_1_5_15": os.getloadavg(), "nvml_gpus": nvml.gpus,
+            "visible_gpus": visible_gpus(nvml.gpus, os.environ.get("CUDA_VISIBLE_DEVICES")), "gpu": nvml.name,
+            "driver": nvml.driver, "driver_cuda": nvml.driver_cuda}
 
 
 def _major_minor(version: str) -> tuple[int, int]:

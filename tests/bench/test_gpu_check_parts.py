@@ -8,6 +8,7 @@ import pytest
 
 from fewshot_distill.bench import gpu_check as G
 from fewshot_distill.bench import gpu_check_stages as S
+from fewshot_distill.utils.gpu_env import machine_info, visible_gpus
 
 
 def test_the_gpu_budgets_sum_to_eight_minutes_install_included():
@@ -58,11 +59,19 @@ def test_skipped_is_recorded_but_not_a_pass_and_does_not_fail_the_run():
 
 
 def test_visible_gpus_follows_cuda_visible_devices():
-    assert G.visible_gpus(2, None) == 2
-    assert G.visible_gpus(2, "0") == 1
-    assert G.visible_gpus(2, "") == 0
-    assert G.visible_gpus(1, "0,1") == 1
-    assert G.visible_gpus(4, "-1") == 0
+    assert visible_gpus(2, None) == 2
+    assert visible_gpus(2, "0") == 1
+    assert visible_gpus(2, "") == 0
+    assert visible_gpus(1, "0,1") == 1
+    assert visible_gpus(4, "-1") == 0
+
+
+def test_machine_info_is_one_record_for_every_report_and_creates_no_cuda_context():
+    import torch
+
+    info = machine_info()
+    assert {"platform", "python", "torch", "cpu_count", "visible_gpus", "gpu", "driver"} <= set(info)
+    assert not (torch.cuda.is_available() and torch.cuda.is_initialized())
 
 
 def test_the_table_has_one_row_per_stage_with_status_seconds_budget_and_values():
