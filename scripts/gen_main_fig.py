@@ -17,8 +17,7 @@ from pathlib import Path
 from fewshot_distill.results.figures import accuracy_figure, save_figure
 from fewshot_distill.results.labels import recorded_labels
 from fewshot_distill.results.load import SELECTION_RULES, load_many
-from fewshot_distill.results.stats import find_predictions, intervals_from_counts, intervals_from_predictions, \
-    load_predictions_for
+from fewshot_distill.results.stats import accuracy_intervals
 from fewshot_distill.results.tables import selection_note
 from fewshot_distill.results.transfer import task_title
 
@@ -29,6 +28,8 @@ SELECTION_MARKS = {
     "best": "Marked: each method's best checkpoint, picked on the test set (optimistic).",
     "final": "Marked: each method's final checkpoint.",
 }
+INTERVAL_NOTES = {"": "", "bootstrap": "\nBars: 95% bootstrap intervals over problems.",
+                  "wilson": "\nBars: 95% Wilson intervals from the counts."}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,15 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = load_many(paths)
         conditions = results["conditions"]
-        intervals, kind = None, ""
-        if args.intervals:
-            files = find_predictions(paths, args.predictions)
-            if files:
-                intervals = intervals_from_predictions(conditions, load_predictions_for(conditions, files))
-                kind = "\nBars: 95% bootstrap intervals over problems."
-            else:
-                intervals = intervals_from_counts(conditions)
-                kind = "\nBars: 95% Wilson intervals from the counts."
+        intervals, source = accuracy_intervals(conditions, paths, args.predictions) if args.intervals else (None, "")
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from err
     model = results.get("model", "").split("/")[-1]
@@ -71,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         title = args.title or f"{prefix}: published numbers (paper README)"
     else:
         title = args.title or f"{prefix}: accuracy vs training step"
-    note = SELECTION_MARKS[args.select] + kind
+    note = SELECTION_MARKS[args.select] + INTERVAL_NOTES[source]
     fig = accuracy_figure(conditions, title=title, note=note, rule=args.select, intervals=intervals,
                           labels=recorded_labels(results))
     out = save_figure(fig, args.out)

@@ -16,14 +16,15 @@ import sys
 from fewshot_distill.results.figures import accuracy_figure, save_figure, selected_accuracy_bars
 from fewshot_distill.results.load import SELECTION_RULES, load_many
 from fewshot_distill.results.labels import recorded_labels
-from fewshot_distill.results.stats import find_predictions, intervals_from_counts, intervals_from_predictions, \
-    load_predictions_for
+from fewshot_distill.results.stats import accuracy_intervals
 from fewshot_distill.results.tables import selection_note
 
 SELECTION_MARKS = {
     "best": "Each condition's best checkpoint, picked on the test set (optimistic).",
     "final": "Each condition's final checkpoint.",
 }
+INTERVAL_NOTES = {"": "", "bootstrap": " Bars: 95% bootstrap intervals.",
+                  "wilson": " Bars: 95% Wilson intervals (n = problems per entry)."}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,15 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = load_many(args.results)
         conditions = results["conditions"]
-        intervals, kind = None, ""
-        if not args.no_intervals:
-            files = find_predictions(args.results)
-            if files:
-                intervals = intervals_from_predictions(conditions, load_predictions_for(conditions, files))
-                kind = " Bars: 95% bootstrap intervals."
-            else:
-                intervals = intervals_from_counts(conditions)
-                kind = " Bars: 95% Wilson intervals (n = problems per entry)."
+        intervals, source = (None, "") if args.no_intervals else accuracy_intervals(conditions, args.results)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from err
     title = args.title or results.get("title") or "Ablations"
@@ -68,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {save_figure(fig, args.curves)}")
     if args.bars:
         fig = selected_accuracy_bars(conditions, title=f"{title}: {args.select} checkpoint", rule=args.select,
-                                     intervals=intervals, labels=labels, note=SELECTION_MARKS[args.select] + kind)
+                                     intervals=intervals, labels=labels, note=SELECTION_MARKS[args.select] + INTERVAL_NOTES[source])
         print(f"wrote {save_figure(fig, args.bars)}")
     return 0
 

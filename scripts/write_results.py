@@ -26,19 +26,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from fewshot_distill.results.labels import ordered_conditions
-from fewshot_distill.results.load import SELECTION_RULES, load_many
-from fewshot_distill.results.stats import (
-    BOOTSTRAP_RESAMPLES,
-    BOOTSTRAP_SEED,
-    find_predictions,
-    intervals_from_predictions,
-    load_predictions_for,
-    paired_tests_from_predictions,
-)
-from fewshot_distill.results.selection import DEV_RULE, dev_choices, dev_note, load_dev_results, selected_labels, selection_table
-from fewshot_distill.results.tables import BOOTSTRAP_HEADER, results_markdown, selection_note
-from fewshot_distill.results.transfer import load_task_results, transfer_table
+from fewshot_distill.results.load import SELECTION_RULES
+from fewshot_distill.results.report import results_report
+from fewshot_distill.results.selection import DEV_RULE
+from fewshot_distill.results.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
+from fewshot_distill.results.tables import selection_note
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -66,58 +58,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def selection_sections(results: dict, args: argparse.Namespace) -> str:
-    """The best/dev/final table (with --dev_results) and the transfer table (with --transfer), as Markdown."""
-    choices = note = None
-    lines = []
-    if args.select == DEV_RULE and not args.dev_results:
-        raise ValueError("--select dev needs --dev_results FILE.json (eval_checkpoints.py --split dev)")
-    if args.dev_results:
-        dev = load_dev_results(args.dev_results)
-        choices, note = dev_choices(dev), dev_note(dev)
-        lines += ["", "### Checkpoint selection: best, dev, final", "",
-                  f"Test accuracy of each trained method at three checkpoints; dev choices from `{args.dev_results}`.",
-                  "", selection_table(results["conditions"], choices), "", note]
-    if args.transfer:
-        tasks = load_task_results(args.transfer)
-        picked = selected_labels(results["conditions"], args.select, choices)
-        names = ", ".join(f"`{r['path']}`" for r in tasks)
-        lines += ["", "### Transfer to other tasks", "",
-                  f"Accuracy (%) per task, each condition at its `{args.select}` checkpoint (chosen on "
-                  f"{'the dev split' if args.select == DEV_RULE else '`' + args.results[0] + '`'}), from {names}.",
-                  "", transfer_table(tasks, picked)]
-    return "\n".join(lines) + ("\n" if lines else "")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.resamples < 1:
-        raise SystemExit(f"error: --resamples must be >= 1, got {args.resamples}")
     try:
-        results = load_many(args.results)
-        extra_sets = []
-        for path in args.controls:
-            extra = load_many([path])
-            extra_sets.append((extra.get("title") or Path(path).stem, extra, path))
-        intervals = header = tests = None
-        prediction_files = find_predictions(args.results, args.predictions)
-        if prediction_files:
-            predictions = load_predictions_for(results["conditions"], prediction_files)
-            source = ", ".join(map(str, prediction_files))
-            intervals = intervals_from_predictions(results["conditions"], predictions, n_resamples=args.resamples,
-                                                   seed=args.seed)
-            header = BOOTSTRAP_HEADER
-            tests = paired_tests_from_predictions(results["conditions"], predictions,
-                                                  ordered_conditions(results["conditions"]))
-            print(f"intervals and paired tests from {source} ({args.resamples} bootstrap resamples, "
-                  f"seed {args.seed})", file=sys.stderr)
-        else:
-            print("no predictions file: Wilson intervals from the counts, no paired tests", file=sys.stderr)
-        kwargs = {"interval_header": header} if header else {}
-        main_rule = "best" if args.select == DEV_RULE else args.select
-        markdown = results_markdown(results, args.results, main_rule, intervals, paired_tests=tests,
-                                    extra_sets=extra_sets, **kwargs)
-        markdown += selection_sections(results, args)
+        markdown = results_report(args.results, args.controls, args.select, args.dev_results, args.transfer,
+                                  args.predictions, args.resamples, args.seed)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from err
     if args.select != DEV_RULE:
@@ -125,10 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is None:
         sys.stdout.write(markdown)
     else:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(markdown)
-        print(f"wrote {out}", file=sys.stderr)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(markdown)
+        print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
 

@@ -277,6 +277,16 @@ def load_predictions_for(conditions: dict[str, dict[str, dict]], files: list[Pat
     return predictions
 
 
+def accuracy_intervals(conditions: dict[str, dict[str, dict]], results_paths: list[str | Path],
+                       given: list[str | Path] | None = None) -> tuple[dict[Entry, tuple[float, float]], str]:
+    """95% intervals of every entry and where they come from: "bootstrap" over problems when the predictions
+    files exist (`given`, else the one next to each results file), else "wilson" from the counts."""
+    files = find_predictions(results_paths, given)
+    if files:
+        return intervals_from_predictions(conditions, load_predictions_for(conditions, files)), "bootstrap"
+    return intervals_from_counts(conditions), "wilson"
+
+
 # --- seeds: one accuracy per training seed -----------------------------------------------------------------------
 
 def t_two_sided_cdf(t: float, dof: int) -> float:

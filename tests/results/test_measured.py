@@ -28,7 +28,7 @@ def _between(path: str, start: str, end: str) -> str:
 
 
 def test_measured_page_equals_the_generated_section(monkeypatch):
-    from scripts.write_measured import END, START, measured_markdown
+    from fewshot_distill.results.measured import END, START, measured_markdown
 
     monkeypatch.chdir(REPO_ROOT)  # the section names its sources by repo-relative paths, as make mini writes them
     generated = measured_markdown(Path("assets/mini"), Path("assets/published_results.json"), *_committed_runs(),
@@ -38,7 +38,7 @@ def test_measured_page_equals_the_generated_section(monkeypatch):
 
 
 def test_readme_measured_summary_equals_the_generated_one(monkeypatch):
-    from scripts.write_measured import SUMMARY_END, SUMMARY_START, summary_markdown
+    from fewshot_distill.results.measured import SUMMARY_END, SUMMARY_START, summary_markdown
 
     monkeypatch.chdir(REPO_ROOT)
     generated = summary_markdown(Path("assets/mini"), *_committed_runs(), page="docs/measured.md")
@@ -86,7 +86,7 @@ def _fake_full_mini(tmp_path: Path) -> Path:
 
 
 def test_full_finetune_rows_stand_beside_the_lora_rows_and_must_score_the_same_rows(tmp_path):
-    from scripts.write_measured import full_finetune_markdown
+    from fewshot_distill.results.measured import full_finetune_markdown
 
     full = _fake_full_mini(tmp_path)
     text = "\n".join(full_finetune_markdown(full, REPO_ROOT / "assets" / "mini"))
@@ -107,7 +107,7 @@ def test_readme_icl_demo_block_equals_the_generated_one_and_stays_short(monkeypa
     """The README's make icl-demo block (setting, one table, figure, key pairs) is what write_measured.py writes
     from the committed assets/icl_demo/study.json, at most README_ICL_DEMO_MAX_LINES lines; its figure is
     committed beside it and it links the page with the full section."""
-    from scripts.write_measured import ICL_DEMO_END, ICL_DEMO_START, icl_demo_summary_markdown
+    from fewshot_distill.results.measured import ICL_DEMO_END, ICL_DEMO_START, icl_demo_summary_markdown
 
     monkeypatch.chdir(REPO_ROOT)
     generated = icl_demo_summary_markdown(Path("assets/icl_demo"), "docs/measured.md")
@@ -125,7 +125,7 @@ def test_readme_icl_demo_block_equals_the_generated_one_and_stays_short(monkeypa
 
 def test_measured_page_icl_demo_section_equals_the_generated_one(monkeypatch):
     """docs/measured.md holds the full make icl-demo section: both tables per task and a sentence per pair."""
-    from scripts.write_measured import ICL_DEMO_DOC_END, ICL_DEMO_DOC_START, icl_demo_markdown
+    from fewshot_distill.results.measured import ICL_DEMO_DOC_END, ICL_DEMO_DOC_START, icl_demo_markdown
 
     monkeypatch.chdir(REPO_ROOT)
     generated = icl_demo_markdown(Path("assets/icl_demo"), Path("docs"))
@@ -152,7 +152,7 @@ def _synthetic_study(tmp_path: Path) -> None:
 def test_icl_demo_sections_from_a_synthetic_study(tmp_path):
     """Both follow the JSON: the page has every pair, the README block only the key ones (the first pair, and
     those whose interval excludes 0) and one row per condition."""
-    from scripts.write_measured import icl_demo_markdown, icl_demo_summary_markdown
+    from fewshot_distill.results.measured import icl_demo_markdown, icl_demo_summary_markdown
 
     _synthetic_study(tmp_path)
     full = icl_demo_markdown(tmp_path, tmp_path)
