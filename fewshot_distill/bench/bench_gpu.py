@@ -190,11 +190,13 @@ def main(argv=None) -> dict:
         raise SystemExit("bench_gpu.py needs a CUDA GPU (torch.cuda.is_available() is False); "
                          "use --dry-run to check the script on the CPU")
     from fewshot_distill.bench import step_bench
+    from fewshot_distill.bench.step_data import VOCAB_SIZE
+    from fewshot_distill.bench.step_report import machine_info
 
     started = time.perf_counter()
     device = torch.device("cpu" if args.dry_run else "cuda")
     report = {"command": " ".join(["scripts/bench_gpu.py", *(argv if argv is not None else sys.argv[1:])]),
-              "dry_run": args.dry_run, "machine": step_bench.machine_info(str(device)), "bench": {}}
+              "dry_run": args.dry_run, "machine": machine_info(str(device)), "bench": {}}
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         if args.dry_run and not (args.data or args.tokenizer):  # hermetic: the repo's own problems and tokenizer
@@ -208,7 +210,7 @@ def main(argv=None) -> dict:
 
         # First: it takes seconds, so even a run cut short by a time limit has it.
         print("== fused CE + MSE vs unfused reference", flush=True)
-        shape = (1, 32, 4096, 16) if args.dry_run else (4, 160, step_bench.VOCAB_SIZE, 256)
+        shape = (1, 32, 4096, 16) if args.dry_run else (4, 160, VOCAB_SIZE, 256)
         report["fused_loss_check"] = [fused_loss_check(device, dtype, *shape)
                                       for dtype in (torch.float32, torch.bfloat16)]
         print(json.dumps([{k: c[k] for k in ("dtype", "equal_within_tolerance", "max_abs_grad_diff")}

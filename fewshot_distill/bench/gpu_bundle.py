@@ -185,10 +185,10 @@ def write_subset(source: Path, dest: Path, rows: int) -> int:
 
 
 def model_config(tokenizer_dir: Path):
-    """Qwen3-1.7B's shape (fewshot_distill/bench/step_bench.py) with the tokenizer's special ids."""
+    """Qwen3-1.7B's shape (fewshot_distill/bench/step_data.py) with the tokenizer's special ids."""
     from transformers import AutoTokenizer
 
-    from fewshot_distill.bench.step_bench import qwen3_config
+    from fewshot_distill.bench.step_data import qwen3_config
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     config = qwen3_config("qwen3-1.7b", "sdpa")
