@@ -9,26 +9,7 @@ a bare GPU machine. The parent process tokenizes real GSM8K rows once into batch
 in its own child process on the same batches and the same random-initialised weights (so the CPU
 RSS peaks are separate), times warm-up + repeats, and reports its median step time and peak memory.
 
-Variants:
-  sft           student forward + backward (fewshot_distill/methods/sft.py sft_loss_step)
-  reference     separate frozen teacher copy, full logits over whole sequences, top-K, CE + MSE
-  ours          distillation_loss_step + AdapterDisabledTeacher (adapter-disabled teacher, answer
-                positions only, answer-window student logits, chunked CE); also times the teacher alone
-  ours_cached   the same step with the teacher cache: a miss step (empty cache) and a hit step
-  ours_grouped  `ours` on the same examples regrouped by teacher length (fewshot_distill/data/sampling.py)
-  fixed         `ours` on the same examples with one fixed set of shots for all (data.shot_sampling=fixed)
-  fixed_reuse   `fixed` with distillation.reuse_shot_prefix: the shot prefix's keys/values computed once
-                (fewshot_distill/teachers/shot_prefix.py), the teacher runs only each [question][answer] suffix
-  onpolicy      the on-policy step (fewshot_distill/methods/onpolicy.py, answer_source=student, reverse KL): the student
-                samples --gen-tokens new tokens per row (random weights rarely emit EOS, so every sample
-                runs to the limit: the worst case), the adapter-disabled teacher scores them, the student
-                trains on them; its time is split into generation, teacher and student (forward + backward)
-  onpolicy_hf_micro, onpolicy_hf_step, onpolicy_vllm_merged, onpolicy_vllm_adapter
-                one optimizer step of the on-policy method over all --n-batches micro-batches (the
-                accumulation), reported per micro-batch: sampling with transformers once per micro-batch
-                (as before), with transformers once per optimizer step, or with the in-process vLLM engine
-                once per step (fewshot_distill/training/vllm_sampler.py), its weights synced each step by loading
-                W + s*BA (merged) or as a new LoRA adapter (adapter); the sync is part of generation
+Variants: the table in step_variants.py (`--help` lists it).
 
 `--flops-only` skips the timing and prints the FLOP model (per step and whole run) for the shape;
 `--in-process` runs the variants in this process (quick checks such as `make bench-gpu --dry-run`;
@@ -52,14 +33,15 @@ import torch
 from fewshot_distill.bench.flops import ideal_flops, whole_run_flops
 from fewshot_distill.bench.step_data import MODEL_SHAPES, build_batches, qwen3_config
 from fewshot_distill.bench.step_report import format_flops, format_table, machine_info, whole_run
-from fewshot_distill.bench.step_variants import VARIANTS, PeakMemory, public_args, run_variant
+from fewshot_distill.bench.step_variants import VARIANTS, PeakMemory, public_args, run_variant, variants_help
 from fewshot_distill.utils.resources import ResourceError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, epilog=variants_help(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     on_gpu = torch.cuda.is_available()
     parser.add_argument("--model", default="tiny", choices=sorted(MODEL_SHAPES))
     parser.add_argument("--data", default=str(REPO_ROOT.parent / "shared" / "data" / "gsm8k"))

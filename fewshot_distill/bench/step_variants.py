@@ -1,5 +1,8 @@
-"""The step benchmark's variants (the table in step_bench.py's docstring) and the worker that times one: built
-models, warm-up + repeats, peak memory, the on-policy step's split into generation, teacher and student."""
+"""The step benchmark's variants, one table (`VARIANTS`), and the worker that times one: built models, warm-up +
+repeats, peak memory, the on-policy step's split into generation, teacher and student.
+
+A new variant is one `Variant` row: what it times (`step`), on which batches, with which teacher; `run_variant`
+reads the row, never the name."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import resource
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -14,11 +18,54 @@ import torch
 from fewshot_distill.bench.step_data import qwen3_config
 from fewshot_distill.losses.alignment import student_answer_window
 
+
+
+@dataclass(frozen=True)
+class Variant:
+    description: str
+    step: str                        # sft | reference | distill | distill_cached | onpolicy | onpolicy_step
+    batches: str = "batches"         # which batch list of the bench data it times
+    teacher: str = "adapter_disabled"  # adapter_disabled | shot_prefix (the prefix computed once per process)
+    times_teacher: bool = False      # also time the teacher's top-K alone
+    sampling: tuple[str, str] | None = None  # onpolicy_step: (who samples: hf | merged | adapter, micro | step)
+
+
+VARIANTS: dict[str, Variant] = {
+    "sft": Variant("student forward + backward (fewshot_distill/methods/sft.py sft_loss_step)", "sft"),
+    "reference": Variant("separate frozen teacher copy, full logits over whole sequences, top-K, CE + MSE",
+                         "reference"),
+    "ours": Variant("distillation_loss_step + AdapterDisabledTeacher (answer positions only, answer-window student "
+                    "logits, chunked CE); also times the teacher alone", "distill", times_teacher=True),
+    "ours_cached": Variant("the same step with the teacher cache: a miss step (empty cache) and a hit step",
+                           "distill_cached"),
+    "ours_grouped": Variant("`ours` on the same examples regrouped by teacher length (fewshot_distill/data/"
+                            "sampling.py)", "distill", batches="grouped_batches"),
+    "fixed": Variant("`ours` on the same examples with one fixed set of shots for all (data.shot_sampling=fixed)",
+                     "distill", batches="fixed_batches", times_teacher=True),
+    "fixed_reuse": Variant("`fixed` with distillation.reuse_shot_prefix: the shot prefix's keys/values computed "
+                           "once, the teacher runs only each [question][answer] suffix", "distill",
+                           batches="fixed_batches", teacher="shot_prefix", times_teacher=True),
+    "onpolicy": Variant("the on-policy step (method onpolicy, reverse KL): the student samples --gen-tokens new "
+                        "tokens per row (random weights rarely emit EOS: the worst case), the teacher scores them, "
+                        "the student trains on them; split into generation, teacher and student", "onpolicy"),
+    "onpolicy_hf_micro": Variant("one on-policy optimizer step over --n-batches micro-batches, per micro-batch: "
+                                 "transformers samples once per micro-batch", "onpolicy_step",
+                                 sampling=("hf", "micro")),
+    "onpolicy_hf_step": Variant("the same, transformers samples once per optimizer step", "onpolicy_step",
+                                sampling=("hf", "step")),
+    "onpolicy_vllm_merged": Variant("the same, the in-process vLLM engine samples once per step, its weights "
+                                    "synced by loading W + s*BA (the sync counts as generation)", "onpolicy_step",
+                                    sampling=("merged", "step")),
+    "onpolicy_vllm_adapter": Variant("the same, the engine's adapter synced as a new LoRA request",
+                                     "onpolicy_step", sampling=("adapter", "step")),
+}
 # One optimizer step of on-policy training: who samples, and how often (fewshot_distill/methods/onpolicy.py).
-ONPOLICY_STEP_VARIANTS = {"onpolicy_hf_micro": ("hf", "micro"), "onpolicy_hf_step": ("hf", "step"),
-                          "onpolicy_vllm_merged": ("merged", "step"), "onpolicy_vllm_adapter": ("adapter", "step")}
-VARIANTS = ("sft", "reference", "ours", "ours_cached", "ours_grouped", "fixed", "fixed_reuse", "onpolicy",
-            *ONPOLICY_STEP_VARIANTS)
+ONPOLICY_STEP_VARIANTS = {name: v.sampling for name, v in VARIANTS.items() if v.step == "onpolicy_step"}
+
+
+def variants_help() -> str:
+    """The table as the CLI's --help lists it."""
+    return "variants:\n" + "\n".join(f"  {name:<22}{v.description}" for name, v in VARIANTS.items())
 
 
 def _sync(device: torch.device) -> None:
@@ -221,10 +268,10 @@ def run_variant(args, variant: str, data: dict, memory: PeakMemory | None = None
         # One thread: on a shared machine a descheduled OpenMP thread stalls every op of a
         # multi-threaded step, which made 2-thread timings vary 4x between runs.
         torch.set_num_threads(args.cpu_threads)
-    batches = {"ours_grouped": data["grouped_batches"], "fixed": data.get("fixed_batches"),
-               "fixed_reuse": data.get("fixed_batches")}.get(variant) or data["batches"]
+    spec = VARIANTS[variant]
+    batches = data.get(spec.batches) or data["batches"]
     batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
-    peft_model, teacher_copy = build_models(args, device, with_teacher_copy=variant == "reference")
+    peft_model, teacher_copy = build_models(args, device, with_teacher_copy=spec.step == "reference")
     # The student as training holds it (fewshot_distill/training/loop.py): prepared by accelerate, its forward
     # without the float32 output conversion, every forward under accelerator.autocast(). So the
     # window logits have training's dtype and the measured memory is training's.
@@ -233,7 +280,7 @@ def run_variant(args, variant: str, data: dict, memory: PeakMemory | None = None
     student = accelerator.prepare_model(AnswerWindowLM(peft_model))
     keep_low_precision_outputs(accelerator, student)
     autocast = accelerator.autocast
-    shot_prefix = SharedPrefixTeacher(student, data["shot_prefix_ids"]) if variant == "fixed_reuse" else None
+    shot_prefix = SharedPrefixTeacher(student, data["shot_prefix_ids"]) if spec.teacher == "shot_prefix" else None
     online = (ShotPrefixTeacher(shot_prefix, args.k, args.alignment) if shot_prefix is not None
               else AdapterDisabledTeacher(student, args.k, args.alignment))
     cache = TeacherTopKCache("memory", context=f"bench-{args.model}-{args.k}-{args.alignment}")
@@ -279,7 +326,7 @@ def run_variant(args, variant: str, data: dict, memory: PeakMemory | None = None
         _sync(device)
         result["shot_prefix_s"] = time.perf_counter() - start
         result["shot_prefix_tokens"] = shot_prefix.prefix_length
-    if variant in ONPOLICY_STEP_VARIANTS:
+    if spec.step == "onpolicy_step":
         with tempfile.TemporaryDirectory() as engine_dir:
             step, splits, startup = onpolicy_optimizer_step_timer(args, variant, student, peft_model, online,
                                                                   autocast, batches, device, Path(engine_dir))
@@ -292,7 +339,7 @@ def run_variant(args, variant: str, data: dict, memory: PeakMemory | None = None
         result["gen_tokens"] = args.gen_tokens
         result["micro_batches_per_step"] = len(batches)
         result["engine_startup_s"] = startup
-    elif variant == "onpolicy":
+    elif spec.step == "onpolicy":
         step, splits = onpolicy_step_timer(args, student, peft_model, online, autocast, backward, device)
         times, peak = _time_steps(step, batches, args.warmup, args.repeats, device, memory)
         timed_splits = splits[len(splits) - len(times):]  # the warm-up steps' splits are dropped
@@ -300,12 +347,12 @@ def run_variant(args, variant: str, data: dict, memory: PeakMemory | None = None
             result[f"{part}_step_s"] = statistics.median(split[f"{part}_s"] for split in timed_splits)
         result["sample_len"] = statistics.median(split["sample_len"] for split in timed_splits)
         result["gen_tokens"] = args.gen_tokens
-    elif variant in ("sft", "reference", "ours", "ours_grouped", "fixed", "fixed_reuse"):
-        step = {"sft": sft, "reference": reference}.get(variant) or ours_with(online)
+    elif spec.step in ("sft", "reference", "distill"):
+        step = {"sft": sft, "reference": reference}.get(spec.step) or ours_with(online)
         # The training step's peak is read right after its timed steps: the teacher-only timing and
         # the prefix comparison below are no-grad passes and must not replace it.
         times, peak = _time_steps(step, batches, args.warmup, args.repeats, device, memory)
-        if variant in ("ours", "fixed", "fixed_reuse"):
+        if spec.times_teacher:
             result["teacher_step_s"] = statistics.median(
                 _time_steps(teacher_only, batches, 1, args.repeats, device)[0])
         if shot_prefix is not None:
@@ -313,7 +360,7 @@ def run_variant(args, variant: str, data: dict, memory: PeakMemory | None = None
             # Both alignments, every real answer position of the bench batches.
             result["prefix_vs_full_teacher"] = compare_with_full_teacher(
                 shot_prefix, batches, args.k, autocast_dtype=torch.bfloat16 if args.dtype == "bfloat16" else None)
-    else:  # ours_cached: alternate an empty-cache (miss) step and a full-cache (hit) step per batch
+    elif spec.step == "distill_cached":  # alternate an empty-cache (miss) step and a full-cache (hit) step
         step = ours_with(cached)
         hit_times = []
         miss_times = []
@@ -330,6 +377,8 @@ def run_variant(args, variant: str, data: dict, memory: PeakMemory | None = None
         times = hit_times
         result["miss_step_s"] = statistics.median(miss_times)
         result["cache_stats"] = cache.stats()
+    else:
+        raise ValueError(f"variant {variant}: unknown step kind {spec.step!r}")
     result["median_step_s"] = statistics.median(times)
     result["min_step_s"] = min(times)
     result["step_times_s"] = times
