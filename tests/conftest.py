@@ -84,7 +84,7 @@ def fixed_shot_batches(tiny_model_dir):
     pattern)."""
     import dataclasses
 
-    from fewshot_distill.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
+    from fewshot_distill.data.examples import build_examples, collate_examples, load_task_rows
     from fewshot_distill.data.shots import fixed_shot_indices
     from fewshot_distill.teachers.shot_prefix import fixed_shot_prefix_ids
     from fewshot_distill.models.student import load_tokenizer
@@ -92,7 +92,7 @@ def fixed_shot_batches(tiny_model_dir):
     seed = FIXED_SHOT_SEED
     data_cfg = dataclasses.replace(smoke_data_cfg(), shot_sampling="fixed")
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    rows = load_gsm8k_rows(data_cfg, "train")
+    rows = load_task_rows(data_cfg, "train")
     examples, _ = build_examples(rows, tokenizer, data_cfg, seed=seed, with_teacher=True)
     prefix = fixed_shot_prefix_ids(examples, len(rows), data_cfg.num_fewshot_examples, seed)
     shot_row = fixed_shot_indices(len(rows), data_cfg.num_fewshot_examples, seed)[0]
@@ -112,12 +112,12 @@ def smoke_examples(tiny_model_dir):
     few-shot teacher sequences (seed SMOKE_SEED). Each example depends only on its row and the seed, so
     `examples[i]` equals `build_examples(..., seed=42, indices=[i])[0]`. Shared by the whole session:
     collate them, never modify them."""
-    from fewshot_distill.data.gsm8k_loader import build_examples, load_gsm8k_rows
+    from fewshot_distill.data.examples import build_examples, load_task_rows
     from fewshot_distill.models.student import load_tokenizer
 
     data_cfg = smoke_data_cfg()
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    rows = load_gsm8k_rows(data_cfg, "train")
+    rows = load_task_rows(data_cfg, "train")
     examples, _ = build_examples(rows, tokenizer, data_cfg, seed=SMOKE_SEED, with_teacher=True, indices=range(16))
     return tokenizer, examples
 
@@ -126,7 +126,7 @@ def smoke_examples(tiny_model_dir):
 def smoke_batch(smoke_examples):
     """Smoke rows 0, 3 and 7 collated: three sequences of different lengths (right padding), with the
     teacher's few-shot sequences. Shared by the whole session: never modify its tensors in place."""
-    from fewshot_distill.data.gsm8k_loader import collate_examples
+    from fewshot_distill.data.examples import collate_examples
 
     tokenizer, examples = smoke_examples
     return collate_examples([examples[i] for i in (0, 3, 7)], tokenizer.pad_token_id)

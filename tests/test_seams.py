@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fewshot_distill.constants import IGNORE_INDEX
-from fewshot_distill.data.gsm8k_loader import assemble_batch, batch_prompts, build_examples, collate_examples, load_gsm8k_rows
+from fewshot_distill.data.examples import assemble_batch, batch_prompts, build_examples, collate_examples, load_task_rows
 from fewshot_distill.teachers.shot_prefix import fixed_shot_prefix_ids, SharedPrefixTeacher
 from fewshot_distill.models.student import AnswerWindowLM, teacher_logits
 from fewshot_distill.methods.distill import distillation_loss_step
@@ -74,7 +74,7 @@ class ClosureTeacher:
 @pytest.fixture(scope="module")
 def setup(tiny_model_dir, smoke_examples):
     tokenizer, examples = smoke_examples
-    rows = load_gsm8k_rows(smoke_data_cfg(), "train")
+    rows = load_task_rows(smoke_data_cfg(), "train")
     fixed_cfg = smoke_data_cfg()
     fixed_cfg.shot_sampling = "fixed"
     fixed, _ = build_examples(rows, tokenizer, fixed_cfg, seed=42, with_teacher=True)
@@ -90,7 +90,7 @@ def test_collated_batches_equal_the_old_concatenated_sequences(setup, tiny_model
         assert new.keys() == old.keys() and "teacher_input_ids" in new
         for key in old:
             assert new[key].dtype == old[key].dtype and torch.equal(new[key], old[key]), key
-    rows = load_gsm8k_rows(small_data_cfg, "train")
+    rows = load_task_rows(small_data_cfg, "train")
     sft, _ = build_examples(rows, tokenizer, small_data_cfg, seed=42, with_teacher=False, indices=range(4))
     new, old = collate_examples(sft, tokenizer.pad_token_id), old_collate(sft, tokenizer.pad_token_id)
     assert new.keys() == old.keys() and "teacher_input_ids" not in new

@@ -52,7 +52,7 @@ def build_batches(args) -> dict:
     from transformers import AutoTokenizer
 
     from fewshot_distill.config import DataConfig
-    from fewshot_distill.data.gsm8k_loader import build_example, collate_examples
+    from fewshot_distill.data.examples import build_example, collate_examples
     from fewshot_distill.data.sampling import length_grouped_order, padded_tokens
 
     with loading("tokenizer", args.tokenizer, fix="--tokenizer ../shared/tokenizers/qwen3 (a tokenizer folder)"):
@@ -106,7 +106,7 @@ def build_fixed_shot_data(tokenizer, rows: list[dict], data_cfg, indices: list[i
     shared shot prefix the prefix-reuse teacher caches, and length statistics."""
     import dataclasses
 
-    from fewshot_distill.data.gsm8k_loader import build_example
+    from fewshot_distill.data.examples import build_example
     from fewshot_distill.teachers.shot_prefix import fixed_shot_prefix_ids
 
     fixed_cfg = dataclasses.replace(data_cfg, shot_sampling="fixed")

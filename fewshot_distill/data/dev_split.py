@@ -1,7 +1,7 @@
 """The dev split: `data.dev_examples` seeded rows of the train split, held back from training and from shots.
 
 One pure function decides which rows they are (`dev_row_indices`); the row loader applies it
-(`rows_of_split`, called by fewshot_distill/data/gsm8k_loader.py `load_gsm8k_rows`), so training examples, the
+(`rows_of_split`, called by fewshot_distill/data/examples.py `load_task_rows`), so training examples, the
 teacher's shots, the evaluation's few-shot row and the held-out diagnostics all read the train split
 without them, and `--split dev` reads exactly them. The choice depends only on the number of train rows
 and N (seed `DEV_SEED`, not training.seed): runs with different seeds are selected on the same dev rows.

@@ -1,6 +1,6 @@
 """Which training rows are the few-shot examples of an example: the one shot selector.
 
-Used by training's teacher (fewshot_distill/data/gsm8k_loader.py `build_example`) and by the evaluation's
+Used by training's teacher (fewshot_distill/data/examples.py `build_example`) and by the evaluation's
 few-shot base row (fewshot_distill/eval/prompts.py `build_prompts`), so both read shots chosen the same way.
 Every selection is deterministic in (seed, index): the same shots in every epoch, on every rank,
 in every backend.

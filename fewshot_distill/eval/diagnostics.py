@@ -206,7 +206,7 @@ def build_heldout_batches(tokenizer, rows: Sequence[dict], indices: Sequence[int
     (`shot_rows` = the training split, `fewshot_distill.data.shots.evaluation_shot_indices`), so the teacher here
     reads exactly the prompt the `icl_{k}shot` accuracy row generates from.
     """
-    from fewshot_distill.data.gsm8k_loader import build_examples, collate_examples
+    from fewshot_distill.data.examples import build_examples, collate_examples
 
     # Always the k-shot teacher, whatever distillation.teacher_context a run trained with: the
     # diagnostics measure the distance to the paper's teacher.

@@ -86,12 +86,12 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from fewshot_distill.data.gsm8k_loader import load_gsm8k_rows
+    from fewshot_distill.data.examples import load_task_rows
     from fewshot_distill.models.student import AnswerWindowLM, load_base_model, load_tokenizer
 
     try:
         tokenizer = load_tokenizer(cfg.model.name)
-        test_rows = load_gsm8k_rows(cfg.data, evaluated_split(cfg, args.split))
+        test_rows = load_task_rows(cfg.data, evaluated_split(cfg, args.split))
         train_rows, shot_source = load_shot_rows(cfg.data, args.shot_path)  # the teacher's shots
     except (FileNotFoundError, ValueError) as error:  # ResourceError, DataFileError, InvalidRowsError among them
         print(f"error: {error}", file=sys.stderr)

@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
     check_gpu_setup(fork_safe=True)  # GPUs torch cannot use: one line now, not an engine traceback
     started = time.time()
 
-    from fewshot_distill.data.gsm8k_loader import load_gsm8k_rows
+    from fewshot_distill.data.examples import load_task_rows
     from fewshot_distill.models.student import load_model_config, load_tokenizer
 
     icl_shots = cfg.data.num_fewshot_examples
@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None, description: str | None = None) -> i
     try:
         tokenizer = load_tokenizer(cfg.model.name)
         load_model_config(cfg.model.name)  # before any engine starts: vLLM's own error is a long traceback
-        test_rows = load_gsm8k_rows(cfg.data, evaluated_split(cfg, args.split))
+        test_rows = load_task_rows(cfg.data, evaluated_split(cfg, args.split))
         # Rows without shots need no shot source (no hub access for a test-only task's 0-shot rows).
         train_rows, shot_source = load_shot_rows(cfg.data, args.shot_path,
                                                  needed=any(t.n_shots for t in targets))

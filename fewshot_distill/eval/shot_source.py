@@ -45,7 +45,7 @@ def load_shot_rows(data_cfg, shot_path: str | None = None, needed: bool = True) 
 
     `needed` False (no row of the evaluation has shots): ([], None) unless the task's own train split or
     `shot_path` is there to load (then loaded as always, so the results file reads the same)."""
-    from fewshot_distill.data.gsm8k_loader import load_gsm8k_rows
+    from fewshot_distill.data.examples import load_task_rows
 
     task = task_of(data_cfg)
     own = task_has_train_split(task, data_cfg)
@@ -57,7 +57,7 @@ def load_shot_rows(data_cfg, shot_path: str | None = None, needed: bool = True) 
             "come from its own train split only (GSM8K's rows are no shots for it): add that file, or evaluate "
             "rows without shots only (base_0shot, checkpoints)")
     shot_cfg = shot_data_config(data_cfg, shot_path)
-    rows = load_gsm8k_rows(shot_cfg, shot_cfg.train_split)
+    rows = load_task_rows(shot_cfg, shot_cfg.train_split)
     source = {"task": shot_cfg.task, "split": shot_cfg.train_split,
               "path": shot_cfg.path if shot_cfg.path else f"{shot_cfg.dataset}/{shot_cfg.subset} (hub)",
               "own_train_split": shot_cfg is data_cfg, "dev_examples_held_out": shot_cfg.dev_examples}

@@ -34,7 +34,7 @@ from typing import Sequence
 import torch
 
 from fewshot_distill.config import Config, ConfigError
-from fewshot_distill.data.gsm8k_loader import assemble_batch, batch_prompts
+from fewshot_distill.data.examples import assemble_batch, batch_prompts
 from fewshot_distill.losses.divergences import LossSpec
 from fewshot_distill.methods.base import Method
 from fewshot_distill.methods.distill import answer_losses

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from fewshot_distill.config import Config, ConfigError
-from fewshot_distill.data.gsm8k_loader import assemble_batch, batch_prompts
+from fewshot_distill.data.examples import assemble_batch, batch_prompts
 from fewshot_distill.methods.base import Method
 from fewshot_distill.methods.sft import sft_loss_step
 from fewshot_distill.models.generation import eos_token_ids, generate_tokens

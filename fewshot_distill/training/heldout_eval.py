@@ -77,10 +77,10 @@ def build_heldout_evaluator(run) -> HeldOutEvaluator | None:
     cfg = run.cfg
     if cfg.eval.held_out_examples == 0 or cfg.training.eval_steps > cfg.training.max_steps:
         return None
-    from fewshot_distill.data.gsm8k_loader import load_gsm8k_rows
+    from fewshot_distill.data.examples import load_task_rows
     from fewshot_distill.data.subset import select_subset
 
-    rows = load_gsm8k_rows(cfg.data, cfg.data.test_split)
+    rows = load_task_rows(cfg.data, cfg.data.test_split)
     indices = select_subset(len(rows), cfg.eval.held_out_examples, cfg.training.seed)
     # The teacher's shots come from the training split, as in the icl_{k}shot evaluation row.
-    return HeldOutEvaluator(run, rows, indices, load_gsm8k_rows(cfg.data, cfg.data.train_split))
+    return HeldOutEvaluator(run, rows, indices, load_task_rows(cfg.data, cfg.data.train_split))

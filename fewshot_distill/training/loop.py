@@ -258,7 +258,7 @@ def setup_run(cfg: Config, args: argparse.Namespace, identity: dict, with_teache
     from accelerate.utils import set_seed
     from transformers import get_cosine_schedule_with_warmup
 
-    from fewshot_distill.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
+    from fewshot_distill.data.examples import build_examples, collate_examples, load_task_rows
     from fewshot_distill.data.sampling import StepStreamSampler
     from fewshot_distill.data.subset import select_subset
     from fewshot_distill.models.student import AnswerWindowLM, build_student, load_tokenizer, vocab_size
@@ -288,7 +288,7 @@ def setup_run(cfg: Config, args: argparse.Namespace, identity: dict, with_teache
                 accelerator.mixed_precision)
 
     tokenizer = load_tokenizer(cfg.model.name)
-    rows = load_gsm8k_rows(cfg.data, cfg.data.train_split)
+    rows = load_task_rows(cfg.data, cfg.data.train_split)
     # data.max_train_examples: a seeded subset of row indices, chosen before tokenizing; shots still
     # come from the whole split.
     indices = select_subset(len(rows), cfg.data.max_train_examples, train_cfg.seed)

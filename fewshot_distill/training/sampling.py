@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 
 from fewshot_distill.constants import IGNORE_INDEX
-from fewshot_distill.data.gsm8k_loader import batch_prompts
+from fewshot_distill.data.examples import batch_prompts
 from fewshot_distill.models.generation import GeneratedTokens, eos_token_ids, generate_tokens
 from fewshot_distill.utils.io import keep_logged_steps
 

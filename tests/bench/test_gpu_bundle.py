@@ -21,7 +21,7 @@ def test_every_third_party_import_of_the_gpu_path_is_preinstalled_bundled_or_opt
     assert {"omegaconf", "math_verify", "torch", "transformers", "peft", "accelerate"} <= set(imports)
     assert "fewshot_distill.config" in imports["omegaconf"] and "fewshot_distill.tasks.latex" in imports["math_verify"]
     # datasets only where the hub is read; vllm only in the vLLM backends (evaluation, on-policy sampling).
-    assert imports.get("datasets", set()) <= {"fewshot_distill.data.gsm8k_loader"}
+    assert imports.get("datasets", set()) <= {"fewshot_distill.data.examples"}
     assert imports["vllm"] <= {"fewshot_distill.eval.backends", "fewshot_distill.training.vllm_sampler"}
 
 

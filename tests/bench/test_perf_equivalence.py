@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fewshot_distill.bench.reference import reference_distillation_losses
-from fewshot_distill.data.gsm8k_loader import collate_examples
+from fewshot_distill.data.examples import collate_examples
 from fewshot_distill.models.student import AnswerWindowLM, load_base_model
 from fewshot_distill.methods.distill import distillation_loss_step
 from fewshot_distill.methods.sft import sft_loss_step

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fewshot_distill.config import DataConfig
-from fewshot_distill.data.gsm8k_loader import build_example, collate_examples
+from fewshot_distill.data.examples import build_example, collate_examples
 from fewshot_distill.data.prompts import AlignmentError
 from fewshot_distill.losses.alignment import check_aligned_token_ids, student_answer_window
 

@@ -5,7 +5,7 @@ import torch
 
 from fewshot_distill.config import DataConfig
 from fewshot_distill.constants import IGNORE_INDEX
-from fewshot_distill.data.gsm8k_loader import build_example, build_examples, collate_examples, load_gsm8k_rows
+from fewshot_distill.data.examples import build_example, build_examples, collate_examples, load_task_rows
 from fewshot_distill.tasks import get_task, validate_rows
 from fewshot_distill.data.prompts import AlignmentError, Shot, render_answer, render_prompt, tokenize_prompt_and_answer
 from fewshot_distill.losses.alignment import check_aligned_token_ids, student_answer_window
@@ -121,11 +121,11 @@ def test_invalid_rows_error_lists_them_or_are_skipped_and_counted():
 
 def test_missing_data_path_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="has no train.jsonl"):
-        load_gsm8k_rows(DataConfig(path=str(tmp_path / "missing")), "train")
+        load_task_rows(DataConfig(path=str(tmp_path / "missing")), "train")
 
 
 def test_local_rows_load_through_datasets():
-    rows = load_gsm8k_rows(DataConfig(path=str(SMOKE_DATA)), "train")
+    rows = load_task_rows(DataConfig(path=str(SMOKE_DATA)), "train")
     assert len(rows) > 10 and set(rows[0]) == {"question", "answer"}
 
 

@@ -10,7 +10,7 @@ from importlib import metadata
 import pytest
 
 from fewshot_distill.config import load_config
-from fewshot_distill.data.gsm8k_loader import load_gsm8k_rows
+from fewshot_distill.data.examples import load_task_rows
 from fewshot_distill.data.icl_tasks import (ICL_TASKS, INPUT_FIELD, README, SOURCES, SOURCES_DIR, TARGET_FIELD, build_sources,
                                 icl_data_files, pinned_versions, split_by_item)
 from fewshot_distill.tasks import task_of
@@ -110,7 +110,7 @@ def test_each_task_has_a_config_loading_both_splits_as_text(task):
     plain = load_config(REPO_ROOT / "configs" / "tasks" / f"icl_{task}.yaml")
     assert plain.data.path == f"data/icl/{task}"
     for split in ("train", "test"):
-        rows = load_gsm8k_rows(cfg.data, split)
+        rows = load_task_rows(cfg.data, split)
         assert len(rows) == len(committed_records(task, split))
     row = rows[0]
     assert task_of(cfg.data).format_question(row["question"]) == committed_records(task, "test")[0][INPUT_FIELD]

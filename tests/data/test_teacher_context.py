@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from fewshot_distill.config import ConfigError, DistillationConfig, LoraConfig
-from fewshot_distill.data.gsm8k_loader import build_example, build_examples, collate_examples, load_gsm8k_rows
+from fewshot_distill.data.examples import build_example, build_examples, collate_examples, load_task_rows
 from fewshot_distill.data.shots import training_shot_indices
 from fewshot_distill.data.teacher_context import TEACHER_CONTEXTS, derangement, teacher_shots
 from fewshot_distill.models.student import AnswerWindowLM, load_base_model, load_tokenizer
@@ -66,7 +66,7 @@ def test_registry_matches_the_config_values():
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
     cfg = smoke_data_cfg()
-    return load_tokenizer(str(tiny_model_dir)), load_gsm8k_rows(cfg, "train"), cfg
+    return load_tokenizer(str(tiny_model_dir)), load_task_rows(cfg, "train"), cfg
 
 
 def test_zeroshot_teacher_reads_the_student_sequence(tiny):

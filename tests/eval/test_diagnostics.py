@@ -121,14 +121,14 @@ def _full_sequence_reference(model, tokenizer, rows, indices, data_cfg, seed, tr
 
 
 def test_diagnostics_equal_a_full_sequence_hand_computation(tiny_model_dir):
-    from fewshot_distill.data.gsm8k_loader import load_gsm8k_rows
+    from fewshot_distill.data.examples import load_task_rows
     from fewshot_distill.models.student import AnswerWindowLM, load_tokenizer
 
     data_cfg = DataConfig(path=str(SMOKE_DATA), num_fewshot_examples=2, max_seq_len_teacher=1024,
                           max_seq_len_student=512, num_workers=0)
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    rows = load_gsm8k_rows(data_cfg, "test")
-    train_rows = load_gsm8k_rows(data_cfg, "train")
+    rows = load_task_rows(data_cfg, "test")
+    train_rows = load_task_rows(data_cfg, "train")
     indices = [3, 7, 11, 20, 41]
     model = _lora_model(tiny_model_dir)
     window_lm = AnswerWindowLM(model)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from fewshot_distill.config import ConfigError, load_config
-from fewshot_distill.data.gsm8k_loader import assemble_batch, batch_prompts, build_examples, collate_examples, load_gsm8k_rows
+from fewshot_distill.data.examples import assemble_batch, batch_prompts, build_examples, collate_examples, load_task_rows
 from fewshot_distill.models.generation import GeneratedTokens
 from fewshot_distill.models.student import AnswerWindowLM
 from fewshot_distill.methods import onpolicy as P
@@ -33,7 +33,7 @@ REVERSE_KL = LossSpec("reverse_kl")
 def setup(smoke_examples):
     tokenizer, fewshot = smoke_examples
     cfg = smoke_data_cfg()
-    rows = load_gsm8k_rows(cfg, "train")
+    rows = load_task_rows(cfg, "train")
     zeroshot, _ = build_examples(rows, tokenizer, cfg, seed=42, with_teacher=True, indices=range(6),
                                  teacher_context="zeroshot")
     return tokenizer, fewshot[:6], zeroshot

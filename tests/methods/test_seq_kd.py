@@ -9,7 +9,7 @@ import signal
 
 import torch
 
-from fewshot_distill.data.gsm8k_loader import assemble_batch, batch_prompts
+from fewshot_distill.data.examples import assemble_batch, batch_prompts
 from fewshot_distill.methods.seq_kd import TeacherAnswerStep
 from fewshot_distill.methods.sft import sft_loss_step
 from fewshot_distill.models.generation import eos_token_ids, generate_tokens

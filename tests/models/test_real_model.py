@@ -68,11 +68,11 @@ def gsm8k_cfg():
 
 
 def test_alignment_holds_on_50_real_rows(real_model_dir, gsm8k_cfg):
-    from fewshot_distill.data.gsm8k_loader import build_examples, load_gsm8k_rows
+    from fewshot_distill.data.examples import build_examples, load_task_rows
     from fewshot_distill.models.student import load_tokenizer
 
     tokenizer = load_tokenizer(str(real_model_dir))
-    rows = load_gsm8k_rows(gsm8k_cfg, "train")
+    rows = load_task_rows(gsm8k_cfg, "train")
     examples, stats = build_examples(rows, tokenizer, gsm8k_cfg, seed=42, with_teacher=True, indices=range(50))
     assert stats.examples == 50 and stats.teacher_shots_dropped == 0
     system_turn = tokenizer.encode("<|im_start|>system", add_special_tokens=False)
@@ -87,13 +87,13 @@ def test_alignment_holds_on_50_real_rows(real_model_dir, gsm8k_cfg):
 
 
 def test_eight_shot_teacher_lowers_answer_nll_on_at_least_7_of_8_rows(real_model_dir, gsm8k_cfg):
-    from fewshot_distill.data.gsm8k_loader import load_gsm8k_rows
+    from fewshot_distill.data.examples import load_task_rows
     from fewshot_distill.eval import diagnostics as diag
     from fewshot_distill.models.student import AnswerWindowLM, load_base_model, load_tokenizer
 
     tokenizer = load_tokenizer(str(real_model_dir))
-    rows = load_gsm8k_rows(gsm8k_cfg, "test")
-    train_rows = load_gsm8k_rows(gsm8k_cfg, "train")
+    rows = load_task_rows(gsm8k_cfg, "test")
+    train_rows = load_task_rows(gsm8k_cfg, "train")
     window_lm = AnswerWindowLM(load_base_model(str(real_model_dir), bf16=False).eval())
     batches = diag.build_heldout_batches(tokenizer, rows, list(range(8)), gsm8k_cfg, seed=42, batch_size=1,
                                          shot_rows=train_rows)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fewshot_distill.config import load_config
-from fewshot_distill.data.gsm8k_loader import build_examples, load_gsm8k_rows
+from fewshot_distill.data.examples import build_examples, load_task_rows
 from fewshot_distill.eval.evaluate import main as evaluate
 from fewshot_distill.eval.prompts import build_prompts
 from fewshot_distill.eval.shot_source import load_shot_rows
@@ -71,8 +71,8 @@ def test_dev_rows_never_enter_training_examples_or_shots(workspace):
 
     cfg = load_config(EXAMPLE_CONFIG, overrides(workspace))
     tokenizer = AutoTokenizer.from_pretrained(workspace["model"])
-    dev_rows = load_gsm8k_rows(cfg.data, "dev")
-    train_rows = load_gsm8k_rows(cfg.data, "train")
+    dev_rows = load_task_rows(cfg.data, "dev")
+    train_rows = load_task_rows(cfg.data, "train")
     dev_questions = {r["question"] for r in dev_rows}
     assert len(dev_rows) == N_DEV and len(train_rows) == N_TRAIN - N_DEV
     assert dev_questions.isdisjoint(r["question"] for r in train_rows)
@@ -83,7 +83,7 @@ def test_dev_rows_never_enter_training_examples_or_shots(workspace):
     # evaluation: the few-shot row's prompts on test and on dev rows
     shot_rows, source = load_shot_rows(cfg.data)
     assert source["own_train_split"] and len(shot_rows) == N_TRAIN - N_DEV
-    for rows in (load_gsm8k_rows(cfg.data, "test"), dev_rows):
+    for rows in (load_task_rows(cfg.data, "test"), dev_rows):
         texts += build_prompts(tokenizer, rows, range(len(rows)), shot_rows, SHOTS, cfg.training.seed,
                                task=task_of(cfg.data))
     questions_of_shots = [t.count("Question:") for t in texts]
@@ -111,7 +111,7 @@ def test_dev_split_evaluation_selects_checkpoints_and_transfer_table(workspace, 
     assert dev["split"] == "dev" and dev["task"] == "jsonl" and dev["prompting"]["shots_from"]["own_train_split"]
     assert {e["total"] for labels in dev["conditions"].values() for e in labels.values()} == {N_DEV}
     cfg = load_config(EXAMPLE_CONFIG, overrides(workspace))
-    dev_golds = sorted(task_of(cfg.data).row_gold(r) for r in load_gsm8k_rows(cfg.data, "dev"))
+    dev_golds = sorted(task_of(cfg.data).row_gold(r) for r in load_task_rows(cfg.data, "dev"))
     rows = [json.loads(line) for line in dev_out.with_name("dev.predictions.jsonl").read_text().splitlines()]
     assert sorted(r["gold"] for r in rows if r["condition"] == "base_0shot") == dev_golds
 

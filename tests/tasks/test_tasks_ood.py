@@ -53,15 +53,15 @@ def test_every_row_of_the_shared_file_parses(task_name, n_rows):
 
 @pytest.mark.parametrize("task_name", ["svamp", "gsm_hard", "math500"])
 def test_loader_reads_the_original_file_from_data_path(task_name):
-    from fewshot_distill.data.gsm8k_loader import load_gsm8k_rows
+    from fewshot_distill.data.examples import load_task_rows
     from fewshot_distill.utils.resources import ResourceError
 
     read_records(task_name)  # skips when absent
     cfg = load_config(BASE_CONFIG, [f"data.task={task_name}", f"data.path={DATA / task_name}"])
-    rows = load_gsm8k_rows(cfg.data, "test")
+    rows = load_task_rows(cfg.data, "test")
     assert len(rows) == len(read_records(task_name))
     with pytest.raises(ResourceError, match=f"data.task={task_name} has no 'train' split"):
-        load_gsm8k_rows(cfg.data, "train")
+        load_task_rows(cfg.data, "train")
 
 
 def test_svamp_rows_and_gold():

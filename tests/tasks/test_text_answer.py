@@ -10,7 +10,7 @@ import re
 import pytest
 
 from fewshot_distill.config import ConfigError, load_config
-from fewshot_distill.data.gsm8k_loader import load_gsm8k_rows
+from fewshot_distill.data.examples import load_task_rows
 from fewshot_distill.data.prompts import build_messages, render_answer, render_prompt, tokenize_prompt_and_answer
 from fewshot_distill.eval.prompts import build_prompts
 from fewshot_distill.tasks import Extraction, InvalidRowsError, task_of
@@ -82,7 +82,7 @@ def test_text_rows_gold_and_problems(first_letter_folder):
     assert task.row_problem({"question": "apple", "answer": "a\nb", "gold": "a\nb"}).startswith("answer spans")
     assert task.row_problem(task.to_row({"input": "apple"})) == "no answer"
     assert task.row_gold(task.to_row({"input": "apple", "target": "a"})) == "a"
-    rows = load_gsm8k_rows(cfg.data, "test")
+    rows = load_task_rows(cfg.data, "test")
     assert [(r["question"], task.row_gold(r)) for r in rows] == [("apple", "a"), ("zebra", "z")]
 
 
@@ -115,8 +115,8 @@ def test_zero_shot_prompt_is_the_bare_question_in_the_real_qwen3_template(qwen3_
 
 def test_template_writes_the_user_turn_of_question_and_shots(qwen3_tokenizer, first_letter_folder):
     cfg = load_config(BASE_CONFIG, text_task_overrides(first_letter_folder, 'task.template="Word: {question}"'))
-    rows = load_gsm8k_rows(cfg.data, "train")
-    prompt = build_prompts(qwen3_tokenizer, load_gsm8k_rows(cfg.data, "test"), [0], rows, 2, seed=0,
+    rows = load_task_rows(cfg.data, "train")
+    prompt = build_prompts(qwen3_tokenizer, load_task_rows(cfg.data, "test"), [0], rows, 2, seed=0,
                            task=task_of(cfg.data))[0]
     users = re.findall(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", prompt)
     assert len(users) == 3 and all(u.startswith("Word: ") for u in users) and users[-1] == "Word: apple"
@@ -127,7 +127,7 @@ def test_eight_shot_prompt_takes_its_shots_from_train_jsonl(qwen3_tokenizer, fir
     then the bare test question; never the test question itself as a shot (zebra is in both files)."""
     cfg = load_config(BASE_CONFIG, text_task_overrides(first_letter_folder))
     task = task_of(cfg.data)
-    train_rows, test_rows = load_gsm8k_rows(cfg.data, "train"), load_gsm8k_rows(cfg.data, "test")
+    train_rows, test_rows = load_task_rows(cfg.data, "train"), load_task_rows(cfg.data, "test")
     prompts = build_prompts(qwen3_tokenizer, test_rows, [0, 1], train_rows, 8, seed=42, task=task)
     for prompt, test_word in zip(prompts, ["apple", "zebra"]):
         turns = re.findall(r"<\|im_start\|>(user|assistant)\n(.*?)(?:<\|im_end\|>|\Z)", prompt, flags=re.S)
@@ -145,7 +145,7 @@ def test_eight_shot_prompt_takes_its_shots_from_train_jsonl(qwen3_tokenizer, fir
 def test_a_field_no_record_has_is_named_with_the_fields_records_have(first_letter_folder, key, value):
     cfg = load_config(BASE_CONFIG, text_task_overrides(first_letter_folder, f"{key}={value}"))
     with pytest.raises(InvalidRowsError) as caught:
-        load_gsm8k_rows(cfg.data, "test")
+        load_task_rows(cfg.data, "test")
     text = str(caught.value)
     assert text == (f"{first_letter_folder / 'test.jsonl'}: no record has the field {key}={value!r}; the records "
                     f"have input, target. Set {key} to one of them")

@@ -2,17 +2,17 @@
 
 import torch
 
-from fewshot_distill.data.gsm8k_loader import build_examples, collate_examples
+from fewshot_distill.data.examples import build_examples, collate_examples
 from fewshot_distill.models.student import load_base_model, load_tokenizer, teacher_logits
 from fewshot_distill.methods.sft import sft_loss_step
 
 
 def test_adapter_disabled_logits_equal_a_fresh_base_model_after_training(tiny_model_dir, small_data_cfg, lora_student):
-    from fewshot_distill.data.gsm8k_loader import load_gsm8k_rows
+    from fewshot_distill.data.examples import load_task_rows
 
     torch.manual_seed(0)
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    rows = load_gsm8k_rows(small_data_cfg, "train")[:16]
+    rows = load_task_rows(small_data_cfg, "train")[:16]
     examples, _ = build_examples(rows, tokenizer, small_data_cfg, seed=0, with_teacher=True)
     batch = collate_examples(examples[:4], tokenizer.pad_token_id)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fewshot_distill.data.gsm8k_loader import collate_examples
+from fewshot_distill.data.examples import collate_examples
 from fewshot_distill.models.student import AnswerWindowLM
 from fewshot_distill.methods.distill import distillation_loss_step
 from fewshot_distill.teachers.base import AdapterDisabledTeacher, Teacher

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fewshot_distill.config import ConfigError, load_config
-from fewshot_distill.data.gsm8k_loader import build_example
+from fewshot_distill.data.examples import build_example
 from fewshot_distill.data.prompts import AlignmentError
 from fewshot_distill.data.shots import fixed_shot_indices
 from fewshot_distill.teachers.shot_prefix import common_prefix_length, fixed_shot_prefix_ids, shared_prefix_ids, SharedPrefixTeacher

@@ -357,14 +357,14 @@ def test_fully_shard_over_gloo_trains_saves_and_resumes_like_one_process(tiny_mo
     from transformers import AutoModelForCausalLM
 
     from fewshot_distill.config import DataConfig, LoraConfig, ModelConfig
-    from fewshot_distill.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
+    from fewshot_distill.data.examples import build_examples, collate_examples, load_task_rows
     from fewshot_distill.models.student import AnswerWindowLM, build_student, load_tokenizer
     from fewshot_distill.methods.sft import sft_loss_step
     from fewshot_distill.teachers.frozen_copy import FrozenCopyTeacher, load_frozen_copy
 
     data_cfg = DataConfig(path=str(SMOKE_DATA), num_workers=0, max_seq_len_student=512, num_fewshot_examples=2)
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    examples, _ = build_examples(load_gsm8k_rows(data_cfg, "train"), tokenizer, data_cfg, seed=0,
+    examples, _ = build_examples(load_task_rows(data_cfg, "train"), tokenizer, data_cfg, seed=0,
                                  with_teacher=True, indices=list(range(16)))
     # batches[step][rank][micro]: 2 micro-batches of 1 row per rank per step (gradient accumulation 2)
     batches = [[[collate_examples([examples[4 * s + 2 * r + m]], tokenizer.pad_token_id) for m in range(2)]

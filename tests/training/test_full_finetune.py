@@ -46,14 +46,14 @@ def test_full_student_trains_every_weight_in_float32_and_lora_keeps_bf16_base(ti
 
 
 def _sft_grads(tiny_model_dir, gradient_checkpointing: bool) -> dict[str, torch.Tensor]:
-    from fewshot_distill.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
+    from fewshot_distill.data.examples import build_examples, collate_examples, load_task_rows
     from fewshot_distill.models.student import AnswerWindowLM, build_student, load_tokenizer
     from fewshot_distill.methods.sft import sft_loss_step
     from tests.conftest import smoke_data_cfg
 
     data_cfg = smoke_data_cfg()
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    rows = load_gsm8k_rows(data_cfg, "train")
+    rows = load_task_rows(data_cfg, "train")
     examples, _ = build_examples(rows, tokenizer, data_cfg, seed=0, with_teacher=False, indices=[0, 1])
     batch = collate_examples(examples, pad_token_id=tokenizer.pad_token_id)
     model = build_student(ModelConfig(name=str(tiny_model_dir), finetune="full"), LoraConfig(), bf16=False,
@@ -241,14 +241,14 @@ def test_shared_prefix_teacher_runs_on_a_plain_model(tiny_model_dir):
     gives that model's own full-sequence logits."""
     import dataclasses
 
-    from fewshot_distill.data.gsm8k_loader import build_examples, collate_examples, load_gsm8k_rows
+    from fewshot_distill.data.examples import build_examples, collate_examples, load_task_rows
     from fewshot_distill.teachers.shot_prefix import fixed_shot_prefix_ids, SharedPrefixTeacher
     from fewshot_distill.models.student import AnswerWindowLM, load_base_model, load_tokenizer, teacher_logits
     from tests.conftest import smoke_data_cfg
 
     data_cfg = dataclasses.replace(smoke_data_cfg(), shot_sampling="fixed")
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    rows = load_gsm8k_rows(data_cfg, "train")
+    rows = load_task_rows(data_cfg, "train")
     examples, _ = build_examples(rows, tokenizer, data_cfg, seed=3, with_teacher=True)
     prefix = fixed_shot_prefix_ids(examples, len(rows), data_cfg.num_fewshot_examples, 3)
     frozen = AnswerWindowLM(load_base_model(str(tiny_model_dir), bf16=False).requires_grad_(False).eval())

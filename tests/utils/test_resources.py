@@ -64,7 +64,7 @@ def test_other_errors_pass_through():
 
 def test_real_loaders_on_a_missing_folder(tmp_path):
     from fewshot_distill.config import DataConfig
-    from fewshot_distill.data.gsm8k_loader import load_gsm8k_rows
+    from fewshot_distill.data.examples import load_task_rows
     from fewshot_distill.models.student import load_base_model, load_model_config, load_tokenizer
 
     missing = str(tmp_path / "nonexistent")
@@ -72,7 +72,7 @@ def test_real_loaders_on_a_missing_folder(tmp_path):
         with pytest.raises(ResourceError, match=re.escape(MODEL_FIX)):
             load(missing)
     with pytest.raises(ResourceError, match="has no train.jsonl"):
-        load_gsm8k_rows(DataConfig(path=missing), "train")
+        load_task_rows(DataConfig(path=missing), "train")
 
 
 # ----------------------------------------------------------------------------- the real scripts

@@ -8,7 +8,7 @@ rows of the same split, never row i itself), and the teacher reads them as `dist
 says (fewshot_distill/data/teacher_context.py), so the teacher input of an example is the same in every epoch and
 on every rank.
 
-    rows = load_gsm8k_rows(cfg.data, cfg.data.train_split)
+    rows = load_task_rows(cfg.data, cfg.data.train_split)
     examples, stats = build_examples(rows, tokenizer, cfg.data, seed=cfg.training.seed, with_teacher=True)
     batch = collate_examples(examples[:4], pad_token_id=tokenizer.pad_token_id)
 
@@ -70,7 +70,7 @@ class BuildStats:
     shot_counts: dict = field(default_factory=dict)
 
 
-def load_gsm8k_rows(data_cfg, split: str) -> list[dict]:
+def load_task_rows(data_cfg, split: str) -> list[dict]:
     """Rows `{"question", "answer"}` of one split of `data.task`'s dataset, validated by that task.
 
     With `data.dev_examples` > 0 the train split loses its dev rows, and split "dev" is those rows
