@@ -303,7 +303,19 @@ def icl_demo_markdown(folder: Path, doc_dir: Path = Path(".")) -> str:
     ]
     for task, summary in tasks.items():
         lines += [f"- `{task}`: {pair_reading(pair, summary['confidence'])}" for pair in summary["pairs"]]
+    if (folder / "times.json").is_file():
+        lines += ["", icl_demo_time(json.loads((folder / "times.json").read_text()), settings)]
     return "\n".join(lines) + "\n"
+
+
+def icl_demo_time(times: dict, settings: dict) -> str:
+    """The last invocation's wall time, from the study's times.json."""
+    last = times["invocations"][-1]
+    load = ", ".join(f"{x:.1f}" for x in last["load_average"])
+    return (f"Time of the committed run (times.json, its last invocation): {last['wall_s']:.0f} s wall for "
+            f"{len(last['launches'])} launches, {settings.get('jobs', 1)} at a time with "
+            f"{settings['threads']} thread each ({last['cpu_s']:.0f} CPU s); load average at its end {load} "
+            "(1, 5, 15 min) on a 2-core machine.")
 
 
 def training_setting(overrides: list[str]) -> str:

@@ -123,6 +123,7 @@ def collect_results(spec: StudySpec, task: str, out_dir: Path) -> dict[str, dict
 
 def run_study(spec: StudySpec, out_dir: str | Path, title: str = "") -> dict:
     """Train, evaluate and aggregate every unfinished part of the study; returns the study JSON."""
+    started = time.time()
     out_dir = Path(out_dir)
     env = launch_env(spec)
     runs = expand_runs(spec, out_dir)  # checks every condition's config before anything trains
@@ -157,18 +158,20 @@ def run_study(spec: StudySpec, out_dir: str | Path, title: str = "") -> dict:
                           "task_configs": spec.tasks, "train_overrides": spec.train_overrides,
                           "eval": {"test_items": spec.eval.test_items, "subset_seed": spec.eval.subset_seed,
                                    "max_new_tokens": spec.eval.max_new_tokens, "backend": spec.eval.backend},
-                          "threads": spec.threads},
+                          "threads": spec.threads, "jobs": spec.jobs},
              "run_info": collect_run_info()}
     write_outputs(study, out_dir, title)
-    record_launches(out_dir / "times.json", launches)
+    record_launches(out_dir / "times.json", launches, time.time() - started)
     return study
 
 
-def record_launches(path: Path, launches: list[dict]) -> None:
-    """Append this invocation's launches (wall and CPU seconds each) to times.json, with the load average."""
+def record_launches(path: Path, launches: list[dict], wall_s: float) -> None:
+    """Append this invocation to times.json: its wall time (`wall_s`, launches in parallel counted once), its
+    launches (wall and CPU seconds each; `launch_wall_s` sums them), CPU seconds and the load average."""
     previous = json.loads(path.read_text()) if path.is_file() else {"invocations": []}
     previous["invocations"].append({"launches": launches, "load_average": list(os.getloadavg()),
-                                    "wall_s": round(sum(x["wall_s"] for x in launches), 1),
+                                    "wall_s": round(wall_s, 1),
+                                    "launch_wall_s": round(sum(x["wall_s"] for x in launches), 1),
                                     "cpu_s": round(sum(x["cpu_s"] for x in launches), 1)})
     atomic_write_json(path, previous)
 

@@ -4,6 +4,7 @@ fewshot_distill/methods/ gives what it trains, and resume detection of runs and 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,18 @@ def test_launch_commands(study_file, tmp_path):
         assert evaluation[evaluation.index(flag) + 1] == value
     assert evaluation[-2:] == ["model.name=/models/tiny", "training.seed=5"]
     assert Path(evaluation[evaluation.index("--output") + 1]).name == "eval.json"
+
+
+def test_times_json_counts_parallel_launches_once_in_the_invocation_wall_time(tmp_path):
+    from fewshot_distill.results.measured import icl_demo_time
+    from fewshot_distill.study.runner import record_launches
+
+    launches = [{"what": "a", "wall_s": 10.0, "cpu_s": 9.0}, {"what": "b", "wall_s": 12.0, "cpu_s": 11.0}]
+    record_launches(tmp_path / "times.json", launches, wall_s=12.5)  # two jobs side by side
+    record_launches(tmp_path / "times.json", launches[:1], wall_s=10.2)  # a resumed invocation appends
+    times = json.loads((tmp_path / "times.json").read_text())
+    first, last = times["invocations"]
+    assert (first["wall_s"], first["launch_wall_s"], first["cpu_s"]) == (12.5, 22.0, 20.0)
+    assert last["wall_s"] == 10.2
+    line = icl_demo_time(times, {"threads": 1, "jobs": 2})
+    assert line.startswith("Time of the committed run (times.json, its last invocation): 10 s wall for 1 launches, 2 at")
