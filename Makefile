@@ -10,6 +10,8 @@
 #   make smoke     tiny end-to-end run: train both methods, evaluate, draw figures (offline, CPU, minutes)
 #   make clean-smoke  delete the smoke run's outputs
 #   make figures   regenerate the committed README figures and tables from the published numbers (assets/)
+#   make docs      regenerate the docs written from the code: README's repository map, configs/base.yaml's comments,
+#                  docs/method.md's key and method tables (tests fail while any is stale)
 #   make bench-gpu the complete GPU check (<= 8 min on one GPU; torch + transformers + peft in $(PYTHON)):
 #                  writes docs/bench_gpu.json. BENCH_GPU_ARGS="--dry-run --json /tmp/x.json" checks it on CPU
 #   make icl-data  rebuild data/icl/ (ICL tasks): pinned requirements-data.txt into the venv, source lists, task files
@@ -50,7 +52,7 @@ COMPAT_PY    := $(COMPAT_VENV)/bin/python
 COMPAT_STAMP := $(COMPAT_VENV)/.installed
 COMPAT_OUT   ?= smoke_out_$(COMPAT_NAME)
 
-.PHONY: help install install-gpu test test-all test-compat smoke figures clean-smoke bench-gpu gpu-bundle gpu-check real-model mini mini-onpolicy mini-full study icl-demo reproduce icl-data export
+.PHONY: help install install-gpu test test-all test-compat smoke figures docs clean-smoke bench-gpu gpu-bundle gpu-check real-model mini mini-onpolicy mini-full study icl-demo reproduce icl-data export
 
 # The header comment above is the list: every line between the first and the first blank one.
 help:
@@ -151,6 +153,10 @@ gpu-bundle:
 gpu-check:
 	PYTHONPATH=.$(if $(PYTHONPATH),:$(PYTHONPATH)) HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
 	  $(PYTHON) scripts/gpu_check.py --bundle $(GPU_BUNDLE) $(GPU_CHECK_ARGS)
+
+docs: $(STAMP)
+	$(PY) scripts/write_repo_map.py --readme README.md
+	$(PY) scripts/write_config_docs.py
 
 real-model: $(STAMP)
 	$(PY) scripts/get_real_model.py
