@@ -14,22 +14,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from fewshot_distill.results.figures import accuracy_figure, save_figure
-from fewshot_distill.results.labels import recorded_labels
-from fewshot_distill.results.load import SELECTION_RULES, load_many
-from fewshot_distill.results.stats import accuracy_intervals
+from fewshot_distill.results.figures import save_figure
+from fewshot_distill.results.load import SELECTION_RULES
+from fewshot_distill.results.plots import main_comparison_figure
 from fewshot_distill.results.tables import selection_note
-from fewshot_distill.results.transfer import task_title
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PUBLISHED_RESULTS = REPO_ROOT / "assets" / "published_results.json"
-
-SELECTION_MARKS = {
-    "best": "Marked: each method's best checkpoint, picked on the test set (optimistic).",
-    "final": "Marked: each method's final checkpoint.",
-}
-INTERVAL_NOTES = {"": "", "bootstrap": "\nBars: 95% bootstrap intervals over problems.",
-                  "wilson": "\nBars: 95% Wilson intervals from the counts."}
+PUBLISHED_RESULTS = Path(__file__).resolve().parent.parent / "assets" / "published_results.json"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,26 +40,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    paths = [PUBLISHED_RESULTS] if args.published else args.results
     try:
-        results = load_many(paths)
-        conditions = results["conditions"]
-        intervals, source = accuracy_intervals(conditions, paths, args.predictions) if args.intervals else (None, "")
+        fig = main_comparison_figure([PUBLISHED_RESULTS] if args.published else args.results,
+                                     published=args.published, select=args.select, intervals=args.intervals,
+                                     predictions=args.predictions, title=args.title)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from err
-    model = results.get("model", "").split("/")[-1]
-    where = f"{task_title(results.get('task', 'gsm8k'))} {results.get('split', 'test')}"
-    prefix = f"{model} on {where}" if model else where
-    if args.published:
-        title = args.title or f"{prefix}: published numbers (paper README)"
-    else:
-        title = args.title or f"{prefix}: accuracy vs training step"
-    note = SELECTION_MARKS[args.select] + INTERVAL_NOTES[source]
-    fig = accuracy_figure(conditions, title=title, note=note, rule=args.select, intervals=intervals,
-                          labels=recorded_labels(results))
-    out = save_figure(fig, args.out)
     print(selection_note(args.select))
-    print(f"wrote {out}")
+    print(f"wrote {save_figure(fig, args.out)}")
     return 0
 
 

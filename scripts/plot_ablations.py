@@ -13,18 +13,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fewshot_distill.results.figures import accuracy_figure, save_figure, selected_accuracy_bars
-from fewshot_distill.results.load import SELECTION_RULES, load_many
-from fewshot_distill.results.labels import recorded_labels
-from fewshot_distill.results.stats import accuracy_intervals
+from fewshot_distill.results.figures import save_figure
+from fewshot_distill.results.load import SELECTION_RULES
+from fewshot_distill.results.plots import ablation_figures
 from fewshot_distill.results.tables import selection_note
-
-SELECTION_MARKS = {
-    "best": "Each condition's best checkpoint, picked on the test set (optimistic).",
-    "final": "Each condition's final checkpoint.",
-}
-INTERVAL_NOTES = {"": "", "bootstrap": " Bars: 95% bootstrap intervals.",
-                  "wilson": " Bars: 95% Wilson intervals (n = problems per entry)."}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,26 +35,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not args.curves and not args.bars:
-        raise SystemExit("error: nothing to draw; pass --curves OUT.png and/or --bars OUT.png")
     try:
-        results = load_many(args.results)
-        conditions = results["conditions"]
-        intervals, source = (None, "") if args.no_intervals else accuracy_intervals(conditions, args.results)
+        figures = ablation_figures(args.results, select=args.select, intervals=not args.no_intervals,
+                                   title=args.title, curves=bool(args.curves), bars=bool(args.bars))
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from err
-    title = args.title or results.get("title") or "Ablations"
-    labels = recorded_labels(results)
     print(selection_note(args.select))
-    if args.curves:
-        fig = accuracy_figure(conditions, title=f"{title}: accuracy per checkpoint",
-                              note=SELECTION_MARKS[args.select].replace("Each", "Marked: each"), rule=args.select,
-                              labels=labels)
-        print(f"wrote {save_figure(fig, args.curves)}")
-    if args.bars:
-        fig = selected_accuracy_bars(conditions, title=f"{title}: {args.select} checkpoint", rule=args.select,
-                                     intervals=intervals, labels=labels, note=SELECTION_MARKS[args.select] + INTERVAL_NOTES[source])
-        print(f"wrote {save_figure(fig, args.bars)}")
+    for name, fig in figures.items():
+        print(f"wrote {save_figure(fig, getattr(args, name))}")
     return 0
 
 

@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fewshot_distill.results.figures import curves_figure, save_figure
-from fewshot_distill.results.load import load_many
-from fewshot_distill.results.metrics import load_run_scalars, run_label
+from fewshot_distill.results.figures import save_figure
+from fewshot_distill.results.plots import training_curves_figure
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,23 +33,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.labels is not None and len(args.labels) != len(args.runs):
-        raise SystemExit(f"error: got {len(args.labels)} --labels for {len(args.runs)} --runs; give one per run")
-    if not 0 <= args.smooth < 1:
-        raise SystemExit(f"error: --smooth must be in [0, 1), got {args.smooth}")
-    labels = args.labels or [run_label(run_dir) for run_dir in args.runs]
-    if len(set(labels)) != len(labels):
-        raise SystemExit(f"error: runs share a legend label ({', '.join(labels)}); pass distinct --labels")
     try:
-        runs = [(label, load_run_scalars(run_dir)) for label, run_dir in zip(labels, args.runs)]
-        conditions = load_many(args.results)["conditions"] if args.results else None
-        fig = curves_figure(runs, smooth=args.smooth, conditions=conditions)
-        if args.title:
-            fig.suptitle(args.title, fontsize=10)
+        fig = training_curves_figure(args.runs, labels=args.labels, smooth=args.smooth, results=args.results,
+                                     title=args.title)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from err
-    out = save_figure(fig, args.out)
-    print(f"wrote {out}")
+    print(f"wrote {save_figure(fig, args.out)}")
     return 0
 
 

@@ -12,13 +12,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from fewshot_distill.results.diagnostics import (diagnostics_markdown, eval_curves_figure, gap_bars_figure,
-                                                 load_diagnostics, per_checkpoint_figure)
-from fewshot_distill.results.figures import save_figure
-from fewshot_distill.results.labels import recorded_labels
-from fewshot_distill.results.metrics import load_run_scalars, run_label
+from fewshot_distill.results.plots import write_diagnostics_outputs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,18 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--title", default="", help="text on every figure, e.g. model and scale")
     args = parser.parse_args(argv)
     try:
-        data = load_diagnostics(args.results)
-        out = Path(args.out_dir)
-        conditions, labels = data["conditions"], recorded_labels(data, args.runs)
-        written = [save_figure(per_checkpoint_figure(conditions, args.title, labels),
-                               out / "diagnostics_per_checkpoint.png"),
-                   save_figure(gap_bars_figure(conditions, args.title, labels), out / "icl_gap_closed.png")]
-        runs = [(run_label(r), load_run_scalars(r)) for r in args.runs]
-        if any("eval/nll" in scalars for _, scalars in runs):
-            written.append(save_figure(eval_curves_figure(runs, args.title), out / "eval_curves.png"))
-        table = out / "diagnostics.md"
-        table.write_text(diagnostics_markdown(conditions, labels=labels) + "\n")
-        written.append(table)
+        written = write_diagnostics_outputs(args.results, args.out_dir, args.runs, args.title)
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
     for path in written:

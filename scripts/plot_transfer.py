@@ -15,10 +15,9 @@ import argparse
 import sys
 
 from fewshot_distill.results.figures import save_figure
-from fewshot_distill.results.load import SELECTION_RULES, load_many
-from fewshot_distill.results.selection import DEV_RULE, dev_choices, dev_note, load_dev_results, selected_labels, \
-    selection_figure
-from fewshot_distill.results.transfer import load_task_results, transfer_figure
+from fewshot_distill.results.load import SELECTION_RULES
+from fewshot_distill.results.plots import transfer_figures
+from fewshot_distill.results.selection import DEV_RULE
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -37,26 +36,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        results = load_many(args.results)
-        choices = note = None
-        if args.dev_results:
-            dev = load_dev_results(args.dev_results)
-            choices, note = dev_choices(dev), dev_note(dev)
-        picked = selected_labels(results["conditions"], args.select, choices)
-        if args.out:
-            if not args.transfer:
-                raise ValueError("--out draws the transfer figure: pass --transfer FILE.json ... (one per task)")
-            tasks = load_task_results(args.transfer)
-            model = str(results.get("model", "")).split("/")[-1]
-            title = args.title or f"{model + ': ' if model else ''}transfer to other tasks ({args.select} checkpoint)"
-            print(f"wrote {save_figure(transfer_figure(tasks, picked, title, note if args.select == DEV_RULE else None), args.out)}")
-        if args.selection_out:
-            if choices is None:
-                raise ValueError("--selection_out needs --dev_results FILE.json (eval_checkpoints.py --split dev)")
-            figure = selection_figure(results["conditions"], choices, "Test accuracy by checkpoint selection", note)
-            print(f"wrote {save_figure(figure, args.selection_out)}")
+        figures = transfer_figures(args.results, select=args.select, transfer=args.transfer,
+                                   dev_results=args.dev_results, title=args.title, transfer_out=bool(args.out),
+                                   selection_out=bool(args.selection_out))
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from err
+    outputs = {"transfer": args.out, "selection": args.selection_out}
+    for name, fig in figures.items():
+        print(f"wrote {save_figure(fig, outputs[name])}")
     return 0
 
 

@@ -330,6 +330,10 @@ def training_setting(overrides: list[str]) -> str:
             f"lr {lr}")
 
 
+PROXY_NOTE = ("; beside it, the mean share of the ICL gap closed by the teacher-forced NLL of the gold answers on "
+              "the same items (0 = the 0-shot base model, 1 = the 8-shot teacher)")
+
+
 def icl_demo_summary_markdown(folder: Path, page: str, doc_dir: Path = Path(".")) -> str:
     """The README's make icl-demo block, short: the setting in one line, one table (a row per condition, a
     column per task: mean accuracy % and t-interval across seeds), the figure, how the intervals are made, and
@@ -346,7 +350,7 @@ def icl_demo_summary_markdown(folder: Path, page: str, doc_dir: Path = Path(".")
         f"CPU, seeds {', '.join(map(str, first['seeds']))}; each trained run: "
         f"{training_setting(settings['train_overrides'])}; every run scored 0-shot (greedy, exact match of the "
         f"first line) on the same {first['n_items']} test items, the base model also with 8 shots. Test accuracy "
-        f"%, mean over seeds [{level}% t-interval]:",
+        f"%, mean over seeds [{level}% t-interval]{PROXY_NOTE if first.get('diagnostics') else ''}:",
         "",
         tasks_table_markdown(tasks),
         "",

@@ -9,6 +9,9 @@ the same test items (the study evaluates every seed on one seeded subset).
 - A named pair (A, B): the mean of A - B over seeds and items with a paired percentile bootstrap that
   resamples seeds, then items within each seed (`stats.paired_bootstrap_difference`, seeded), and an exact
   McNemar test on each seed's items (`stats.mcnemar_exact`: the binomial test on the discordant items).
+- Held-out proxies (when the study scores them, `eval.diagnostics`): each condition's teacher-forced NLL of the
+  gold answers, KL(8-shot teacher || it) and the share of the ICL gap closed by each, as a mean over seeds
+  with the same t interval (`summarise_diagnostics`).
 
     summary = summarise_task(results, pairs=[("online_v1", "online_zeroshot")], seeds=[0, 1, 2])
     markdown = study_markdown({"first_letter": summary})
@@ -87,6 +90,33 @@ def summarise_task(results: Results, pairs: Sequence[tuple[str, str]], seeds: Se
             "mcnemar": MCNEMAR_METHOD, "conditions": conditions, "pairs": compared}
 
 
+DIAGNOSTIC_KEYS = ("nll", "kl", "gap_closed_nll", "gap_closed_kl")  # of fewshot_distill.eval.diagnostics.METRIC_KEYS
+
+
+def summarise_diagnostics(metrics: Mapping[str, Mapping[int, Mapping[str, float | None]]], seeds: Sequence[int],
+                          confidence: float = CONFIDENCE) -> dict:
+    """condition -> {"label", key -> {mean, low, high, per_seed}} for each of DIAGNOSTIC_KEYS, from
+    `metrics[condition][seed]` (one diagnostics entry per seed; eval_diagnostics.py's metrics). A key that is
+    undefined at some seed (a gap ratio whose teacher is not better than 0-shot: None) has no mean."""
+    seeds = list(seeds)
+    missing = [f"{c}/seed {s}" for c in metrics for s in seeds if s not in metrics[c]]
+    if missing:
+        raise ValueError(f"no diagnostics for {', '.join(missing)}; run the study again to finish them")
+    summary = {}
+    for condition in ordered_conditions(metrics):
+        entry: dict = {"label": label_for(condition)}
+        for key in DIAGNOSTIC_KEYS:
+            values = [metrics[condition][seed][key] for seed in seeds]
+            per_seed = {str(seed): value for seed, value in zip(seeds, values)}
+            if any(value is None for value in values):
+                entry[key] = {"mean": None, "low": None, "high": None, "per_seed": per_seed}
+                continue
+            interval = t_interval(values, confidence)
+            entry[key] = {"mean": interval.mean, "low": interval.low, "high": interval.high, "per_seed": per_seed}
+        summary[condition] = entry
+    return summary
+
+
 # --- table ------------------------------------------------------------------------------------------------------
 
 def _percent(value: float | None) -> str:
@@ -115,12 +145,34 @@ def task_markdown(summary: dict) -> str:
             tests = ", ".join(f"{_p_value(t['p_value'])} ({t['only_a']}/{t['only_b']})" for t in pair["mcnemar"])
             lines.append(f"| {label_for(pair['a'])} − {label_for(pair['b'])} | {100 * pair['difference']:+.1f} | "
                          f"[{100 * pair['low']:+.1f}, {100 * pair['high']:+.1f}] | {tests} |")
+    if summary.get("diagnostics"):
+        lines += ["", diagnostics_table_markdown(summary["diagnostics"], level)]
+    return "\n".join(lines)
+
+
+def _with_interval(value: dict, digits: int) -> str:
+    if value["mean"] is None:
+        return "–"
+    if value["low"] is None:
+        return f"{value['mean']:.{digits}f}"
+    return f"{value['mean']:.{digits}f} [{value['low']:.{digits}f}, {value['high']:.{digits}f}]"
+
+
+def diagnostics_table_markdown(diagnostics: Mapping[str, dict], level: int) -> str:
+    """The held-out proxies of one task: a row per condition, mean over seeds [t-interval] of each key."""
+    lines = [f"| condition (held-out, teacher-forced on the same items; mean over seeds [{level}% t-interval]) | "
+             "NLL of the gold answer (nats/token) | KL(8-shot teacher ‖ it) | ICL gap closed by NLL | "
+             "ICL gap closed by KL |", "|---|---:|---:|---:|---:|"]
+    for entry in diagnostics.values():
+        lines.append(f"| {entry['label']} | " + " | ".join(_with_interval(entry[key], 3) for key in DIAGNOSTIC_KEYS)
+                     + " |")
     return "\n".join(lines)
 
 
 def tasks_table_markdown(tasks: Mapping[str, dict]) -> str:
     """One markdown table over every task: a row per condition, a column per task with its mean accuracy % and
-    t-interval across seeds (`60.0 [49.2, 70.8]`; the mean alone with one seed, `–` where a task lacks it)."""
+    t-interval across seeds (`60.0 [49.2, 70.8]`; the mean alone with one seed, `–` where a task lacks it).
+    Where a task has held-out proxies, a second column beside it: the mean share of the ICL gap closed by NLL."""
     conditions: dict[str, str] = {}
     for summary in tasks.values():
         conditions |= {c: entry["label"] for c, entry in summary["conditions"].items() if c not in conditions}
@@ -133,10 +185,22 @@ def tasks_table_markdown(tasks: Mapping[str, dict]) -> str:
             return _percent(entry["mean"])
         return f"{_percent(entry['mean'])} [{_percent(entry['low'])}, {_percent(entry['high'])}]"
 
-    lines = ["| condition | " + " | ".join(f"`{task}`" for task in tasks) + " |",
-             "|---|" + "---:|" * len(tasks)]
-    lines += [f"| {label} | " + " | ".join(cell(summary, c) for summary in tasks.values()) + " |"
-              for c, label in conditions.items()]
+    def cells(summary: dict, condition: str) -> list[str]:
+        if not summary.get("diagnostics"):
+            return [cell(summary, condition)]
+        proxy = summary["diagnostics"].get(condition, {}).get("gap_closed_nll", {"mean": None})
+        return [cell(summary, condition), "–" if proxy["mean"] is None else f"{proxy['mean']:.2f}"]
+
+    header, align = [], []
+    for task, summary in tasks.items():
+        header.append(f"`{task}` accuracy %" if summary.get("diagnostics") else f"`{task}`")
+        align.append("---:|")
+        if summary.get("diagnostics"):
+            header.append(f"`{task}` gap closed (NLL)")
+            align.append("---:|")
+    lines = ["| condition | " + " | ".join(header) + " |", "|---|" + "".join(align)]
+    lines += [f"| {label} | " + " | ".join(c for summary in tasks.values() for c in cells(summary, condition))
+              + " |" for condition, label in conditions.items()]
     return "\n".join(lines)
 
 

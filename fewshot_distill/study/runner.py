@@ -5,8 +5,11 @@ Resumable: a run whose final/ is complete is skipped, one with checkpoints resum
 folder is trained again (--overwrite); an evaluation that lists every wanted entry is skipped, another one
 is launched and continues its own results file (fewshot_distill/eval/runner.py drops an entry cut short).
 
+With `eval.diagnostics: true` every seed is also scored by scripts/eval_diagnostics.py on the same test items
+(teacher-forced NLL, KL to the 8-shot teacher, ICL gap closed), resumed the same way.
+
 Outputs under out_dir: {task}/seed_{s}/{condition}/ (run folders), {task}/seed_{s}/eval.json (+ predictions),
-study.json, study.md, study.png, times.json.
+{task}/seed_{s}/diagnostics.json (+ rows) with eval.diagnostics, study.json, study.md, study.png, times.json.
 
     python scripts/study.py --study configs/studies/icl_demo.yaml --out icl_demo_out
 """
@@ -23,10 +26,11 @@ from pathlib import Path
 
 from fewshot_distill.results.figures import save_figure
 from fewshot_distill.results.stats import read_predictions
-from fewshot_distill.results.study import study_figure, study_markdown, summarise_task
+from fewshot_distill.results.study import study_figure, study_markdown, summarise_diagnostics, summarise_task
 from fewshot_distill.eval.runner import predictions_path
-from fewshot_distill.study.spec import (EVAL_OUTPUT, EVAL_SCRIPT, TRAIN_MODULE, StudySpec, TrainRun, eval_labels, expand_runs,
-                            missing_evaluations, run_state, seed_dir)
+from fewshot_distill.study.spec import (DIAGNOSTICS_OUTPUT, DIAGNOSTICS_SCRIPT, EVAL_OUTPUT, EVAL_SCRIPT,
+                                       TRAIN_MODULE, StudySpec, TrainRun, eval_labels, expand_runs,
+                                       missing_evaluations, run_state, seed_dir)
 from fewshot_distill.utils.io import atomic_write_json, atomic_write_text
 from fewshot_distill.utils.run_info import collect_run_info
 
@@ -59,13 +63,18 @@ def train_command(spec: StudySpec, run: TrainRun, mode: str) -> list[str]:
             "--output_dir", str(run.run_dir), *flag, *run.overrides]
 
 
-def eval_command(spec: StudySpec, task: str, seed: int, out_dir: Path, conditions: list[str]) -> list[str]:
+def eval_command(spec: StudySpec, task: str, seed: int, out_dir: Path, conditions: list[str],
+                 diagnostics: bool = False) -> list[str]:
+    """scripts/eval_checkpoints.py of one seed's runs and base rows (or, with `diagnostics`,
+    scripts/eval_diagnostics.py on the same test items)."""
     e = spec.eval
     folder = seed_dir(out_dir, task, seed)
-    command = [sys.executable, EVAL_SCRIPT, "--config", spec.tasks[task], "--conditions", *conditions,
-               "--base_dir", str(folder), "--checkpoint_steps", "final", "--output", str(folder / EVAL_OUTPUT),
-               "--backend", e.backend, "--max_new_tokens", str(e.max_new_tokens), "--batch_size", str(e.batch_size),
-               "--subset_seed", str(e.subset_seed)]
+    script, output = (DIAGNOSTICS_SCRIPT, DIAGNOSTICS_OUTPUT) if diagnostics else (EVAL_SCRIPT, EVAL_OUTPUT)
+    command = [sys.executable, script, "--config", spec.tasks[task], "--conditions", *conditions,
+               "--base_dir", str(folder), "--checkpoint_steps", "final", "--output", str(folder / output),
+               "--batch_size", str(e.batch_size), "--subset_seed", str(e.subset_seed)]
+    if not diagnostics:
+        command += ["--backend", e.backend, "--max_new_tokens", str(e.max_new_tokens)]
     if e.test_items is not None:
         command += ["--n_samples", str(e.test_items)]
     return command + [f"model.name={spec.model}", f"training.seed={seed}", *e.overrides]
@@ -121,6 +130,45 @@ def collect_results(spec: StudySpec, task: str, out_dir: Path) -> dict[str, dict
     return results
 
 
+def collect_diagnostics(spec: StudySpec, task: str, out_dir: Path) -> dict[str, dict[int, dict]]:
+    """condition -> seed -> its held-out metrics, from every seed's diagnostics.json."""
+    labels = eval_labels(spec)
+    metrics: dict[str, dict[int, dict]] = {c: {} for c in spec.conditions}
+    for seed in spec.seeds:
+        found = read_eval(seed_dir(out_dir, task, seed) / DIAGNOSTICS_OUTPUT) or {"conditions": {}}
+        for condition, label in labels.items():
+            if label in found["conditions"].get(condition, {}):
+                metrics[condition][seed] = found["conditions"][condition][label]
+    return metrics
+
+
+def summarise(spec: StudySpec, task: str, out_dir: Path) -> dict:
+    """One task's summary (fewshot_distill.results.study), with its held-out proxies when the study scores them."""
+    summary = summarise_task(collect_results(spec, task, out_dir), [tuple(p) for p in spec.pairs], spec.seeds,
+                             n_resamples=spec.bootstrap_resamples, bootstrap_seed=spec.bootstrap_seed)
+    if spec.eval.diagnostics:
+        summary["diagnostics"] = summarise_diagnostics(collect_diagnostics(spec, task, out_dir), spec.seeds)
+    return summary
+
+
+def evaluation_jobs(spec: StudySpec, out_dir: Path) -> list[tuple[list[str], str, Path]]:
+    """Every seed's evaluation (and diagnostics) that does not list each wanted entry yet."""
+    wanted = eval_labels(spec)
+    kinds = [(False, EVAL_OUTPUT, "evaluate"), *([(True, DIAGNOSTICS_OUTPUT, "diagnostics")]
+                                                 if spec.eval.diagnostics else [])]
+    jobs = []
+    for diagnostics, output, verb in kinds:
+        for task in spec.tasks:
+            for seed in spec.seeds:
+                folder = seed_dir(out_dir, task, seed)
+                if not missing_evaluations(read_eval(folder / output), wanted):
+                    logger.info("%s %s/seed %s: finished earlier, skipped", verb, task, seed)
+                    continue
+                jobs.append((eval_command(spec, task, seed, out_dir, list(spec.conditions), diagnostics),
+                             f"{verb} {task}/seed {seed}", folder / f"{Path(output).stem}.log"))
+    return jobs
+
+
 def run_study(spec: StudySpec, out_dir: str | Path, title: str = "") -> dict:
     """Train, evaluate and aggregate every unfinished part of the study; returns the study JSON."""
     started = time.time()
@@ -137,27 +185,15 @@ def run_study(spec: StudySpec, out_dir: str | Path, title: str = "") -> dict:
         train_jobs.append((train_command(spec, run, state), f"{what} ({state})",
                            run.run_dir.parent / f"{run.condition}.log"))
     launches = _run_all(train_jobs, env, spec.jobs)
-    wanted = eval_labels(spec)
-    eval_jobs = []
-    for task in spec.tasks:
-        for seed in spec.seeds:
-            folder = seed_dir(out_dir, task, seed)
-            if not missing_evaluations(read_eval(folder / EVAL_OUTPUT), wanted):
-                logger.info("evaluate %s/seed %s: finished earlier, skipped", task, seed)
-                continue
-            eval_jobs.append((eval_command(spec, task, seed, out_dir, list(spec.conditions)),
-                              f"evaluate {task}/seed {seed}", folder / "eval.log"))
-    launches += _run_all(eval_jobs, env, spec.jobs)
-    summaries = {task: summarise_task(collect_results(spec, task, out_dir), [tuple(p) for p in spec.pairs],
-                                      spec.seeds, n_resamples=spec.bootstrap_resamples,
-                                      bootstrap_seed=spec.bootstrap_seed)
-                 for task in spec.tasks}
+    launches += _run_all(evaluation_jobs(spec, out_dir), env, spec.jobs)
+    summaries = {task: summarise(spec, task, out_dir) for task in spec.tasks}
     study = {"study": spec.name, "model": spec.model, "tasks": summaries,
              "settings": {"conditions": {c: {"config": e.config, "overrides": e.overrides}
                                          for c, e in spec.conditions.items()},
                           "task_configs": spec.tasks, "train_overrides": spec.train_overrides,
                           "eval": {"test_items": spec.eval.test_items, "subset_seed": spec.eval.subset_seed,
-                                   "max_new_tokens": spec.eval.max_new_tokens, "backend": spec.eval.backend},
+                                   "max_new_tokens": spec.eval.max_new_tokens, "backend": spec.eval.backend,
+                                   "diagnostics": spec.eval.diagnostics},
                           "threads": spec.threads, "jobs": spec.jobs},
              "run_info": collect_run_info()}
     write_outputs(study, out_dir, title)

@@ -33,6 +33,8 @@ from fewshot_distill.utils.checkpoint_files import verify_checkpoint
 TRAIN_MODULE = "fewshot_distill.train"     # every method: the config's `method:` picks it
 EVAL_SCRIPT = "scripts/eval_checkpoints.py"
 EVAL_OUTPUT = "eval.json"
+DIAGNOSTICS_SCRIPT = "scripts/eval_diagnostics.py"
+DIAGNOSTICS_OUTPUT = "diagnostics.json"
 
 
 class StudyError(ValueError):
@@ -53,6 +55,7 @@ class EvalSpec:
     backend: str = "hf"               # hf: transformers + peft (CPU-exact); vllm on GPUs
     batch_size: int = 16
     overrides: list[str] = field(default_factory=list)  # key=value for every evaluation
+    diagnostics: bool = False         # also the held-out proxies on the same items (scripts/eval_diagnostics.py)
 
 
 @dataclass

@@ -222,7 +222,7 @@ CONTROLS = REPO_ROOT / "assets" / "published_controls.json"
 
 
 def capture_figures(monkeypatch, module, name: str) -> list:
-    """Keep the figures a script's `name` function returns, to inspect what the script drew."""
+    """Keep the figures `module`'s `name` function returns, to inspect what a script drew through it."""
     figures = []
     original = getattr(module, name)
 
@@ -242,9 +242,10 @@ def published_percents(path: Path, condition: str) -> list[float]:
 @pytest.mark.parametrize("rule, marked", [("best", {"64.29%": 400, "72.71%": 600}),
                                           ("final", {"62.17%": 1000, "71.04%": 1000})])
 def test_gen_main_fig_plots_five_published_points_per_method(tmp_path, monkeypatch, capsys, rule, marked):
+    from fewshot_distill.results import plots
     from scripts import gen_main_fig
 
-    figures = capture_figures(monkeypatch, gen_main_fig, "accuracy_figure")
+    figures = capture_figures(monkeypatch, plots, "accuracy_figure")
     assert gen_main_fig.main(["--published", "--select", rule, "--out", str(tmp_path / "m.png")]) == 0
     assert f"Checkpoint selection: {rule}" in capsys.readouterr().out
     ax = figures[0].axes[0]
@@ -257,10 +258,11 @@ def test_gen_main_fig_plots_five_published_points_per_method(tmp_path, monkeypat
 
 
 def test_plot_ablations_curves_and_bars(tmp_path, monkeypatch, capsys):
+    from fewshot_distill.results import plots
     from scripts import plot_ablations
 
-    curves = capture_figures(monkeypatch, plot_ablations, "accuracy_figure")
-    bars = capture_figures(monkeypatch, plot_ablations, "selected_accuracy_bars")
+    curves = capture_figures(monkeypatch, plots, "accuracy_figure")
+    bars = capture_figures(monkeypatch, plots, "selected_accuracy_bars")
     out_curves, out_bars = tmp_path / "curves.png", tmp_path / "bars.png"
     assert plot_ablations.main(["--results", str(CONTROLS), "--curves", str(out_curves), "--bars",
                                 str(out_bars)]) == 0

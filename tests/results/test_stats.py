@@ -306,14 +306,16 @@ def test_gen_main_fig_draws_bootstrap_error_bars(tmp_path, monkeypatch):
 
     results = results_with_predictions(tmp_path)
     captured = {}
-    original = gen_main_fig.accuracy_figure
+    from fewshot_distill.results import plots
+
+    original = plots.accuracy_figure
 
     def keep(*args, **kwargs):
         captured["fig"] = original(*args, **kwargs)
         captured["intervals"] = kwargs["intervals"]
         return captured["fig"]
 
-    monkeypatch.setattr(gen_main_fig, "accuracy_figure", keep)  # to inspect the figure the script draws
+    monkeypatch.setattr(plots, "accuracy_figure", keep)  # to inspect the figure the script draws
     assert gen_main_fig.main(["--results", str(results), "--intervals", "--out", str(tmp_path / "m.png")]) == 0
     intervals = captured["intervals"]
     assert set(intervals) == {(c, label) for c, label in [("base_0shot", "base"), ("icl_8shot", "base"),

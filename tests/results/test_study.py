@@ -11,8 +11,9 @@ import pytest
 
 from fewshot_distill.results.stats import (mcnemar_exact, paired_bootstrap_difference, t_interval, t_quantile,
                                t_two_sided_cdf)
-from fewshot_distill.results.study import (common_items, key_pairs, study_markdown, summarise_task, task_markdown,
-                               tasks_table_markdown)
+from fewshot_distill.results.study import (DIAGNOSTIC_KEYS, common_items, key_pairs, study_markdown,
+                                           summarise_diagnostics, summarise_task, task_markdown,
+                                           tasks_table_markdown)
 
 
 def close(a: float, b: float, ulps: int = 8) -> bool:
@@ -193,3 +194,47 @@ def test_key_pairs_are_the_first_and_those_whose_interval_excludes_zero():
                          {"a": "z", "low": 0.1, "high": 0.2}, {"a": "w", "low": -0.3, "high": -0.1},
                          {"a": "v", "low": 0.0, "high": 0.0}]}
     assert [p["a"] for p in key_pairs(summary)] == ["x", "z", "w"]
+
+
+def synthetic_diagnostics():
+    """condition -> seed -> metrics; the gap ratios of base_0shot are 0 by definition, one seed's KL gap undefined."""
+    return {
+        "online_v1": {0: {"nll": 1.0, "kl": 0.2, "gap_closed_nll": 0.5, "gap_closed_kl": 0.6},
+                      1: {"nll": 2.0, "kl": 0.4, "gap_closed_nll": 0.7, "gap_closed_kl": None},
+                      2: {"nll": 3.0, "kl": 0.6, "gap_closed_nll": 0.9, "gap_closed_kl": 0.8}},
+        "base_0shot": {s: {"nll": 4.0, "kl": 1.0, "gap_closed_nll": 0.0, "gap_closed_kl": 0.0} for s in (0, 1, 2)},
+    }
+
+
+def test_summarise_diagnostics_mean_and_t_interval_by_hand():
+    summary = summarise_diagnostics(synthetic_diagnostics(), seeds=[0, 1, 2])
+    assert list(summary) == ["base_0shot", "online_v1"]
+    nll = summary["online_v1"]["nll"]
+    half = 0.95 * math.sqrt(2 / (1 - 0.95**2)) * 1.0 / math.sqrt(3)   # per-seed 1, 2, 3: sd 1, t_2 closed form
+    assert close(nll["mean"], 2.0) and abs(nll["low"] - (2 - half)) < 1e-12 and abs(nll["high"] - (2 + half)) < 1e-12
+    assert nll["per_seed"] == {"0": 1.0, "1": 2.0, "2": 3.0}
+    assert close(summary["online_v1"]["gap_closed_nll"]["mean"], 0.7)
+    assert summary["online_v1"]["gap_closed_kl"]["mean"] is None          # undefined at seed 1: no mean
+    assert summary["base_0shot"]["kl"] == {"mean": 1.0, "low": 1.0, "high": 1.0,
+                                           "per_seed": {"0": 1.0, "1": 1.0, "2": 1.0}}
+    with pytest.raises(ValueError, match="no diagnostics for online_v1/seed 7"):
+        summarise_diagnostics(synthetic_diagnostics(), seeds=[0, 7])
+
+
+def test_diagnostic_keys_are_metrics_the_diagnostics_write():
+    from fewshot_distill.eval.diagnostics import METRIC_KEYS
+
+    assert set(DIAGNOSTIC_KEYS) <= set(METRIC_KEYS)
+
+
+def test_proxies_sit_beside_accuracy_in_the_task_and_readme_tables():
+    summary = summarise_task(synthetic_results(), [], seeds=[0, 1, 2], n_resamples=50)
+    summary["diagnostics"] = summarise_diagnostics(synthetic_diagnostics(), seeds=[0, 1, 2])
+    table = task_markdown(summary)
+    assert "| Base model (0-shot) | 4.000 [4.000, 4.000] | 1.000 [1.000, 1.000] | 0.000 [0.000, 0.000] |" in table
+    assert "| LoRA SFT + Few-Shot Distillation | 2.000 [-0.484, 4.484] |" in table and table.endswith(" | – |")
+    short = tasks_table_markdown({"first_letter": summary}).splitlines()
+    assert short[0] == "| condition | `first_letter` accuracy % | `first_letter` gap closed (NLL) |"
+    assert short[1] == "|---|---:|---:|"
+    assert short[2] == "| Base model (0-shot) | 8.3 [-27.5, 44.2] | 0.00 |"
+    assert short[3].endswith("] | 0.70 |")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fewshot_distill.study.runner import eval_command, train_command
+from fewshot_distill.study.runner import eval_command, evaluation_jobs, summarise, train_command
 from fewshot_distill.study.spec import StudyError, expand_runs, load_study, missing_evaluations, run_state
 from fewshot_distill.utils.manifest import write_manifest
 
@@ -124,6 +124,43 @@ def test_launch_commands(study_file, tmp_path):
         assert evaluation[evaluation.index(flag) + 1] == value
     assert evaluation[-2:] == ["model.name=/models/tiny", "training.seed=5"]
     assert Path(evaluation[evaluation.index("--output") + 1]).name == "eval.json"
+
+
+def test_diagnostics_are_launched_on_the_same_items_resumed_and_summarised(study_file, tmp_path):
+    """eval.diagnostics adds scripts/eval_diagnostics.py per seed on the eval subset, skipped when its results
+    list every entry; the summary then carries each condition's proxies beside its accuracy."""
+    spec = load_study(study_file)
+    assert [what for _, what, _ in evaluation_jobs(spec, tmp_path)] == ["evaluate letters/seed 3",
+                                                                         "evaluate letters/seed 5"]
+    spec.eval.diagnostics = True
+    jobs = evaluation_jobs(spec, tmp_path)
+    assert [what for _, what, _ in jobs] == ["evaluate letters/seed 3", "evaluate letters/seed 5",
+                                             "diagnostics letters/seed 3", "diagnostics letters/seed 5"]
+    command, _, log = jobs[2]
+    assert command[1] == "scripts/eval_diagnostics.py" and log.name == "diagnostics.log"
+    for flag, value in [("--n_samples", "10"), ("--subset_seed", "1"), ("--checkpoint_steps", "final")]:
+        assert command[command.index(flag) + 1] == value
+    assert "--backend" not in command and "--max_new_tokens" not in command
+    assert Path(command[command.index("--output") + 1]).name == "diagnostics.json"
+
+    labels = {"base_0shot": "base", "icl_8shot": "base", "baseline": "final", "online_zeroshot": "final",
+              "onpolicy_shuffled": "final"}
+    for seed in (3, 5):
+        folder = tmp_path / "letters" / f"seed_{seed}"
+        folder.mkdir(parents=True)
+        metrics = {"nll": 1.0 + seed, "kl": 0.5, "gap_closed_nll": 0.25 * seed, "gap_closed_kl": None}
+        (folder / "diagnostics.json").write_text(json.dumps(
+            {"conditions": {c: {label: metrics} for c, label in labels.items()}}))
+        (folder / "eval.json").write_text(json.dumps({"conditions": {c: {label: {}} for c, label in labels.items()}}))
+        (folder / "eval.predictions.jsonl").write_text("".join(
+            json.dumps({"condition": c, "label": label, "index": i, "correct": i % 2 == 0}) + "\n"
+            for c, label in labels.items() for i in range(10)))
+    assert evaluation_jobs(spec, tmp_path) == []
+    summary = summarise(spec, "letters", tmp_path)
+    assert summary["diagnostics"]["baseline"]["nll"]["mean"] == 5.0          # seeds 3 and 5: 4.0 and 6.0
+    assert summary["diagnostics"]["baseline"]["nll"]["per_seed"] == {"3": 4.0, "5": 6.0}
+    assert summary["diagnostics"]["baseline"]["gap_closed_kl"]["mean"] is None
+    assert summary["conditions"]["baseline"]["mean"] == 0.5
 
 
 def test_times_json_counts_parallel_launches_once_in_the_invocation_wall_time(tmp_path):
