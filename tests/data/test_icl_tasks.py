@@ -36,6 +36,13 @@ def test_split_by_item_is_seeded_disjoint_and_refuses_repeated_inputs():
         split_by_item(items + [("w1", "other")])
 
 
+def test_first_letter_and_uppercase_have_the_same_inputs_in_the_same_splits():
+    """data/icl/README.md says so, and the icl-demo reading relies on it (label-free runs are the same on both)."""
+    for split in ("train", "test"):
+        assert ([r[INPUT_FIELD] for r in committed_records("first_letter", split)]
+                == [r[INPUT_FIELD] for r in committed_records("uppercase", split)])
+
+
 @pytest.mark.parametrize("task", list(ICL_TASKS))
 def test_committed_task_splits_share_no_input(task):
     train, test = committed_records(task, "train"), committed_records(task, "test")
