@@ -189,7 +189,8 @@ def tasks_table_markdown(tasks: Mapping[str, dict]) -> str:
         if not summary.get("diagnostics"):
             return [cell(summary, condition)]
         proxy = summary["diagnostics"].get(condition, {}).get("gap_closed_nll", {"mean": None})
-        return [cell(summary, condition), "–" if proxy["mean"] is None else f"{proxy['mean']:.2f}"]
+        # round first, then + 0.0: a tiny negative mean prints 0.00, not -0.00
+        return [cell(summary, condition), "–" if proxy["mean"] is None else f"{round(proxy['mean'], 2) + 0.0:.2f}"]
 
     header, align = [], []
     for task, summary in tasks.items():

@@ -238,3 +238,5 @@ def test_proxies_sit_beside_accuracy_in_the_task_and_readme_tables():
     assert short[1] == "|---|---:|---:|"
     assert short[2] == "| Base model (0-shot) | 8.3 [-27.5, 44.2] | 0.00 |"
     assert short[3].endswith("] | 0.70 |")
+    summary["diagnostics"]["base_0shot"]["gap_closed_nll"]["mean"] = -0.001
+    assert tasks_table_markdown({"first_letter": summary}).splitlines()[2].endswith(" | 0.00 |")
