@@ -23,6 +23,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from fewshot_distill.results.diagnostics import DIAGNOSTICS_COLUMNS
 from fewshot_distill.results.labels import label_for, ordered_conditions
 from fewshot_distill.results.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, mcnemar_exact,
                                paired_bootstrap_difference, t_interval)
@@ -150,22 +151,25 @@ def task_markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _with_interval(value: dict, digits: int) -> str:
+def _mean_interval(value: dict, fmt=_percent) -> str:
+    """`mean [low, high]` of a {mean, low, high} entry in `fmt`; the mean alone without an interval (one seed),
+    `–` without a mean."""
     if value["mean"] is None:
         return "–"
     if value["low"] is None:
-        return f"{value['mean']:.{digits}f}"
-    return f"{value['mean']:.{digits}f} [{value['low']:.{digits}f}, {value['high']:.{digits}f}]"
+        return fmt(value["mean"])
+    return f"{fmt(value['mean'])} [{fmt(value['low'])}, {fmt(value['high'])}]"
 
 
 def diagnostics_table_markdown(diagnostics: Mapping[str, dict], level: int) -> str:
-    """The held-out proxies of one task: a row per condition, mean over seeds [t-interval] of each key."""
+    """The held-out proxies of one task: a row per condition, mean over seeds [t-interval] of each key (headers
+    from the diagnostics table's columns)."""
+    headers = [DIAGNOSTICS_COLUMNS[key][0] for key in DIAGNOSTIC_KEYS]
     lines = [f"| condition (held-out, teacher-forced on the same items; mean over seeds [{level}% t-interval]) | "
-             "NLL of the gold answer (nats/token) | KL(8-shot teacher ‖ it) | ICL gap closed by NLL | "
-             "ICL gap closed by KL |", "|---|---:|---:|---:|---:|"]
+             + " | ".join(headers) + " |", "|---|" + "---:|" * len(headers)]
     for entry in diagnostics.values():
-        lines.append(f"| {entry['label']} | " + " | ".join(_with_interval(entry[key], 3) for key in DIAGNOSTIC_KEYS)
-                     + " |")
+        lines.append(f"| {entry['label']} | "
+                     + " | ".join(_mean_interval(entry[key], lambda v: f"{v:.3f}") for key in DIAGNOSTIC_KEYS) + " |")
     return "\n".join(lines)
 
 
@@ -177,29 +181,20 @@ def tasks_table_markdown(tasks: Mapping[str, dict]) -> str:
     for summary in tasks.values():
         conditions |= {c: entry["label"] for c, entry in summary["conditions"].items() if c not in conditions}
 
-    def cell(summary: dict, condition: str) -> str:
-        entry = summary["conditions"].get(condition)
-        if entry is None:
-            return "–"
-        if entry["low"] is None:
-            return _percent(entry["mean"])
-        return f"{_percent(entry['mean'])} [{_percent(entry['low'])}, {_percent(entry['high'])}]"
-
     def cells(summary: dict, condition: str) -> list[str]:
+        entry = summary["conditions"].get(condition)
+        accuracy = "–" if entry is None else _mean_interval(entry)
         if not summary.get("diagnostics"):
-            return [cell(summary, condition)]
+            return [accuracy]
         proxy = summary["diagnostics"].get(condition, {}).get("gap_closed_nll", {"mean": None})
         # round first, then + 0.0: a tiny negative mean prints 0.00, not -0.00
-        return [cell(summary, condition), "–" if proxy["mean"] is None else f"{round(proxy['mean'], 2) + 0.0:.2f}"]
+        return [accuracy, "–" if proxy["mean"] is None else f"{round(proxy['mean'], 2) + 0.0:.2f}"]
 
-    header, align = [], []
+    header = []
     for task, summary in tasks.items():
-        header.append(f"`{task}` accuracy %" if summary.get("diagnostics") else f"`{task}`")
-        align.append("---:|")
-        if summary.get("diagnostics"):
-            header.append(f"`{task}` gap closed (NLL)")
-            align.append("---:|")
-    lines = ["| condition | " + " | ".join(header) + " |", "|---|" + "".join(align)]
+        header += ([f"`{task}` accuracy %", f"`{task}` gap closed (NLL)"] if summary.get("diagnostics")
+                   else [f"`{task}`"])
+    lines = ["| condition | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
     lines += [f"| {label} | " + " | ".join(c for summary in tasks.values() for c in cells(summary, condition))
               + " |" for condition, label in conditions.items()]
     return "\n".join(lines)

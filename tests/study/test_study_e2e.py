@@ -58,7 +58,7 @@ def test_study_trains_evaluates_aggregates_and_resumes(tiny_model_dir, tmp_path)
     assert list(proxies) == ["base_0shot", "baseline", "onpolicy"]
     assert proxies["base_0shot"]["gap_closed_nll"]["per_seed"] == {"0": 0.0, "1": 0.0}   # 0 by definition
     assert all(proxies[c]["nll"]["mean"] > 0 for c in proxies)
-    assert "ICL gap closed by NLL" in (out / "study.md").read_text()
+    assert "ICL gap closed (NLL)" in (out / "study.md").read_text()
     outputs = {name: (out / name).read_text() for name in ("study.md",)}
     numbers = json.dumps(summary, sort_keys=True)
 
